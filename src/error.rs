@@ -1,0 +1,1 @@
+//! Error origin to HTTP response, in one place.

@@ -1,0 +1,116 @@
+//! revgate: an API gateway that verifies JWT bearer tokens and refuses any whose `jti`,
+//! session (`sid`) or subject (`sub`) has been revoked. Revocations come from OpenID
+//! Connect Back-Channel Logout, an RFC 7009-style revoke endpoint and a local admin API,
+//! and live in an embedded sled store that survives restarts and crashes.
+//!
+//! The binary (`main.rs`) parses the command line and calls into this library; tests drive
+//! [`run`] directly with listeners bound to `127.0.0.1:0` and a temporary store.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use crate::auth::{Keyring, TokenError, VerifiedToken};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::RevocationStore;
+
+pub use server::{run, Listeners};
+
+/// Everything a request handler needs, shared as `Arc<App>` by both listeners and the
+/// background tasks. The configuration sits behind a lock so it can be swapped on reload;
+/// readers clone the inner `Arc` and never hold the lock across an `.await`.
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    /// Where the config came from (for reload); `None` for configs built in memory.
+    pub config_path: Option<PathBuf>,
+    /// The revocation store.
+    pub store: RevocationStore,
+    /// Signing keys of every configured issuer.
+    pub keys: Keyring,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Time source (injectable for tests).
+    pub clock: SharedClock,
+    /// Pooled HTTP client for upstreams.
+    pub upstream: reqwest::Client,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the shared state. Keys are not loaded yet: call [`Keyring::load_all`].
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: RevocationStore,
+        clock: SharedClock,
+    ) -> Arc<App> {
+        let upstream = reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .expect("HTTP client with static settings");
+        let keys = Keyring::new(store.clone(), clock.clone());
+        Arc::new(App {
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            store,
+            keys,
+            metrics: Metrics::default(),
+            clock,
+            upstream,
+        })
+    }
+
+    /// The configuration in force (a cheap `Arc` clone).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration in force (reload).
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// Verifies an access token against every rule of SPEC §4 except the revocation check.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let config = self.config();
+        auth::verify::verify_access_token(&config, &self.keys, &self.metrics, self.clock.now(), token)
+            .await
+    }
+
+    /// The issuer named by `given`, or the only configured one when `given` is `None`.
+    pub fn resolve_issuer(&self, given: Option<&str>) -> Result<String, String> {
+        let config = self.config();
+        match given {
+            Some(iss) => config
+                .issuer(iss)
+                .map(|i| i.issuer.clone())
+                .ok_or_else(|| format!("unknown issuer {iss:?}")),
+            None if config.issuers.len() == 1 => Ok(config.issuers[0].issuer.clone()),
+            None => Err("issuer is required when several issuers are configured".to_string()),
+        }
+    }
+}
