@@ -1,1 +1,213 @@
-//! `revgate demo`.
+//! `revgate demo`: the gateway on 127.0.0.1:8080 (admin :9090) in front of an in-process
+//! echo upstream on :8081, trusting a dev signing key from `data/demo/` that is committed
+//! to the repository and therefore NOT FOR PRODUCTION. Prints a ready token and the
+//! commands to revoke it; the store lives in `data/demo.db`, so a restart of the demo
+//! shows revocations surviving.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::config::{AuthConfig, Config, IssuerConfig, RouteConfig, ServerConfig, StoreConfig};
+
+/// `iss` of the demo's tokens.
+pub const DEMO_ISSUER: &str = "https://demo.revgate.local/";
+/// `aud` of the demo's tokens.
+pub const DEMO_AUDIENCE: &str = "demo-api";
+/// `kid` of the demo key.
+pub const DEMO_KID: &str = "demo-key-1";
+/// Echo upstream address.
+pub const DEMO_UPSTREAM: &str = "127.0.0.1:8081";
+/// Where the demo keeps its store.
+pub const DEMO_STORE: &str = "data/demo.db";
+/// The demo JWKS file (written from the embedded copy when missing).
+pub const DEMO_JWKS_FILE: &str = "data/demo/jwks.json";
+
+/// Dev signing key, committed on purpose: NOT FOR PRODUCTION.
+const DEMO_PRIVATE_KEY: &str = include_str!("../data/demo/private-key.pem");
+const DEMO_JWKS: &str = include_str!("../data/demo/jwks.json");
+/// Lifetime of the printed token.
+const DEMO_TOKEN_LIFETIME: u64 = 3600;
+
+/// The demo's configuration.
+pub fn demo_config() -> Config {
+    Config {
+        server: ServerConfig::default(),
+        issuers: vec![IssuerConfig {
+            issuer: DEMO_ISSUER.to_string(),
+            audiences: vec![DEMO_AUDIENCE.to_string()],
+            jwks_url: None,
+            jwks_file: Some(PathBuf::from(DEMO_JWKS_FILE)),
+            algorithms: vec!["RS256".to_string()],
+            hmac_secret_file: None,
+            session_claim: "sid".to_string(),
+            require_typ: String::new(),
+            logout_audiences: vec!["demo-client".to_string()],
+            logout_algorithms: vec!["RS256".to_string()],
+            logout_require_exp: true,
+        }],
+        auth: AuthConfig::default(),
+        routes: vec![
+            RouteConfig {
+                prefix: "/".to_string(),
+                upstream: format!("http://{DEMO_UPSTREAM}"),
+                strip_prefix: false,
+                timeout: Duration::from_secs(30),
+                public: false,
+                scopes: vec![],
+            },
+            RouteConfig {
+                prefix: "/public".to_string(),
+                upstream: format!("http://{DEMO_UPSTREAM}"),
+                strip_prefix: false,
+                timeout: Duration::from_secs(30),
+                public: true,
+                scopes: vec![],
+            },
+        ],
+        backchannel: Default::default(),
+        revoke_endpoint: Default::default(),
+        store: StoreConfig {
+            path: PathBuf::from(DEMO_STORE),
+            ..StoreConfig::default()
+        },
+    }
+}
+
+/// Signs a demo access token (RS256, the dev key) with the given claims.
+pub fn mint(sub: &str, sid: &str, jti: &str, iat: u64) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(DEMO_KID.to_string());
+    let claims = serde_json::json!({
+        "iss": DEMO_ISSUER,
+        "aud": DEMO_AUDIENCE,
+        "sub": sub,
+        "sid": sid,
+        "jti": jti,
+        "iat": iat,
+        "exp": iat + DEMO_TOKEN_LIFETIME,
+        "scope": "read write",
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(DEMO_PRIVATE_KEY.as_bytes())
+        .expect("embedded demo key is valid");
+    jsonwebtoken::encode(&header, &claims, &key).expect("signing with the demo key")
+}
+
+/// A short random identifier (no crypto strength needed: demo ids only).
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// Runs the demo until Ctrl-C / SIGTERM.
+pub async fn run_demo() -> Result<(), String> {
+    let jwks_path = PathBuf::from(DEMO_JWKS_FILE);
+    if !jwks_path.exists() {
+        std::fs::create_dir_all(jwks_path.parent().expect("has a parent"))
+            .and_then(|_| std::fs::write(&jwks_path, DEMO_JWKS))
+            .map_err(|e| format!("cannot write {DEMO_JWKS_FILE}: {e}"))?;
+    }
+    let config = demo_config();
+    config.validate().map_err(|e| format!("demo config: {e}"))?;
+
+    let upstream = tokio::net::TcpListener::bind(DEMO_UPSTREAM)
+        .await
+        .map_err(|e| format!("cannot bind echo upstream {DEMO_UPSTREAM}: {e}"))?;
+    tokio::spawn(serve_echo(upstream));
+
+    let clock = crate::clock::system();
+    let store = crate::store::RevocationStore::open(&config.store.path, config.store.cache_bytes, clock.clone())
+        .map_err(|e| format!("cannot open store {DEMO_STORE}: {e}"))?;
+    let listeners = crate::server::Listeners::bind(config.server.listen, config.server.admin_listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let app = crate::App::new(config, None, store, clock.clone());
+    app.keys.load_all(&app.config(), &app.metrics).await?;
+
+    let now = clock.now();
+    let sid = format!("sess-{}", random_id());
+    let jti = format!("demo-{}", random_id());
+    let token = mint("alice", &sid, &jti, now);
+    let counts = app.store.counts();
+    println!(
+        r#"
+revgate demo — the signing key in data/demo/ is public: NOT FOR PRODUCTION
+
+  gateway   http://{proxy}   (every path needs a token; /public does not)
+  admin     http://{admin}
+  upstream  http://{DEMO_UPSTREAM}   (in-process echo: shows what the API receives)
+  store     {DEMO_STORE}   ({jti_n} jti, {sid_n} sid, {sub_n} sub revocations already in it)
+
+A token for user "alice" (session {sid}, jti {jti}), valid for 1 hour:
+
+export TOKEN={token}
+
+Try, in another terminal:
+
+  curl -i -H "Authorization: Bearer $TOKEN" http://{proxy}/api/hello        # 200, echoed
+  cargo run --release -- revoke jti {jti} --reason "demo"                   # or: revoke sid {sid} / revoke sub alice
+  curl -i -H "Authorization: Bearer $TOKEN" http://{proxy}/api/hello        # 401 ... revoked
+  # stop the demo (Ctrl-C), start it again, same curl: still 401 — the store remembers
+  cargo run --release -- lookup jti {jti}
+  cargo run --release -- unrevoke jti {jti}                                 # 200 again
+  curl -i http://{proxy}/public/info                                        # public route, no token
+  curl -s http://{admin}/metrics | grep revgate_requests_total
+
+Ctrl-C stops the demo.
+"#,
+        proxy = listeners.proxy_addr(),
+        admin = listeners.admin_addr(),
+        jti_n = counts.jti,
+        sid_n = counts.sid,
+        sub_n = counts.sub,
+    );
+    crate::server::run(app, listeners, crate::server::shutdown_signal()).await;
+    Ok(())
+}
+
+/// The echo upstream: answers every request with a JSON view of what it received.
+pub async fn serve_echo(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let headers: serde_json::Map<String, serde_json::Value> = req
+                    .headers()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "authorization")
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("?").to_string())))
+                    .collect();
+                let body = serde_json::json!({
+                    "echo": true,
+                    "method": req.method().as_str(),
+                    "path": req.uri().path(),
+                    "headers": headers,
+                });
+                let mut resp = hyper::Response::new(Full::new(Bytes::from(
+                    serde_json::to_vec_pretty(&body).unwrap_or_default(),
+                )));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, Infallible>(resp)
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

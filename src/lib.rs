@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod public;
 pub mod server;
 pub mod store;
 

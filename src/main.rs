@@ -1,1 +1,182 @@
-fn main() {}
+//! The `revgate` binary: parses the command line, loads the configuration, sets up
+//! logging, opens the store, binds the listeners and hands over to the library.
+//! Exit status: 0 success, 64 bad configuration or usage, 1 other failures.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use revgate::config::{Config, LogFormat};
+
+/// Exit status for a bad configuration or usage (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// revgate — an API gateway that verifies JWT bearer tokens and refuses revoked ones
+/// (jti, session or subject), with revocations from OpenID Connect Back-Channel Logout,
+/// an RFC 7009-style endpoint and this CLI. Revocations persist in an embedded store.
+#[derive(Parser, Debug)]
+#[command(name = "revgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (default config: ./revgate.toml).
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "revgate.toml")]
+        config: PathBuf,
+    },
+    /// Self-contained demo: gateway (127.0.0.1:8080), admin (:9090), echo upstream (:8081),
+    /// dev signing key; prints a valid token and commands to try revocation; store under data/.
+    Demo,
+    /// Validate a config file and print the effective settings.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, default_value = "revgate.toml")]
+        config: PathBuf,
+    },
+    /// Offline: verify every record has its expiry-index entry and vice versa; report
+    /// counts; --repair removes orphans. Exit 0 when consistent (or repaired), 1 otherwise.
+    CheckStore {
+        /// Configuration file (for store.path).
+        #[arg(long, default_value = "revgate.toml")]
+        config: PathBuf,
+        /// Repair: remove orphan index entries, re-index orphan records.
+        #[arg(long)]
+        repair: bool,
+    },
+    #[command(flatten)]
+    Admin(revgate::cli::AdminCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Demo => {
+            init_tracing(LogFormat::Text);
+            match runtime().block_on(revgate::demo::run_demo()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::CheckConfig { config } => match load_config(&config) {
+            Ok(c) => {
+                println!("# {}: OK", config.display());
+                print!("{}", c.effective_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::CheckStore { config, repair } => check_store(&config, repair),
+        Command::Admin(cmd) => {
+            let code = runtime().block_on(revgate::cli::run(cmd));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // TOKIO_WORKER_THREADS sizes the worker pool (the bench script sets it).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("revgate: {msg}");
+    ExitCode::from(1)
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("revgate: {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing(config.server.log_format);
+    runtime().block_on(async move {
+        let clock = revgate::clock::system();
+        let store = match revgate::store::RevocationStore::open(
+            &config.store.path,
+            config.store.cache_bytes,
+            clock.clone(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return fail(&format!("cannot open store {}: {e}", config.store.path.display())),
+        };
+        let listeners =
+            match revgate::Listeners::bind(config.server.listen, config.server.admin_listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(&e.to_string()),
+            };
+        let app = revgate::App::new(config, Some(path.to_path_buf()), store, clock);
+        if let Err(e) = app.keys.load_all(&app.config(), &app.metrics).await {
+            return fail(&e);
+        }
+        tracing::info!(
+            proxy = %listeners.proxy_addr(),
+            admin = %listeners.admin_addr(),
+            store = %app.config().store.path.display(),
+            "revgate listening"
+        );
+        revgate::run(app, listeners, revgate::server::shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_store(path: &Path, repair: bool) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match revgate::store::RevocationStore::open(
+        &config.store.path,
+        config.store.cache_bytes,
+        revgate::clock::system(),
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot open store {}: {e}", config.store.path.display())),
+    };
+    match store.check_consistency(repair) {
+        Ok(r) => {
+            println!("store:                 {}", config.store.path.display());
+            println!("records:               {}", r.records);
+            println!("index entries:         {}", r.index_entries);
+            println!("records without index: {}", r.records_without_index);
+            println!("index without record:  {}", r.index_without_record);
+            let orphans = r.records_without_index + r.index_without_record;
+            if orphans == 0 {
+                println!("consistent");
+                ExitCode::SUCCESS
+            } else if repair && r.repaired {
+                println!("repaired {orphans} orphan(s)");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("revgate: store has {orphans} orphan(s); run check-store --repair");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&format!("check-store: {e}")),
+    }
+}

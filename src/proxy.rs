@@ -1,1 +1,509 @@
-//! The proxy listener.
+//! The proxy listener (`server.listen`, SPEC §4): limits, routing, the token decision
+//! (verify → revocation lookup → scopes) and forwarding with streamed bodies.
+//!
+//! The decision runs on every request and is the hot path: no locks across `.await`,
+//! no logging above `debug` for accepted requests, one store lookup per request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::auth::VerifiedToken;
+use crate::config::{Config, RouteConfig};
+use crate::error::{GatewayError, ProxyBody};
+use crate::metrics::Outcome;
+use crate::App;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), besides any
+/// named in `Connection`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Identity headers the gateway sets upstream; copies sent by clients are always removed.
+const X_AUTH_ISS: HeaderName = HeaderName::from_static("x-auth-iss");
+const X_AUTH_SUB: HeaderName = HeaderName::from_static("x-auth-sub");
+const X_AUTH_SID: HeaderName = HeaderName::from_static("x-auth-sid");
+const X_AUTH_JTI: HeaderName = HeaderName::from_static("x-auth-jti");
+/// Request id passed upstream and echoed to the client (SPEC §7).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Longest client-sent `X-Request-Id` kept as is; longer or unsafe ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Answers one request on the proxy listener.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    let config = app.config();
+    let request_id = request_id(req.headers());
+    let mut resp = match serve(&app, &config, req, remote, &request_id).await {
+        Ok((resp, outcome)) => {
+            app.metrics.request(outcome);
+            resp
+        }
+        Err((err, log)) => {
+            app.metrics.request(outcome_of(&err));
+            if let Some(log) = log {
+                tracing::info!(
+                    request_id = %request_id,
+                    status = err.status().as_u16(),
+                    reason = %log.reason,
+                    kid = log.kid.as_deref().unwrap_or("-"),
+                    jti = log.jti.as_deref().unwrap_or("-"),
+                    "request rejected"
+                );
+            }
+            err.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    resp
+}
+
+/// What is logged about a refused token: never the token itself.
+struct RejectLog {
+    reason: String,
+    kid: Option<String>,
+    jti: Option<String>,
+}
+
+type Refusal = (GatewayError, Option<RejectLog>);
+
+fn refuse(err: GatewayError) -> Refusal {
+    (err, None)
+}
+
+fn outcome_of(err: &GatewayError) -> Outcome {
+    match err {
+        GatewayError::NoCredentials => Outcome::Unauthenticated,
+        GatewayError::InvalidRequest(_) | GatewayError::MethodNotAllowed => Outcome::BadRequest,
+        GatewayError::InvalidToken(d) if d.contains("revoked") => Outcome::Revoked,
+        GatewayError::InvalidToken(_) => Outcome::InvalidToken,
+        GatewayError::InsufficientScope(_) => Outcome::Forbidden,
+        GatewayError::NoRoute => Outcome::NoRoute,
+        GatewayError::HeadersTooLarge | GatewayError::BodyTooLarge => Outcome::TooLarge,
+        GatewayError::UpstreamUnreachable | GatewayError::UpstreamTimeout => Outcome::UpstreamError,
+        GatewayError::StoreUnavailable => Outcome::StoreError,
+    }
+}
+
+async fn serve(
+    app: &Arc<App>,
+    config: &Config,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    request_id: &str,
+) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
+    check_limits(config, &req).map_err(refuse)?;
+
+    let path = req.uri().path();
+    if !config.backchannel.path.is_empty() && path == config.backchannel.path {
+        return Ok((crate::public::backchannel(app, req).await, Outcome::Public));
+    }
+    if !config.revoke_endpoint.path.is_empty() && path == config.revoke_endpoint.path {
+        return Ok((crate::public::revoke(app, req).await, Outcome::Public));
+    }
+    if has_dot_segment(path) {
+        return Err(refuse(GatewayError::InvalidRequest(
+            "path contains dot segments".to_string(),
+        )));
+    }
+    let route = match_route(&config.routes, path).ok_or_else(|| refuse(GatewayError::NoRoute))?;
+
+    let preflight = config.auth.forward_cors_preflight
+        && req.method() == http::Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if route.public || preflight {
+        let resp = forward(app, config, route, req, remote, request_id, None).await.map_err(refuse)?;
+        return Ok((resp, Outcome::Public));
+    }
+
+    let token = bearer_token(req.headers()).map_err(refuse)?;
+    let verified = match app.verify(token).await {
+        Ok(v) => v,
+        Err(e) => {
+            let log = RejectLog {
+                reason: e.to_string(),
+                kid: None,
+                jti: None,
+            };
+            return Err((GatewayError::InvalidToken(e.to_string()), Some(log)));
+        }
+    };
+    match app.store.find_match(
+        &verified.issuer,
+        &verified.jti,
+        verified.sid.as_deref(),
+        verified.sub.as_deref(),
+        verified.iat,
+    ) {
+        Ok(None) => {}
+        Ok(Some(kind)) => {
+            app.metrics.revocation_hit(kind);
+            let reason = format!("token revoked ({kind})");
+            let log = RejectLog {
+                reason: reason.clone(),
+                kid: verified.kid.clone(),
+                jti: Some(verified.jti.clone()),
+            };
+            return Err((GatewayError::InvalidToken(reason), Some(log)));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "revocation store unreadable: refusing request");
+            return Err(refuse(GatewayError::StoreUnavailable));
+        }
+    }
+    if let Some(missing) = route.scopes.iter().find(|s| !verified.scopes.iter().any(|g| g == *s)) {
+        let reason = format!("insufficient scope: {missing} required");
+        let log = RejectLog {
+            reason: reason.clone(),
+            kid: verified.kid.clone(),
+            jti: Some(verified.jti.clone()),
+        };
+        return Err((GatewayError::InsufficientScope(reason), Some(log)));
+    }
+    let resp = forward(app, config, route, req, remote, request_id, Some(&verified))
+        .await
+        .map_err(refuse)?;
+    Ok((resp, Outcome::Allowed))
+}
+
+/// 431 / 413 before anything else (SPEC §4: on every endpoint).
+fn check_limits<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError> {
+    let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > config.server.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| GatewayError::InvalidRequest("invalid Content-Length".to_string()))?;
+        if len > config.server.max_body_bytes {
+            return Err(GatewayError::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// `.` / `..` segments (also percent-encoded) could make a path match one route here and
+/// another after the upstream normalises it: refused.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let lower = seg.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    }) || path.to_ascii_lowercase().contains("%2f")
+}
+
+/// The route whose prefix matches `path` by whole segments; the longest wins.
+pub fn match_route<'a>(routes: &'a [RouteConfig], path: &str) -> Option<&'a RouteConfig> {
+    routes
+        .iter()
+        .filter(|r| prefix_matches(&r.prefix, path))
+        .max_by_key(|r| r.prefix.len())
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// The bearer token of the request, or the RFC 6750 refusal.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(GatewayError::NoCredentials)?;
+    if values.next().is_some() {
+        return Err(GatewayError::InvalidRequest(
+            "more than one Authorization header".to_string(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| GatewayError::InvalidRequest("Authorization header is not ASCII".to_string()))?;
+    let (scheme, rest) = match value.split_once(' ') {
+        Some((s, r)) => (s, r),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(GatewayError::NoCredentials);
+    }
+    let token = rest.trim_matches(' ');
+    if token.is_empty() {
+        return Err(GatewayError::InvalidRequest("empty bearer token".to_string()));
+    }
+    if !is_b64token(token) {
+        return Err(GatewayError::InvalidRequest(
+            "bearer token has characters outside b64token".to_string(),
+        ));
+    }
+    Ok(token)
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// The client's `X-Request-Id` when it is short and printable, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID_LEN
+            && v.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return v.to_string();
+        }
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{seed:016x}-{n:08x}")
+}
+
+/// The upstream URL for `path_and_query` on `route`.
+fn upstream_url(route: &RouteConfig, uri: &http::Uri) -> String {
+    let mut path = uri.path();
+    if route.strip_prefix && route.prefix != "/" {
+        path = &path[route.prefix.len().min(path.len())..];
+    }
+    let base = route.upstream.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path.len() + 64);
+    url.push_str(base);
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(path);
+    if let Some(q) = uri.query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// Sends the request upstream and streams the answer back.
+async fn forward(
+    app: &Arc<App>,
+    config: &Config,
+    route: &RouteConfig,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    request_id: &str,
+    identity: Option<&VerifiedToken>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let url = upstream_url(route, &parts.uri);
+    let mut headers = parts.headers;
+    let original_host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    for h in [&X_AUTH_ISS, &X_AUTH_SUB, &X_AUTH_SID, &X_AUTH_JTI] {
+        headers.remove(h);
+    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", remote.ip()),
+        None => remote.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = original_host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    if let (Some(t), true) = (identity, config.auth.identity_headers) {
+        set_identity(&mut headers, &X_AUTH_ISS, Some(&t.issuer));
+        set_identity(&mut headers, &X_AUTH_SUB, t.sub.as_deref());
+        set_identity(&mut headers, &X_AUTH_SID, t.sid.as_deref());
+        set_identity(&mut headers, &X_AUTH_JTI, Some(&t.jti));
+    }
+
+    let limited = http_body_util::Limited::new(body, config.server.max_body_bytes as usize);
+    let request = app
+        .upstream
+        .request(parts.method, &url)
+        .headers(headers)
+        .body(reqwest::Body::wrap(limited))
+        .build()
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot build upstream request");
+            GatewayError::UpstreamUnreachable
+        })?;
+    let answer = match tokio::time::timeout(route.timeout, app.upstream.execute(request)).await {
+        Err(_) => return Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                return Err(GatewayError::BodyTooLarge);
+            }
+            if e.is_timeout() {
+                return Err(GatewayError::UpstreamTimeout);
+            }
+            tracing::warn!(upstream = %route.upstream, error = %e, "upstream request failed");
+            return Err(GatewayError::UpstreamUnreachable);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let answer: Response<reqwest::Body> = answer.into();
+    let (mut parts, body) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body: ProxyBody = body.map_err(|e| Box::new(e) as crate::error::BoxError).boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
+    if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP.iter() {
+        headers.remove(h);
+    }
+}
+
+/// Whether an upstream failure was caused by the request body exceeding the limit.
+fn is_length_limit(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Answer used by the public endpoints for a method they do not serve.
+pub fn status_only(status: StatusCode) -> Response<ProxyBody> {
+    let mut r = Response::new(crate::error::full_body(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.into(),
+            upstream: upstream.into(),
+            strip_prefix: strip,
+            timeout: std::time::Duration::from_secs(1),
+            public: false,
+            scopes: vec![],
+        }
+    }
+
+    #[test]
+    fn longest_whole_segment_prefix_wins() {
+        let routes = vec![route("/", "http://a", false), route("/api", "http://b", false), route("/api/v2", "http://c", false)];
+        assert_eq!(match_route(&routes, "/api").unwrap().upstream, "http://b");
+        assert_eq!(match_route(&routes, "/api/x").unwrap().upstream, "http://b");
+        assert_eq!(match_route(&routes, "/apix").unwrap().upstream, "http://a");
+        assert_eq!(match_route(&routes, "/api/v2/y").unwrap().upstream, "http://c");
+        let only_api = vec![route("/api", "http://b", false)];
+        assert!(match_route(&only_api, "/apix").is_none());
+        assert!(match_route(&only_api, "/").is_none());
+    }
+
+    #[test]
+    fn upstream_url_joins_paths() {
+        let uri: http::Uri = "/api/x?q=1".parse().unwrap();
+        assert_eq!(upstream_url(&route("/api", "http://u:1", false), &uri), "http://u:1/api/x?q=1");
+        assert_eq!(upstream_url(&route("/api", "http://u:1/base", false), &uri), "http://u:1/base/api/x?q=1");
+        assert_eq!(upstream_url(&route("/api", "http://u:1/base/", true), &uri), "http://u:1/base/x?q=1");
+        let exact: http::Uri = "/api".parse().unwrap();
+        assert_eq!(upstream_url(&route("/api", "http://u:1", true), &exact), "http://u:1/");
+    }
+
+    #[test]
+    fn bearer_parsing_follows_rfc6750() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_token(&h), Err(GatewayError::NoCredentials));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), Err(GatewayError::NoCredentials));
+        h.insert(header::AUTHORIZATION, "bEaReR abc.def.ghi".parse().unwrap());
+        assert_eq!(bearer_token(&h), Ok("abc.def.ghi"));
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+        h.insert(header::AUTHORIZATION, "Bearer a,b".parse().unwrap());
+        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        h.append(header::AUTHORIZATION, "Bearer def".parse().unwrap());
+        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        assert!(has_dot_segment("/public/../private"));
+        assert!(has_dot_segment("/public/%2E%2e/private"));
+        assert!(has_dot_segment("/a/./b"));
+        assert!(!has_dot_segment("/a/b.c/..d"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
