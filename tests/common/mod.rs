@@ -1,0 +1,276 @@
+//! Shared integration-test harness: a real gateway on 127.0.0.1:0 with a temporary sled
+//! store, an echo upstream, and tokens signed by the real keys in `tests/keys/`.
+//! Every wait is bounded; nothing sleeps to synchronise.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use revgate::clock::SharedClock;
+use revgate::config::Config;
+use revgate::App;
+use serde_json::{json, Value};
+
+/// Issuer of the test tokens.
+pub const ISS: &str = "https://idp.test/";
+/// Audience of the test tokens.
+pub const AUD: &str = "api://one";
+/// client_id logout tokens are addressed to.
+pub const CLIENT_ID: &str = "client-1";
+/// Upper bound for any single wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Absolute path of a file in `tests/keys/`.
+pub fn key_path(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_key(name: &str) -> Vec<u8> {
+    std::fs::read(key_path(name)).expect("test key")
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The kid of the test key used for `alg` (see tests/keys/jwks.json).
+pub fn kid_for(alg: &str) -> &'static str {
+    match alg {
+        "ES256" => "ec256-1",
+        "ES384" => "ec384-1",
+        "EdDSA" => "ed-1",
+        _ => "rsa-1",
+    }
+}
+
+/// Signs `claims` with the test key for `alg` (RS*/PS*/ES*/EdDSA/HS*), header kid `kid`
+/// (None: no kid), optional extra header members (e.g. `typ`).
+pub fn sign_with(alg: &str, kid: Option<&str>, typ: Option<&str>, claims: &Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let algorithm: Algorithm = alg.parse().expect("known alg");
+    let key = match alg {
+        "ES256" => EncodingKey::from_ec_pem(&read_key("ec256_private.pem")).unwrap(),
+        "ES384" => EncodingKey::from_ec_pem(&read_key("ec384_private.pem")).unwrap(),
+        "EdDSA" => EncodingKey::from_ed_pem(&read_key("ed25519_private.pem")).unwrap(),
+        "HS256" | "HS384" | "HS512" => {
+            let s = String::from_utf8(read_key("hmac.secret")).unwrap();
+            EncodingKey::from_secret(s.trim_end().as_bytes())
+        }
+        _ => EncodingKey::from_rsa_pem(&read_key("rsa_private.pem")).unwrap(),
+    };
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_string);
+    header.typ = typ.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+/// Signs with the RSA key that is NOT in the JWKS, under a known kid (a forgery).
+pub fn sign_forged(claims: &Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let key = EncodingKey::from_rsa_pem(&read_key("rsa_other_private.pem")).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A compact JWS from raw header/payload JSON and a raw signature (for malformed cases).
+pub fn raw_jws(header: &str, payload: &str, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// Default access-token claims: valid for 10 minutes, issued now.
+pub fn claims(sub: &str, sid: &str, jti: &str) -> Value {
+    let n = now();
+    json!({"iss": ISS, "aud": AUD, "sub": sub, "sid": sid, "jti": jti, "iat": n, "exp": n + 600, "scope": "read"})
+}
+
+/// An RS256 token with the default claims.
+pub fn token(sub: &str, sid: &str, jti: &str) -> String {
+    sign_with("RS256", Some("rsa-1"), None, &claims(sub, sid, jti))
+}
+
+/// Config text for a gateway on 127.0.0.1:0 with the test issuer, an upstream, and a
+/// store at `store`. `extra_routes` is appended TOML.
+pub fn config_text(upstream: SocketAddr, store: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "{ISS}"
+audiences = ["{AUD}", "api://two"]
+jwks_file = "{jwks}"
+algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+logout_audiences = ["{CLIENT_ID}"]
+logout_algorithms = ["RS256"]
+
+[auth]
+leeway = "60s"
+max_token_lifetime = "1h"
+
+[[route]]
+prefix = "/"
+upstream = "http://{upstream}"
+
+[[route]]
+prefix = "/public"
+upstream = "http://{upstream}"
+public = true
+
+[[route]]
+prefix = "/admin-area"
+upstream = "http://{upstream}"
+scopes = ["admin"]
+
+[store]
+path = "{store}"
+sweep_interval = "1h"
+{extra}
+"#,
+        jwks = key_path("jwks.json"),
+        store = store.display(),
+    )
+}
+
+/// Starts the in-process echo upstream on 127.0.0.1:0.
+pub async fn start_echo() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(revgate::demo::serve_echo(l));
+    addr
+}
+
+/// A running in-process gateway.
+pub struct Gateway {
+    /// Proxy listener address.
+    pub proxy: SocketAddr,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    /// Shared state (store, metrics, clock).
+    pub app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway from config text with the system clock.
+    pub async fn start(config_text: &str) -> Gateway {
+        Gateway::start_with_clock(config_text, revgate::clock::system()).await
+    }
+
+    /// Starts a gateway from config text with the given clock.
+    pub async fn start_with_clock(config_text: &str, clock: SharedClock) -> Gateway {
+        let config = Config::parse(config_text, |_| None).expect("valid test config");
+        let store = revgate::store::RevocationStore::open(
+            &config.store.path,
+            config.store.cache_bytes,
+            clock.clone(),
+        )
+        .expect("open store");
+        let listeners = revgate::Listeners::bind(config.server.listen, config.server.admin_listen)
+            .await
+            .expect("bind");
+        let proxy = listeners.proxy_addr();
+        let admin = listeners.admin_addr();
+        let app = App::new(config, None, store, clock);
+        app.keys
+            .load_all(&app.config(), &app.metrics)
+            .await
+            .expect("keys");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(revgate::run(app.clone(), listeners, async move {
+            let _ = rx.await;
+        }));
+        Gateway {
+            proxy,
+            admin,
+            app,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://proxy` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    /// `http://admin` + path.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Graceful stop; waits (bounded) until the store is released.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("gateway stops within the bound")
+                .expect("gateway task");
+        }
+    }
+}
+
+/// A reqwest client without proxies or pooling surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+/// GET `url` with a bearer token.
+pub async fn get_with(url: &str, token: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// POST JSON to the admin API.
+pub async fn admin_post(gw: &Gateway, path: &str, body: &Value) -> (u16, Value) {
+    status_json(
+        client()
+            .post(gw.admin_url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("admin request"),
+    )
+    .await
+}
+
+/// A temporary directory for a store; keep it alive for the test's duration.
+pub fn temp_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revgate.db");
+    (dir, path)
+}
