@@ -5,7 +5,7 @@
 //! - trees `jti`, `sid`, `sub`: key = `u16 BE issuer length ‖ issuer ‖ value`,
 //!   value = version byte ‖ bincode([`StoredRecordV1`](record)).
 //! - tree `expiry`: key = `u64 BE expires_at ‖ kind byte ‖ record key`, value empty.
-//!   Scanned with `range(..=now)` by the sweeper.
+//!   Scanned with `range(..now)` by the sweeper: an entry goes once `expires_at < now`.
 //! - tree `logout_jti`: logout-token `jti`s already seen (back-channel replay defence);
 //!   indexed in `expiry` like records, never listed or counted as revocations.
 //! - tree `jwks`: last good JWKS document per issuer.
@@ -14,13 +14,24 @@
 //! Record and index change together in one sled transaction. A write is acknowledged only
 //! after `flush_async` covered it; concurrent writers share one flush (group commit).
 
+mod keys;
 mod record;
 mod sweeper;
 
+pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
 pub use record::{Kind, Record, Source};
-pub use sweeper::run_sweeper;
+pub use sweeper::{run_sweeper, MIN_SWEEP_INTERVAL, SWEEP_BATCH};
 
+use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError, Transactional,
+};
+
+use record::StoredRecordV1;
 
 use crate::clock::SharedClock;
 
@@ -113,17 +124,117 @@ pub enum SeenLogout {
 /// Cheap, cloneable handle to the open store (an `Arc` inside).
 #[derive(Clone)]
 pub struct RevocationStore {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
+}
+
+/// Every sled tree the store uses, opened once.
+struct Trees {
+    jti: sled::Tree,
+    sid: sled::Tree,
+    sub: sled::Tree,
+    logout: sled::Tree,
+    expiry: sled::Tree,
+    jwks: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// Group-commit state, guarded by an async mutex held across the fsync.
+struct FlushState {
+    /// Highest `write_seq` known to be on disk.
+    flushed_seq: u64,
 }
 
 struct Inner {
-    _db: sled::Db,
-    _clock: SharedClock,
+    db: sled::Db,
+    trees: Trees,
+    clock: SharedClock,
+    /// Records per kind (index = kind byte); initialised by one scan at open.
+    counts: [AtomicU64; 3],
+    /// Bumped after every committed write; `flush` compares it with `flushed_seq`.
+    write_seq: AtomicU64,
+    flush_state: tokio::sync::Mutex<FlushState>,
+    /// Flushes (fsyncs) performed since open.
+    flushes: AtomicU64,
+    /// Message of the last flush when it failed; cleared by the next good flush.
+    flush_failure: std::sync::Mutex<Option<String>>,
+    /// Sweeps run since open.
+    sweep_runs: AtomicU64,
+    /// Entries (records and seen logout jtis) purged since open.
+    swept: AtomicU64,
 }
 
 impl std::fmt::Debug for RevocationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationStore").finish_non_exhaustive()
+    }
+}
+
+/// Schema version of the whole database layout, kept in `meta` under [`META_SCHEMA`].
+pub const SCHEMA_VERSION: u32 = 1;
+/// Most records one [`RevocationStore::list`] page returns, whatever the caller asks.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// `meta` key of the schema version (`u32 BE`).
+const META_SCHEMA: &[u8] = b"schema_version";
+/// `meta` key of the last [`SweepReport`] (version byte ‖ bincode).
+const META_LAST_SWEEP: &[u8] = b"last_sweep";
+/// Version byte of the stored sweep report.
+const SWEEP_REPORT_VERSION: u8 = 1;
+/// Text sled 0.34 puts in the `Io` error when another process holds the database's file
+/// lock (`Config::try_lock` in sled's `config.rs`).
+const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+/// Aborts a transaction with a store error.
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// Flattens a transaction error into a store error.
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+/// `expires_at` of a stored value of the tree with kind byte `kind`.
+fn stored_expiry(kind: u8, bytes: &[u8]) -> Result<u64, StoreError> {
+    if kind == keys::KIND_LOGOUT {
+        Ok(keys::decode_logout(bytes)?.1)
+    } else {
+        Ok(record::decode_head(bytes)?.expires_at)
+    }
+}
+
+/// Merges a new revocation into the existing stored record (SPEC §1): the later
+/// `issued_before` and the later `expires_at` win, `revoked_at` is now, reason and source
+/// come from the newest call (the old reason is kept when the new call gives none).
+fn merge(old: Option<StoredRecordV1>, rev: &NewRevocation, now: u64) -> StoredRecordV1 {
+    // jti records carry no cutoff; sid/sub always carry one ("now" unless given).
+    let issued_before = match rev.kind {
+        Kind::Jti => None,
+        Kind::Sid | Kind::Sub => Some(rev.issued_before.unwrap_or(now)),
+    };
+    let new = StoredRecordV1 {
+        revoked_at: now,
+        issued_before,
+        expires_at: rev.expires_at,
+        reason: rev.reason.clone(),
+        source: record::source_byte(rev.source),
+    };
+    match old {
+        None => new,
+        Some(old) => StoredRecordV1 {
+            issued_before: match (old.issued_before, new.issued_before) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => b.or(a),
+            },
+            expires_at: old.expires_at.max(new.expires_at),
+            reason: new.reason.or(old.reason),
+            ..new
+        },
     }
 }
 
@@ -154,30 +265,200 @@ impl RevocationStore {
     /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`.
     /// Fails with [`StoreError::Locked`] when another process has it open.
     pub fn open(path: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self, StoreError> {
-        todo!("{path:?} {cache_bytes} {}", clock.now())
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains(SLED_LOCK_MESSAGE) => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let trees = Trees {
+            jti: db.open_tree("jti")?,
+            sid: db.open_tree("sid")?,
+            sub: db.open_tree("sub")?,
+            logout: db.open_tree("logout_jti")?,
+            expiry: db.open_tree("expiry")?,
+            jwks: db.open_tree("jwks")?,
+            meta: db.open_tree("meta")?,
+        };
+
+        match trees.meta.get(META_SCHEMA)? {
+            None => {
+                trees
+                    .meta
+                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
+                db.flush()?;
+                tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "created revocation store");
+            }
+            Some(v) => {
+                let version = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("malformed schema version".to_string()))?;
+                if version != SCHEMA_VERSION {
+                    return Err(StoreError::Corrupt(format!(
+                        "store schema version {version} is not supported (expected {SCHEMA_VERSION})"
+                    )));
+                }
+            }
+        }
+
+        // Tree::len is a full scan: done once here, then kept as counters.
+        let counts = [
+            AtomicU64::new(trees.jti.len() as u64),
+            AtomicU64::new(trees.sid.len() as u64),
+            AtomicU64::new(trees.sub.len() as u64),
+        ];
+        tracing::info!(
+            path = %path.display(),
+            jti = counts[0].load(Ordering::Relaxed),
+            sid = counts[1].load(Ordering::Relaxed),
+            sub = counts[2].load(Ordering::Relaxed),
+            recovered = db.was_recovered(),
+            "revocation store open"
+        );
+        Ok(RevocationStore {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                clock,
+                counts,
+                write_seq: AtomicU64::new(0),
+                flush_state: tokio::sync::Mutex::new(FlushState { flushed_seq: 0 }),
+                flushes: AtomicU64::new(0),
+                flush_failure: std::sync::Mutex::new(None),
+                sweep_runs: AtomicU64::new(0),
+                swept: AtomicU64::new(0),
+            }),
+        })
     }
 
     /// Records a revocation, merging with an existing record of the same key (the later
     /// `issued_before` and the later `expires_at` win; `revoked_at` is now; reason/source
     /// of the newest call). Returns the stored record once it is durable.
     pub async fn revoke(&self, rev: NewRevocation) -> Result<Record, StoreError> {
-        todo!("{rev:?}")
+        let record = self.apply_revocation(&rev)?;
+        self.flush().await?;
+        Ok(record)
     }
 
     /// Several revocations, one durable flush for all (bulk paths).
     pub async fn revoke_many(&self, revs: Vec<NewRevocation>) -> Result<Vec<Record>, StoreError> {
-        todo!("{revs:?}")
+        let mut out = Vec::with_capacity(revs.len());
+        for rev in &revs {
+            match self.apply_revocation(rev) {
+                Ok(record) => out.push(record),
+                Err(e) => {
+                    // Do not leave the ones already applied waiting for the background
+                    // flush; the caller still gets the error for the batch.
+                    if !out.is_empty() {
+                        if let Err(fe) = self.flush().await {
+                            tracing::warn!(error = %fe, "flush after a failed bulk revocation failed");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.flush().await?;
+        Ok(out)
+    }
+
+    /// Merges one revocation into the store in one transaction over its kind tree and the
+    /// expiry index (not yet durable). Updates the counter and the write sequence.
+    fn apply_revocation(&self, rev: &NewRevocation) -> Result<Record, StoreError> {
+        let key = keys::record_key(&rev.issuer, &rev.value)?;
+        let kind = keys::kind_byte(rev.kind);
+        let now = self.inner.clock.now();
+        let tree = self.tree(rev.kind);
+        let (merged, was_new) = (tree, &self.inner.trees.expiry)
+            .transaction(|(records, expiry)| {
+                let old = match records.get(&key)? {
+                    Some(bytes) => match record::decode_stored(&bytes) {
+                        Ok(old) => Some(old),
+                        Err(e) => return abort(e),
+                    },
+                    None => None,
+                };
+                let old_expiry = old.as_ref().map(|o| o.expires_at);
+                let was_new = old.is_none();
+                let merged = merge(old, rev, now);
+                let value = match record::encode_stored(&merged) {
+                    Ok(v) => v,
+                    Err(e) => return abort(e),
+                };
+                if let Some(old_expiry) = old_expiry.filter(|&e| e != merged.expires_at) {
+                    expiry.remove(keys::index_key(old_expiry, kind, &key))?;
+                }
+                // Always (re)written: also heals a missing index entry.
+                expiry.insert(
+                    keys::index_key(merged.expires_at, kind, &key),
+                    sled::IVec::default(),
+                )?;
+                records.insert(key.as_slice(), value)?;
+                Ok((merged, was_new))
+            })
+            .map_err(tx_error)?;
+        if was_new {
+            self.inner.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        self.wrote();
+        tracing::debug!(kind = %rev.kind, merged = !was_new, expires_at = merged.expires_at, "revocation recorded");
+        merged.into_record(rev.kind, &rev.issuer, &rev.value)
     }
 
     /// Removes a revocation (record and index together). `Ok(false)` if there was none.
     /// Durable before it returns.
-    pub async fn unrevoke(&self, kind: Kind, issuer: &str, value: &str) -> Result<bool, StoreError> {
-        todo!("{kind:?} {issuer} {value}")
+    pub async fn unrevoke(
+        &self,
+        kind: Kind,
+        issuer: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let key = match keys::record_key(issuer, value) {
+            Ok(key) => key,
+            // Such a key cannot have been stored.
+            Err(StoreError::Invalid(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let kb = keys::kind_byte(kind);
+        let removed = (self.tree(kind), &self.inner.trees.expiry)
+            .transaction(|(records, expiry)| {
+                let Some(bytes) = records.remove(key.as_slice())? else {
+                    return Ok(false);
+                };
+                // An undecodable record is still removed (the operator's way out); its
+                // index entry, if any, is then dropped by the sweeper when due.
+                if let Ok(head) = record::decode_head(&bytes) {
+                    expiry.remove(keys::index_key(head.expires_at, kb, &key))?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if removed {
+            self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
+            self.wrote();
+            self.flush().await?;
+            tracing::debug!(%kind, "revocation removed");
+        }
+        Ok(removed)
     }
 
     /// The record of that key, if any (expired-but-unswept records included).
     pub fn get(&self, kind: Kind, issuer: &str, value: &str) -> Result<Option<Record>, StoreError> {
-        todo!("{kind:?} {issuer} {value}")
+        let key = match keys::record_key(issuer, value) {
+            Ok(key) => key,
+            Err(StoreError::Invalid(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match self.tree(kind).get(&key)? {
+            None => Ok(None),
+            Some(bytes) => record::decode_stored(&bytes)?
+                .into_record(kind, issuer, value)
+                .map(Some),
+        }
     }
 
     /// Hot path: which revocation (if any) matches an access token with these claims.
@@ -191,54 +472,352 @@ impl RevocationStore {
         sub: Option<&str>,
         iat: u64,
     ) -> Result<Option<Kind>, StoreError> {
-        todo!("{issuer} {jti} {sid:?} {sub:?} {iat}")
+        if issuer.len() > keys::MAX_ISSUER_BYTES {
+            return Ok(None); // cannot have been stored
+        }
+        let now = self.inner.clock.now();
+        let longest = jti
+            .len()
+            .max(sid.map_or(0, str::len))
+            .max(sub.map_or(0, str::len))
+            .min(keys::MAX_VALUE_BYTES);
+        // One buffer for the three keys: issuer prefix once, value swapped in.
+        let mut key = Vec::with_capacity(2 + issuer.len() + longest);
+        keys::push_issuer(&mut key, issuer);
+        let prefix = key.len();
+        for (kind, value) in [(Kind::Jti, Some(jti)), (Kind::Sid, sid), (Kind::Sub, sub)] {
+            let Some(value) = value else { continue };
+            if value.is_empty() || value.len() > keys::MAX_VALUE_BYTES {
+                continue; // never stored
+            }
+            key.truncate(prefix);
+            key.extend_from_slice(value.as_bytes());
+            let Some(bytes) = self.tree(kind).get(&key)? else {
+                continue;
+            };
+            let head = record::decode_head(&bytes)?;
+            if head.expires_at <= now {
+                continue;
+            }
+            let matched = match kind {
+                Kind::Jti => true,
+                // A sid/sub record always has a cutoff; without one, fail closed.
+                Kind::Sid | Kind::Sub => head.issued_before.is_none_or(|cutoff| iat <= cutoff),
+            };
+            if matched {
+                return Ok(Some(kind));
+            }
+        }
+        Ok(None)
     }
 
     /// Records in key order (kind, issuer, value), optionally of one kind, starting after
     /// the opaque `after` cursor; returns at most `limit` and the cursor of the next page.
+    /// `limit` is clamped to `1..=`[`MAX_LIST_LIMIT`]; `next` is `None` on the last page.
     pub fn list(
         &self,
         kind: Option<Kind>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Record>, Option<String>), StoreError> {
-        todo!("{kind:?} {after:?} {limit}")
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let start = after.map(keys::decode_cursor).transpose()?;
+        let one;
+        let kinds: &[Kind] = match kind {
+            Some(k) => {
+                one = [k];
+                &one
+            }
+            None => &Kind::ALL,
+        };
+        let mut items = Vec::with_capacity(limit.min(256));
+        let mut last: Option<(u8, sled::IVec)> = None;
+        let mut more = false;
+        'kinds: for &k in kinds {
+            let iter = match &start {
+                Some((ck, _)) if *ck > k => continue,
+                Some((ck, ckey)) if *ck == k => self
+                    .tree(k)
+                    .range::<&[u8], _>((Bound::Excluded(ckey.as_slice()), Bound::Unbounded)),
+                _ => self.tree(k).iter(),
+            };
+            for entry in iter {
+                let (key, value) = entry?;
+                if items.len() == limit {
+                    more = true;
+                    break 'kinds;
+                }
+                let (issuer, val) = keys::split_stored_key(&key)?;
+                items.push(record::decode_stored(&value)?.into_record(k, issuer, val)?);
+                last = Some((keys::kind_byte(k), key));
+            }
+        }
+        let next = match (more, last) {
+            (true, Some((kb, key))) => Some(keys::encode_cursor(kb, &key)),
+            _ => None,
+        };
+        Ok((items, next))
     }
 
     /// Entries by kind.
     pub fn counts(&self) -> Counts {
-        todo!()
+        let c = &self.inner.counts;
+        Counts {
+            jti: c[keys::KIND_JTI as usize].load(Ordering::Relaxed),
+            sid: c[keys::KIND_SID as usize].load(Ordering::Relaxed),
+            sub: c[keys::KIND_SUB as usize].load(Ordering::Relaxed),
+        }
     }
 
     /// Purges every record and seen logout jti whose `expires_at < now`, in batches of
     /// `batch`; each entry is removed with its index entry in one transaction that
     /// re-checks the expiry. Durable before it returns.
     pub async fn sweep_due(&self, now: u64, batch: usize) -> Result<SweepReport, StoreError> {
-        todo!("{now} {batch}")
+        let started = std::time::Instant::now();
+        let batch = batch.max(1);
+        let t = &self.inner.trees;
+        // Keys sort by big-endian expiry first: everything before `now_be` has
+        // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
+        let now_be = now.to_be_bytes();
+        // Purged per kind byte (jti, sid, sub, logout).
+        let mut purged = [0u64; 4];
+        self.inner.sweep_runs.fetch_add(1, Ordering::Relaxed);
+        loop {
+            // Transactions cannot range-scan: scan first, then re-check inside.
+            let due = t
+                .expiry
+                .range(..&now_be[..])
+                .keys()
+                .take(batch)
+                .collect::<Result<Vec<_>, _>>()?;
+            if due.is_empty() {
+                break;
+            }
+            let removed = (&t.jti, &t.sid, &t.sub, &t.logout, &t.expiry)
+                .transaction(|(jti, sid, sub, logout, expiry)| {
+                    let mut removed = [0u64; 4];
+                    for ikey in &due {
+                        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
+                            // Not an index key at all: drop it.
+                            expiry.remove(ikey)?;
+                            continue;
+                        };
+                        let records = match kind {
+                            keys::KIND_JTI => jti,
+                            keys::KIND_SID => sid,
+                            keys::KIND_SUB => sub,
+                            keys::KIND_LOGOUT => logout,
+                            _ => {
+                                expiry.remove(ikey)?;
+                                continue;
+                            }
+                        };
+                        if let Some(bytes) = records.get(rkey)? {
+                            let current = match stored_expiry(kind, &bytes) {
+                                Ok(e) => e,
+                                Err(e) => return abort(e),
+                            };
+                            // A concurrent re-revoke may have moved the expiry: then this
+                            // index key is stale and the record stays (it has its own key).
+                            if current == exp {
+                                records.remove(rkey)?;
+                                removed[kind as usize] += 1;
+                            }
+                        }
+                        expiry.remove(ikey)?;
+                    }
+                    Ok(removed)
+                })
+                .map_err(tx_error)?;
+            self.wrote();
+            for (kind, n) in removed.iter().enumerate() {
+                purged[kind] += n;
+                if kind < self.inner.counts.len() {
+                    self.inner.counts[kind].fetch_sub(*n, Ordering::Relaxed);
+                }
+            }
+            self.inner
+                .swept
+                .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
+            if due.len() < batch {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let report = SweepReport {
+            at: now,
+            purged: purged[..3].iter().sum(),
+            purged_logout_jtis: purged[keys::KIND_LOGOUT as usize],
+            duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        let mut stored = vec![SWEEP_REPORT_VERSION];
+        stored.extend(
+            bincode::serde::encode_to_vec(report, bincode::config::standard())
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode sweep report: {e}")))?,
+        );
+        t.meta.insert(META_LAST_SWEEP, stored)?;
+        self.wrote();
+        self.flush().await?;
+        if report.purged + report.purged_logout_jtis > 0 {
+            tracing::info!(
+                purged = report.purged,
+                purged_logout_jtis = report.purged_logout_jtis,
+                duration_ms = report.duration_ms,
+                "sweep purged expired entries"
+            );
+        } else {
+            tracing::debug!(duration_ms = report.duration_ms, "sweep found nothing due");
+        }
+        Ok(report)
     }
 
     /// The last sweep's report (persisted in `meta`).
     pub fn last_sweep(&self) -> Option<SweepReport> {
-        todo!()
+        let bytes = match self.inner.trees.meta.get(META_LAST_SWEEP) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last sweep report");
+                return None;
+            }
+        };
+        match bytes.split_first() {
+            Some((&SWEEP_REPORT_VERSION, body)) => {
+                match bincode::serde::decode_from_slice(body, bincode::config::standard()) {
+                    Ok((report, _)) => Some(report),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot decode the last sweep report");
+                        None
+                    }
+                }
+            }
+            _ => {
+                tracing::warn!("unknown last sweep report version");
+                None
+            }
+        }
     }
 
-    /// Offline consistency check of records against the expiry index.
+    /// Offline consistency check of records against the expiry index: every record
+    /// (jti/sid/sub/seen logout jti) must have exactly its index entry and every index
+    /// entry must point at a record with that expiry. With `repair`, orphan index entries
+    /// are removed and missing ones re-created (never losing a revocation), then flushed.
     pub fn check_consistency(&self, repair: bool) -> Result<ConsistencyReport, StoreError> {
-        todo!("{repair}")
+        let t = &self.inner.trees;
+        let mut report = ConsistencyReport::default();
+        let mut missing: Vec<(u8, sled::IVec)> = Vec::new();
+        for (kind, tree) in self.record_trees() {
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                report.records += 1;
+                let ikey = keys::index_key(stored_expiry(kind, &value)?, kind, &key);
+                if !t.expiry.contains_key(&ikey)? {
+                    report.records_without_index += 1;
+                    missing.push((kind, key));
+                }
+            }
+        }
+        let mut orphans: Vec<sled::IVec> = Vec::new();
+        for entry in t.expiry.iter().keys() {
+            let ikey = entry?;
+            report.index_entries += 1;
+            if !self.index_entry_valid(&ikey)? {
+                report.index_without_record += 1;
+                orphans.push(ikey);
+            }
+        }
+        if repair && (!missing.is_empty() || !orphans.is_empty()) {
+            let mut fixed = 0u64;
+            for (kind, key) in &missing {
+                let Some(tree) = self.record_tree(*kind) else {
+                    continue;
+                };
+                // Re-check in a transaction: the record may have changed meanwhile.
+                let created = (tree, &t.expiry)
+                    .transaction(|(records, expiry)| {
+                        let Some(value) = records.get(key)? else {
+                            return Ok(false);
+                        };
+                        let exp = match stored_expiry(*kind, &value) {
+                            Ok(e) => e,
+                            Err(e) => return abort(e),
+                        };
+                        let ikey = keys::index_key(exp, *kind, key);
+                        if expiry.get(&ikey)?.is_some() {
+                            return Ok(false);
+                        }
+                        expiry.insert(ikey, sled::IVec::default())?;
+                        Ok(true)
+                    })
+                    .map_err(tx_error)?;
+                fixed += u64::from(created);
+            }
+            for ikey in &orphans {
+                let target = keys::split_index_key(ikey)
+                    .and_then(|(exp, kind, rkey)| Some((exp, kind, rkey, self.record_tree(kind)?)));
+                let removed = match target {
+                    // Not a well-formed index key of a known tree: nothing can refer to it.
+                    None => t.expiry.remove(ikey)?.is_some(),
+                    Some((exp, kind, rkey, tree)) => (tree, &t.expiry)
+                        .transaction(|(records, expiry)| {
+                            let valid = match records.get(rkey)? {
+                                None => false,
+                                Some(v) => matches!(stored_expiry(kind, &v), Ok(e) if e == exp),
+                            };
+                            Ok(!valid && expiry.remove(ikey)?.is_some())
+                        })
+                        .map_err(tx_error)?,
+                };
+                fixed += u64::from(removed);
+            }
+            if fixed > 0 {
+                self.wrote();
+                self.flush_blocking()?;
+                report.repaired = true;
+                tracing::info!(
+                    index_created = report.records_without_index,
+                    index_removed = report.index_without_record,
+                    "store repaired"
+                );
+            }
+        }
+        Ok(report)
+    }
+
+    /// Whether an expiry-index key points at a record with that expiry.
+    fn index_entry_valid(&self, ikey: &[u8]) -> Result<bool, StoreError> {
+        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
+            return Ok(false);
+        };
+        let Some(tree) = self.record_tree(kind) else {
+            return Ok(false);
+        };
+        match tree.get(rkey)? {
+            None => Ok(false),
+            Some(value) => Ok(stored_expiry(kind, &value)? == exp),
+        }
     }
 
     /// Keeps the last good JWKS document of `issuer` (durably).
     pub async fn save_jwks(&self, issuer: &str, jwks: &[u8]) -> Result<(), StoreError> {
-        todo!("{issuer} {}", jwks.len())
+        self.inner.trees.jwks.insert(issuer.as_bytes(), jwks)?;
+        self.wrote();
+        self.flush().await
     }
 
     /// The last good JWKS document of `issuer`, if one was saved.
     pub fn load_jwks(&self, issuer: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        todo!("{issuer}")
+        Ok(self
+            .inner
+            .trees
+            .jwks
+            .get(issuer.as_bytes())?
+            .map(|v| v.to_vec()))
     }
 
     /// Remembers a back-channel logout token's `jti` until `expires_at`. `fingerprint` is
     /// the SHA-256 of the whole logout token, to tell a repeat from a conflict. Durable.
+    /// An entry whose own `expires_at` has passed (not yet swept) counts as absent.
     pub async fn remember_logout_jti(
         &self,
         issuer: &str,
@@ -246,33 +825,185 @@ impl RevocationStore {
         fingerprint: [u8; 32],
         expires_at: u64,
     ) -> Result<SeenLogout, StoreError> {
-        todo!("{issuer} {jti} {fingerprint:?} {expires_at}")
+        let key = keys::record_key(issuer, jti)?;
+        let now = self.inner.clock.now();
+        let value = keys::encode_logout(&fingerprint, expires_at);
+        let t = &self.inner.trees;
+        let outcome = (&t.logout, &t.expiry)
+            .transaction(|(seen, expiry)| {
+                if let Some(old) = seen.get(&key)? {
+                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
+                        Ok(v) => v,
+                        Err(e) => return abort(e),
+                    };
+                    if old_exp >= now {
+                        return Ok(if old_fp == fingerprint {
+                            SeenLogout::Repeat
+                        } else {
+                            SeenLogout::Conflict
+                        });
+                    }
+                    expiry.remove(keys::index_key(old_exp, keys::KIND_LOGOUT, &key))?;
+                }
+                seen.insert(key.as_slice(), value.as_slice())?;
+                expiry.insert(
+                    keys::index_key(expires_at, keys::KIND_LOGOUT, &key),
+                    sled::IVec::default(),
+                )?;
+                Ok(SeenLogout::New)
+            })
+            .map_err(tx_error)?;
+        if outcome == SeenLogout::New {
+            self.wrote();
+        }
+        // Also for a repeat: the first delivery may still be waiting for its flush, and
+        // the caller's 200 must not overtake it. Cheap when already covered.
+        if outcome != SeenLogout::Conflict {
+            self.flush().await?;
+        }
+        Ok(outcome)
     }
 
     /// Waits until everything written so far is on disk (shared with concurrent callers).
+    ///
+    /// Group commit: a caller whose writes were covered by a flush that started after
+    /// them returns without its own fsync. A failed flush is an error for every caller
+    /// that needed it, and [`probe`](Self::probe) reports it until a flush succeeds.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        todo!()
+        let inner = &self.inner;
+        let mine = inner.write_seq.load(Ordering::SeqCst);
+        let mut state = inner.flush_state.lock().await;
+        if state.flushed_seq >= mine {
+            return Ok(());
+        }
+        let target = inner.write_seq.load(Ordering::SeqCst);
+        let result = inner.db.flush_async().await;
+        inner.flushes.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                state.flushed_seq = target;
+                drop(state);
+                self.set_flush_failure(None);
+                Ok(())
+            }
+            Err(e) => {
+                drop(state);
+                tracing::warn!(error = %e, "store flush failed; writes are not durable");
+                self.set_flush_failure(Some(e.to_string()));
+                Err(StoreError::Sled(e))
+            }
+        }
+    }
+
+    /// Synchronous flush for the offline paths (`check-store`).
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        let result = self.inner.db.flush();
+        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                self.set_flush_failure(None);
+                Ok(())
+            }
+            Err(e) => {
+                self.set_flush_failure(Some(e.to_string()));
+                Err(StoreError::Sled(e))
+            }
+        }
+    }
+
+    fn set_flush_failure(&self, failure: Option<String>) {
+        *self
+            .inner
+            .flush_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failure;
     }
 
     /// A cheap read that fails when the store is unusable (for `/healthz`).
+    /// Also fails while the last flush failed (writes could not be made durable).
     pub fn probe(&self) -> Result<(), StoreError> {
-        todo!()
+        if self.inner.trees.meta.get(META_SCHEMA)?.is_none() {
+            return Err(StoreError::Corrupt("schema version missing".to_string()));
+        }
+        let failure = self
+            .inner
+            .flush_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match failure {
+            None => Ok(()),
+            Some(msg) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
+                format!("last flush to disk failed: {msg}"),
+            )))),
+        }
     }
 
-    /// Bytes used on disk.
+    /// Bytes used on disk (0 when sled cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        todo!()
+        self.inner.db.size_on_disk().unwrap_or(0)
     }
 
-    /// Number of fsyncs (flushes) performed since open; for metrics and benchmarks.
+    /// Number of fsyncs (flushes) attempted since open, failed ones included; for metrics
+    /// and benchmarks.
     pub fn flush_count(&self) -> u64 {
-        todo!()
+        self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Now, by the store's clock (the one expiry is judged by).
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.clock.now()
+    }
+
+    /// Marks that a write was committed (for the group commit).
+    fn wrote(&self) {
+        self.inner.write_seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn tree(&self, kind: Kind) -> &sled::Tree {
+        let t = &self.inner.trees;
+        match kind {
+            Kind::Jti => &t.jti,
+            Kind::Sid => &t.sid,
+            Kind::Sub => &t.sub,
+        }
+    }
+
+    /// The tree holding entries of kind byte `kind` (revocations and seen logout jtis).
+    fn record_tree(&self, kind: u8) -> Option<&sled::Tree> {
+        match kind {
+            keys::KIND_LOGOUT => Some(&self.inner.trees.logout),
+            k => keys::kind_from_byte(k).map(|k| self.tree(k)),
+        }
+    }
+
+    fn record_trees(&self) -> [(u8, &sled::Tree); 4] {
+        let t = &self.inner.trees;
+        [
+            (keys::KIND_JTI, &t.jti),
+            (keys::KIND_SID, &t.sid),
+            (keys::KIND_SUB, &t.sub),
+            (keys::KIND_LOGOUT, &t.logout),
+        ]
+    }
+
+    /// Raw access to a tree, to damage the store on purpose in tests.
+    #[cfg(test)]
+    fn raw_tree(&self, name: &str) -> sled::Tree {
+        self.inner.db.open_tree(name).expect("tree")
     }
 }
 
 impl RevocationStore {
-    /// `(sweeper runs, entries purged)` since open; for metrics.
+    /// `(sweeper runs, entries purged)` since open; for metrics. Purged entries include
+    /// seen logout jtis.
     pub fn sweep_totals(&self) -> (u64, u64) {
-        todo!()
+        (
+            self.inner.sweep_runs.load(Ordering::Relaxed),
+            self.inner.swept.load(Ordering::Relaxed),
+        )
     }
 }
+
+#[cfg(test)]
+mod tests;

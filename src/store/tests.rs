@@ -1,0 +1,725 @@
+//! Unit tests of the store: real sled databases in temporary directories, time from a
+//! [`ManualClock`].
+
+use std::sync::Arc;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+
+const ISS: &str = "https://idp.example.com/";
+const T0: u64 = 1_700_000_000;
+
+fn open_at(dir: &std::path::Path, clock: Arc<ManualClock>) -> RevocationStore {
+    RevocationStore::open(dir, 1 << 20, clock).expect("open store")
+}
+
+fn setup() -> (tempfile::TempDir, Arc<ManualClock>, RevocationStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = open_at(dir.path(), clock.clone());
+    (dir, clock, store)
+}
+
+fn rev(kind: Kind, value: &str, issued_before: Option<u64>, expires_at: u64) -> NewRevocation {
+    NewRevocation {
+        kind,
+        issuer: ISS.to_string(),
+        value: value.to_string(),
+        issued_before,
+        expires_at,
+        reason: None,
+        source: Source::Admin,
+    }
+}
+
+fn index_len(store: &RevocationStore) -> usize {
+    store.raw_tree("expiry").len()
+}
+
+#[tokio::test]
+async fn revoke_then_find_match_each_kind() {
+    let (_dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "j1", None, T0 + 100))
+        .await
+        .unwrap();
+    store
+        .revoke(rev(Kind::Sid, "s1", Some(T0 - 10), T0 + 100))
+        .await
+        .unwrap();
+    store
+        .revoke(rev(Kind::Sub, "u1", Some(T0 - 10), T0 + 100))
+        .await
+        .unwrap();
+
+    let m = |jti, sid, sub, iat| store.find_match(ISS, jti, sid, sub, iat).unwrap();
+    assert_eq!(m("j1", None, None, T0), Some(Kind::Jti));
+    assert_eq!(m("other", None, None, T0), None);
+    // jti is scoped to the issuer.
+    assert_eq!(
+        store
+            .find_match("https://other/", "j1", None, None, T0)
+            .unwrap(),
+        None
+    );
+
+    // sid: iat <= issued_before matches, later iat does not.
+    assert_eq!(m("x", Some("s1"), None, T0 - 10), Some(Kind::Sid));
+    assert_eq!(m("x", Some("s1"), None, T0 - 11), Some(Kind::Sid));
+    assert_eq!(m("x", Some("s1"), None, T0 - 9), None);
+    // sub: same cutoff rule.
+    assert_eq!(m("x", None, Some("u1"), T0 - 10), Some(Kind::Sub));
+    assert_eq!(m("x", None, Some("u1"), T0), None);
+    // First matching kind wins, in order jti, sid, sub.
+    assert_eq!(m("j1", Some("s1"), Some("u1"), T0 - 20), Some(Kind::Jti));
+    assert_eq!(m("x", Some("s1"), Some("u1"), T0 - 20), Some(Kind::Sid));
+    assert_eq!(m("x", Some("nope"), Some("u1"), T0 - 20), Some(Kind::Sub));
+    // Empty and oversized values never match.
+    assert_eq!(m("", None, None, T0), None);
+    let huge = "a".repeat(MAX_VALUE_BYTES + 1);
+    assert_eq!(m(&huge, None, None, T0), None);
+}
+
+#[tokio::test]
+async fn expired_record_no_longer_matches() {
+    let (_dir, clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "j", None, T0 + 10))
+        .await
+        .unwrap();
+    clock.set(T0 + 9);
+    assert_eq!(
+        store.find_match(ISS, "j", None, None, T0).unwrap(),
+        Some(Kind::Jti)
+    );
+    clock.set(T0 + 10);
+    assert_eq!(store.find_match(ISS, "j", None, None, T0).unwrap(), None);
+    // Still there until swept.
+    assert!(store.get(Kind::Jti, ISS, "j").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn merge_keeps_later_cutoff_and_expiry_with_one_index_entry() {
+    let (_dir, clock, store) = setup();
+    let mut first = rev(Kind::Sid, "s", Some(T0 - 100), T0 + 1_000);
+    first.reason = Some("first".into());
+    let r1 = store.revoke(first).await.unwrap();
+    assert_eq!(r1.revoked_at, T0);
+    assert_eq!(r1.issued_before, Some(T0 - 100));
+
+    clock.advance(5);
+    // Later cutoff, earlier expiry, no reason, other source.
+    let mut second = rev(Kind::Sid, "s", Some(T0 - 50), T0 + 500);
+    second.source = Source::Backchannel;
+    let r2 = store.revoke(second).await.unwrap();
+    assert_eq!(r2.issued_before, Some(T0 - 50));
+    assert_eq!(r2.expires_at, T0 + 1_000);
+    assert_eq!(r2.revoked_at, T0 + 5);
+    assert_eq!(r2.reason.as_deref(), Some("first"));
+    assert_eq!(r2.source, Source::Backchannel);
+    assert_eq!(index_len(&store), 1);
+
+    // Earlier cutoff, later expiry, new reason.
+    let mut third = rev(Kind::Sid, "s", Some(T0 - 200), T0 + 2_000);
+    third.reason = Some("third".into());
+    let r3 = store.revoke(third).await.unwrap();
+    assert_eq!(r3.issued_before, Some(T0 - 50));
+    assert_eq!(r3.expires_at, T0 + 2_000);
+    assert_eq!(r3.reason.as_deref(), Some("third"));
+    assert_eq!(index_len(&store), 1);
+    assert_eq!(store.get(Kind::Sid, ISS, "s").unwrap(), Some(r3));
+    assert_eq!(store.counts().sid, 1);
+    let report = store.check_consistency(false).unwrap();
+    assert_eq!(
+        report.index_without_record + report.records_without_index,
+        0
+    );
+}
+
+#[tokio::test]
+async fn revoke_normalises_cutoff_and_rejects_bad_keys() {
+    let (_dir, _clock, store) = setup();
+    let r = store
+        .revoke(rev(Kind::Jti, "j", Some(T0), T0 + 10))
+        .await
+        .unwrap();
+    assert_eq!(r.issued_before, None);
+    let r = store
+        .revoke(rev(Kind::Sub, "u", None, T0 + 10))
+        .await
+        .unwrap();
+    assert_eq!(r.issued_before, Some(T0));
+    assert!(matches!(
+        store.revoke(rev(Kind::Jti, "", None, T0 + 10)).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn unrevoke_removes_record_and_index() {
+    let (_dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Sub, "u", Some(T0), T0 + 100))
+        .await
+        .unwrap();
+    assert_eq!(index_len(&store), 1);
+    assert!(store.unrevoke(Kind::Sub, ISS, "u").await.unwrap());
+    assert_eq!(index_len(&store), 0);
+    assert!(store.get(Kind::Sub, ISS, "u").unwrap().is_none());
+    assert_eq!(
+        store.find_match(ISS, "x", None, Some("u"), T0).unwrap(),
+        None
+    );
+    assert!(!store.unrevoke(Kind::Sub, ISS, "u").await.unwrap());
+    // Same value under another kind is untouched by unrevoke of this one.
+    assert!(!store.unrevoke(Kind::Jti, ISS, "u").await.unwrap());
+    assert_eq!(store.counts(), Counts::default());
+}
+
+#[tokio::test]
+async fn list_paginates_across_kinds() {
+    let (_dir, _clock, store) = setup();
+    let revs = vec![
+        rev(Kind::Sub, "u1", None, T0 + 10),
+        rev(Kind::Jti, "j2", None, T0 + 10),
+        rev(Kind::Jti, "j1", None, T0 + 10),
+        rev(Kind::Sid, "s1", None, T0 + 10),
+        rev(Kind::Sub, "u2", None, T0 + 10),
+    ];
+    store.revoke_many(revs).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (items, next) = store.list(None, cursor.as_deref(), 2).unwrap();
+        assert!(items.len() <= 2);
+        pages += 1;
+        seen.extend(items.into_iter().map(|r| (r.kind, r.value)));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected = [
+        (Kind::Jti, "j1"),
+        (Kind::Jti, "j2"),
+        (Kind::Sid, "s1"),
+        (Kind::Sub, "u1"),
+        (Kind::Sub, "u2"),
+    ];
+    let expected: Vec<_> = expected.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    assert_eq!(seen, expected);
+
+    // Exactly `limit` items left: no next cursor.
+    let (all, next) = store.list(None, None, 5).unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(next, None);
+
+    // One kind only; a cursor from another kind's page still works.
+    let (subs, next) = store.list(Some(Kind::Sub), None, 10).unwrap();
+    assert_eq!(subs.len(), 2);
+    assert!(next.is_none());
+    let (first, c) = store.list(None, None, 1).unwrap();
+    assert_eq!(first[0].value, "j1");
+    let (sids, _) = store.list(Some(Kind::Sid), c.as_deref(), 10).unwrap();
+    assert_eq!(sids.len(), 1);
+
+    // Logout jtis are not listed.
+    store
+        .remember_logout_jti(ISS, "lj", [1; 32], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(store.list(None, None, 100).unwrap().0.len(), 5);
+
+    assert!(matches!(
+        store.list(None, Some("not a cursor!"), 2),
+        Err(StoreError::Invalid(_))
+    ));
+    // Decodes as base64url, but the kind byte (7) is unknown.
+    assert!(matches!(
+        store.list(None, Some("BwAA"), 2),
+        Err(StoreError::Invalid(_))
+    ));
+    // Kind jti, issuer length 5 but only one byte follows.
+    assert!(matches!(
+        store.list(None, Some("AAAFYQ"), 2),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn counts_follow_revoke_unrevoke_sweep_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "j1", None, T0 + 10))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Jti, "j2", None, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Jti, "j2", None, T0 + 2_000))
+            .await
+            .unwrap(); // merge
+        store
+            .revoke(rev(Kind::Sid, "s1", None, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Sub, "u1", None, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Sub, "u2", None, T0 + 1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.counts(),
+            Counts {
+                jti: 2,
+                sid: 1,
+                sub: 2
+            }
+        );
+        assert!(store.unrevoke(Kind::Sub, ISS, "u2").await.unwrap());
+        assert_eq!(
+            store.counts(),
+            Counts {
+                jti: 2,
+                sid: 1,
+                sub: 1
+            }
+        );
+        let report = store.sweep_due(T0 + 11, 100).await.unwrap();
+        assert_eq!(report.purged, 1);
+        assert_eq!(
+            store.counts(),
+            Counts {
+                jti: 1,
+                sid: 1,
+                sub: 1
+            }
+        );
+        assert_eq!(store.sweep_totals(), (1, 1));
+    }
+    let store = open_at(dir.path(), clock);
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 1,
+            sid: 1,
+            sub: 1
+        }
+    );
+    let last = store.last_sweep().expect("report survives restart");
+    assert_eq!(last.at, T0 + 11);
+    assert_eq!(last.purged, 1);
+}
+
+#[tokio::test]
+async fn sweep_never_purges_early() {
+    let (_dir, clock, store) = setup();
+    let exp = T0 + 100;
+    store.revoke(rev(Kind::Jti, "j", None, exp)).await.unwrap();
+    store
+        .revoke(rev(Kind::Sid, "s", Some(T0), exp))
+        .await
+        .unwrap();
+    store
+        .remember_logout_jti(ISS, "lj", [2; 32], exp)
+        .await
+        .unwrap();
+
+    for now in [T0, exp - 1, exp] {
+        clock.set(now);
+        let report = store.sweep_due(clock.now(), 1).await.unwrap();
+        assert_eq!(report.purged + report.purged_logout_jtis, 0, "at {now}");
+        assert_eq!(store.counts().jti, 1);
+        assert!(store.get(Kind::Jti, ISS, "j").unwrap().is_some());
+    }
+    clock.set(exp + 1);
+    // Batch of 1: several batches in one sweep.
+    let report = store.sweep_due(clock.now(), 1).await.unwrap();
+    assert_eq!(report.purged, 2);
+    assert_eq!(report.purged_logout_jtis, 1);
+    assert_eq!(store.counts(), Counts::default());
+    assert_eq!(index_len(&store), 0);
+    assert_eq!(store.raw_tree("logout_jti").len(), 0);
+    assert_eq!(store.last_sweep().unwrap().purged, 2);
+    let (runs, purged) = store.sweep_totals();
+    assert_eq!((runs, purged), (4, 3));
+}
+
+#[tokio::test]
+async fn re_revoke_after_scan_keeps_the_record() {
+    let (_dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "j", None, T0 + 10))
+        .await
+        .unwrap();
+    // Simulate the race: the sweeper scanned the old index key, then a re-revoke moved
+    // the expiry. Reproduce the state the sweep transaction then sees by re-inserting
+    // the stale index key next to the record's new one.
+    let stale = keys::index_key(
+        T0 + 10,
+        keys::KIND_JTI,
+        &keys::record_key(ISS, "j").unwrap(),
+    );
+    store
+        .revoke(rev(Kind::Jti, "j", None, T0 + 1_000))
+        .await
+        .unwrap();
+    store
+        .raw_tree("expiry")
+        .insert(stale.as_slice(), &[][..])
+        .unwrap();
+    assert_eq!(index_len(&store), 2);
+
+    let report = store.sweep_due(T0 + 11, 10).await.unwrap();
+    assert_eq!(report.purged, 0);
+    assert_eq!(
+        store.get(Kind::Jti, ISS, "j").unwrap().unwrap().expires_at,
+        T0 + 1_000
+    );
+    assert_eq!(index_len(&store), 1, "only the stale index key was removed");
+    assert_eq!(store.counts().jti, 1);
+    let report = store.check_consistency(false).unwrap();
+    assert_eq!(
+        report.records_without_index + report.index_without_record,
+        0
+    );
+
+    // A re-revoke extending a record whose old expiry passed (not yet swept) also wins.
+    store
+        .revoke(rev(Kind::Sid, "s", None, T0 + 20))
+        .await
+        .unwrap();
+    store
+        .revoke(rev(Kind::Sid, "s", None, T0 + 5_000))
+        .await
+        .unwrap();
+    let report = store.sweep_due(T0 + 100, 10).await.unwrap();
+    assert_eq!(report.purged, 0);
+    assert!(store.get(Kind::Sid, ISS, "s").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_and_revokes_stay_consistent() {
+    let (_dir, _clock, store) = setup();
+    let revs: Vec<_> = (0..300)
+        .map(|i| rev(Kind::Jti, &format!("j{i}"), None, T0 + (i % 3)))
+        .collect();
+    store.revoke_many(revs).await.unwrap();
+    let a = {
+        let s = store.clone();
+        tokio::spawn(async move { s.sweep_due(T0 + 10, 7).await.unwrap() })
+    };
+    let b = {
+        let s = store.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                s.revoke(rev(Kind::Jti, &format!("j{i}"), None, T0 + 100))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    a.await.unwrap();
+    b.await.unwrap();
+    let report = store.check_consistency(false).unwrap();
+    assert_eq!(
+        report.records_without_index + report.index_without_record,
+        0
+    );
+    assert_eq!(report.records, report.index_entries);
+    assert_eq!(store.counts().jti, report.records);
+}
+
+#[tokio::test]
+async fn consistency_check_finds_and_repairs_damage() {
+    let (_dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "j", None, T0 + 10))
+        .await
+        .unwrap();
+    store
+        .revoke(rev(Kind::Sid, "s", None, T0 + 20))
+        .await
+        .unwrap();
+    store
+        .remember_logout_jti(ISS, "lj", [3; 32], T0 + 30)
+        .await
+        .unwrap();
+    let clean = store.check_consistency(false).unwrap();
+    assert_eq!(
+        clean,
+        ConsistencyReport {
+            records: 3,
+            index_entries: 3,
+            records_without_index: 0,
+            index_without_record: 0,
+            repaired: false,
+        }
+    );
+    assert!(!store.check_consistency(true).unwrap().repaired);
+
+    let expiry = store.raw_tree("expiry");
+    let jkey = keys::record_key(ISS, "j").unwrap();
+    // Remove the jti's index entry; add a stray one for a record that does not exist and
+    // one with the wrong expiry.
+    expiry
+        .remove(keys::index_key(T0 + 10, keys::KIND_JTI, &jkey))
+        .unwrap()
+        .unwrap();
+    let ghost = keys::index_key(
+        T0 + 5,
+        keys::KIND_SUB,
+        &keys::record_key(ISS, "ghost").unwrap(),
+    );
+    expiry.insert(ghost, &[][..]).unwrap();
+    let skey = keys::record_key(ISS, "s").unwrap();
+    expiry
+        .insert(keys::index_key(T0 + 99, keys::KIND_SID, &skey), &[][..])
+        .unwrap();
+    expiry.insert(&b"junk"[..], &[][..]).unwrap();
+
+    let damaged = store.check_consistency(false).unwrap();
+    assert_eq!(damaged.records, 3);
+    assert_eq!(damaged.index_entries, 5);
+    assert_eq!(damaged.records_without_index, 1);
+    assert_eq!(damaged.index_without_record, 3);
+    assert!(!damaged.repaired);
+
+    let repaired = store.check_consistency(true).unwrap();
+    assert!(repaired.repaired);
+    assert_eq!(repaired.records_without_index, 1);
+    assert_eq!(repaired.index_without_record, 3);
+
+    let after = store.check_consistency(false).unwrap();
+    assert_eq!(after.records, 3);
+    assert_eq!(after.index_entries, 3);
+    assert_eq!(after.records_without_index + after.index_without_record, 0);
+    // The revocation was kept (index re-created, not record removed).
+    assert_eq!(
+        store.find_match(ISS, "j", None, None, T0).unwrap(),
+        Some(Kind::Jti)
+    );
+}
+
+#[tokio::test]
+async fn data_survives_drop_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        let mut r = rev(Kind::Sub, "u", Some(T0 - 1), T0 + 100);
+        r.reason = Some("fired".into());
+        store.revoke(r).await.unwrap();
+        store.save_jwks(ISS, br#"{"keys":[]}"#).await.unwrap();
+        store
+            .remember_logout_jti(ISS, "lj", [4; 32], T0 + 100)
+            .await
+            .unwrap();
+    }
+    let store = open_at(dir.path(), clock);
+    let got = store.get(Kind::Sub, ISS, "u").unwrap().unwrap();
+    assert_eq!(got.reason.as_deref(), Some("fired"));
+    assert_eq!(got.issued_before, Some(T0 - 1));
+    assert_eq!(
+        store.find_match(ISS, "x", None, Some("u"), T0 - 1).unwrap(),
+        Some(Kind::Sub)
+    );
+    assert_eq!(
+        store.load_jwks(ISS).unwrap().as_deref(),
+        Some(&br#"{"keys":[]}"#[..])
+    );
+    assert_eq!(store.load_jwks("https://other/").unwrap(), None);
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "lj", [4; 32], T0 + 100)
+            .await
+            .unwrap(),
+        SeenLogout::Repeat
+    );
+    store.probe().unwrap();
+}
+
+#[tokio::test]
+async fn unknown_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(META_SCHEMA, &99u32.to_be_bytes()[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = RevocationStore::open(dir.path(), 1 << 20, ManualClock::new(T0)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test]
+async fn second_open_in_same_process() {
+    // sled 0.34 takes an exclusive `flock` on the database file; on Linux such locks
+    // belong to the open file description, so a second open — even from this process —
+    // fails the same way another process's would. That is the Locked mapping.
+    let (dir, clock, _store) = setup();
+    let err = RevocationStore::open(dir.path(), 1 << 20, clock).unwrap_err();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_revokes_share_flushes() {
+    let (_dir, _clock, store) = setup();
+    let before = store.flush_count();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.revoke(rev(Kind::Jti, &format!("j{i}"), None, T0 + 100))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let flushes = store.flush_count() - before;
+    assert!(flushes >= 1);
+    eprintln!("{flushes} flushes for 64 writers");
+    assert!(flushes < 32, "{flushes} flushes for 64 writers");
+    assert_eq!(store.counts().jti, 64);
+    // Every acknowledged write is covered: nothing left to flush.
+    let n = store.flush_count();
+    store.flush().await.unwrap();
+    assert_eq!(store.flush_count(), n);
+}
+
+#[tokio::test]
+async fn revoke_many_flushes_once() {
+    let (_dir, _clock, store) = setup();
+    let before = store.flush_count();
+    let revs: Vec<_> = (0..50)
+        .map(|i| rev(Kind::Sub, &format!("u{i}"), None, T0 + 100))
+        .collect();
+    let out = store.revoke_many(revs).await.unwrap();
+    assert_eq!(out.len(), 50);
+    assert_eq!(store.flush_count() - before, 1);
+    assert_eq!(store.counts().sub, 50);
+    assert_eq!(index_len(&store), 50);
+}
+
+#[tokio::test]
+async fn logout_jtis_new_repeat_conflict() {
+    let (_dir, clock, store) = setup();
+    let exp = T0 + 300;
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "l1", [1; 32], exp)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "l1", [1; 32], exp)
+            .await
+            .unwrap(),
+        SeenLogout::Repeat
+    );
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "l1", [2; 32], exp)
+            .await
+            .unwrap(),
+        SeenLogout::Conflict
+    );
+    // Scoped by issuer.
+    assert_eq!(
+        store
+            .remember_logout_jti("https://other/", "l1", [2; 32], exp)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+    assert_eq!(store.counts(), Counts::default());
+    assert!(store.list(None, None, 10).unwrap().0.is_empty());
+    assert_eq!(index_len(&store), 2);
+
+    // Not purged at its expiry, purged after.
+    assert_eq!(
+        store.sweep_due(exp, 10).await.unwrap().purged_logout_jtis,
+        0
+    );
+    clock.set(exp + 1);
+    let report = store.sweep_due(clock.now(), 10).await.unwrap();
+    assert_eq!(report.purged_logout_jtis, 2);
+    assert_eq!(report.purged, 0);
+    assert_eq!(index_len(&store), 0);
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "l1", [2; 32], exp + 500)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+}
+
+#[tokio::test]
+async fn expired_unswept_logout_jti_is_replaced() {
+    let (_dir, clock, store) = setup();
+    store
+        .remember_logout_jti(ISS, "l", [1; 32], T0 + 10)
+        .await
+        .unwrap();
+    clock.set(T0 + 11);
+    assert_eq!(
+        store
+            .remember_logout_jti(ISS, "l", [2; 32], T0 + 100)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+    assert_eq!(index_len(&store), 1);
+    let report = store.check_consistency(false).unwrap();
+    assert_eq!(
+        report.records_without_index + report.index_without_record,
+        0
+    );
+}
+
+#[tokio::test]
+async fn probe_and_metrics_helpers() {
+    let (_dir, _clock, store) = setup();
+    store.probe().unwrap();
+    assert!(store.size_on_disk() > 0);
+    assert_eq!(store.sweep_totals(), (0, 0));
+    assert!(store.last_sweep().is_none());
+}
+
+#[test]
+fn default_expiry_rules() {
+    assert_eq!(
+        default_expires_at(Kind::Jti, 100, Some(500), None, 1000, 60),
+        560
+    );
+    assert_eq!(
+        default_expires_at(Kind::Jti, 100, None, None, 1000, 60),
+        1160
+    );
+    assert_eq!(
+        default_expires_at(Kind::Sid, 100, None, Some(50), 1000, 60),
+        1110
+    );
+    assert_eq!(
+        default_expires_at(Kind::Sub, 100, None, None, 1000, 60),
+        1160
+    );
+}
