@@ -815,6 +815,32 @@ impl RevocationStore {
             .map(|v| v.to_vec()))
     }
 
+    /// Read-only replay check for a logout token: `None` when its `jti` was not seen (or
+    /// the entry expired), else whether this is the same token (`Repeat`) or another
+    /// one reusing the `jti` (`Conflict`). Lets the endpoint refuse before recording.
+    pub fn logout_jti_status(
+        &self,
+        issuer: &str,
+        jti: &str,
+        fingerprint: [u8; 32],
+    ) -> Result<Option<SeenLogout>, StoreError> {
+        let key = keys::record_key(issuer, jti)?;
+        let now = self.inner.clock.now();
+        match self.inner.trees.logout.get(&key)? {
+            None => Ok(None),
+            Some(old) => {
+                let (old_fp, old_exp) = keys::decode_logout(&old)?;
+                if old_exp < now {
+                    Ok(None)
+                } else if old_fp == fingerprint {
+                    Ok(Some(SeenLogout::Repeat))
+                } else {
+                    Ok(Some(SeenLogout::Conflict))
+                }
+            }
+        }
+    }
+
     /// Remembers a back-channel logout token's `jti` until `expires_at`. `fingerprint` is
     /// the SHA-256 of the whole logout token, to tell a repeat from a conflict. Durable.
     /// An entry whose own `expires_at` has passed (not yet swept) counts as absent.
