@@ -1,6 +1,7 @@
 //! Token checks: issuer key sets ([`jwks`]), access tokens ([`verify`]).
 
 pub mod jwks;
+pub mod logout;
 pub mod verify;
 
 pub use jwks::Keyring;

@@ -1,0 +1,269 @@
+//! Logout-token validation: OpenID Connect Back-Channel Logout 1.0 (errata set 1) §2.6,
+//! as SPEC §4 ("Back-Channel Logout endpoint") fixes it. Every failure is one
+//! [`LogoutError`] whose text becomes the `400 invalid_request` description.
+//!
+//! Order: never trust claims before the signature checks out, except `iss` (to pick the
+//! issuer and its keys) and the header (to pick the algorithm and key).
+
+use std::str::FromStr;
+
+use jsonwebtoken::Algorithm;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::auth::verify::{decode_part, split_compact, MAX_TOKEN_BYTES};
+use crate::auth::Keyring;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The `events` member that marks a logout token (BCL §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Why a logout token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid logout token: {0}")]
+pub struct LogoutError(pub String);
+
+fn refuse(why: impl Into<String>) -> LogoutError {
+    LogoutError(why.into())
+}
+
+/// A logout token that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    /// `iss` (a configured issuer that accepts logout tokens).
+    pub issuer: String,
+    /// `sid`, when present.
+    pub sid: Option<String>,
+    /// `sub`, when present.
+    pub sub: Option<String>,
+    /// `jti` (replay defence).
+    pub jti: String,
+    /// `iat`: becomes the revocation's `issued_before`.
+    pub iat: u64,
+    /// `exp`, when present.
+    pub exp: Option<u64>,
+    /// SHA-256 of the whole compact token: tells an exact repeat from a reused `jti`.
+    pub fingerprint: [u8; 32],
+}
+
+/// Validates a logout token at `now` (seconds since the epoch).
+pub async fn validate_logout_token(
+    config: &Config,
+    keys: &Keyring,
+    metrics: &Metrics,
+    now: u64,
+    token: &str,
+) -> Result<LogoutToken, LogoutError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(refuse("token too large"));
+    }
+    let (header_b64, payload_b64, signature_b64) =
+        split_compact(token).map_err(|e| refuse(e.to_string()))?;
+    let header = parse_object(&decode_part(header_b64, "header").map_err(|e| refuse(e.to_string()))?, "header")?;
+    let claims = parse_object(&decode_part(payload_b64, "claims").map_err(|e| refuse(e.to_string()))?, "claims")?;
+
+    // Header.
+    if header.contains_key("crit") {
+        return Err(refuse("unsupported crit header"));
+    }
+    let alg_name = match header.get("alg") {
+        Some(Value::String(a)) => a.as_str(),
+        _ => return Err(refuse("missing or non-string alg")),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.as_str()),
+        Some(_) => return Err(refuse("kid must be a string")),
+    };
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(typ)) => {
+            let t = media_subtype(typ);
+            let ok = t.eq_ignore_ascii_case("logout+jwt")
+                || (!config.backchannel.strict_typ && t.eq_ignore_ascii_case("jwt"));
+            if !ok {
+                return Err(refuse(format!(
+                    "typ {:?} is not accepted for logout tokens",
+                    crate::error::quoted_string_safe(typ)
+                )));
+            }
+        }
+        Some(_) => return Err(refuse("typ must be a string")),
+    }
+    if config.backchannel.strict_typ && header.get("typ").is_none() {
+        return Err(refuse("typ logout+jwt is required (strict_typ)"));
+    }
+
+    // Issuer: configured, and accepting logout tokens.
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => config.issuer(iss).ok_or_else(|| refuse("unknown issuer"))?,
+        _ => return Err(refuse("missing issuer (iss)")),
+    };
+    if issuer.logout_audiences.is_empty() {
+        return Err(refuse("issuer does not accept logout tokens (no logout_audiences)"));
+    }
+
+    // Algorithm: pinned per issuer, never none (BCL §2.6 step 3).
+    if alg_name.eq_ignore_ascii_case("none") {
+        return Err(refuse("algorithm none is refused"));
+    }
+    if !issuer.logout_algorithms.iter().any(|a| a == alg_name) {
+        return Err(refuse("algorithm not allowed for logout tokens of this issuer"));
+    }
+    let alg = Algorithm::from_str(alg_name).map_err(|_| refuse("unsupported algorithm"))?;
+
+    // Signature with the issuer's keys.
+    let key = keys
+        .key_for(&issuer.issuer, kid, alg, metrics)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    if key.decoding_key().family() != alg.family() {
+        return Err(refuse("invalid signature: key does not match the algorithm"));
+    }
+    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    match jsonwebtoken::crypto::verify(signature_b64, signing_input, key.decoding_key(), alg) {
+        Ok(true) => {}
+        _ => return Err(refuse("invalid signature")),
+    }
+
+    // Audience.
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => issuer.logout_audiences.iter().any(|x| x == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| issuer.logout_audiences.iter().any(|x| x == a)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(refuse("audience not accepted"));
+    }
+
+    // Times.
+    let leeway = config.auth.leeway.as_secs();
+    let iat = numeric_date(&claims, "iat")?.ok_or_else(|| refuse("missing iat"))?;
+    if iat > now.saturating_add(leeway) {
+        return Err(refuse("iat is in the future"));
+    }
+    if iat
+        .saturating_add(config.backchannel.max_age.as_secs())
+        .saturating_add(leeway)
+        < now
+    {
+        return Err(refuse("iat is older than backchannel.max_age"));
+    }
+    let exp = numeric_date(&claims, "exp")?;
+    match exp {
+        None if issuer.logout_require_exp => return Err(refuse("missing exp")),
+        Some(exp) if now >= exp.saturating_add(leeway) => return Err(refuse("token expired")),
+        _ => {}
+    }
+
+    // jti, events, sid/sub, nonce.
+    let jti = match claims.get("jti") {
+        Some(Value::String(j)) if !j.is_empty() => j.clone(),
+        Some(_) => return Err(refuse("jti must be a non-empty string")),
+        None => return Err(refuse("missing jti")),
+    };
+    match claims.get("events") {
+        Some(Value::Object(events)) => match events.get(BACKCHANNEL_LOGOUT_EVENT) {
+            Some(Value::Object(_)) => {}
+            Some(_) => return Err(refuse("events member for back-channel logout must be a JSON object")),
+            None => return Err(refuse("events claim lacks the back-channel logout member")),
+        },
+        Some(_) => return Err(refuse("events claim must be a JSON object")),
+        None => return Err(refuse("missing events claim")),
+    }
+    if claims.contains_key("nonce") {
+        return Err(refuse("nonce is not allowed in a logout token"));
+    }
+    let sid = optional_string(&claims, "sid")?;
+    let sub = optional_string(&claims, "sub")?;
+    if sid.is_none() && sub.is_none() {
+        return Err(refuse("neither sid nor sub present"));
+    }
+
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(&Sha256::digest(token.as_bytes()));
+    Ok(LogoutToken {
+        issuer: issuer.issuer.clone(),
+        sid,
+        sub,
+        jti,
+        iat,
+        exp,
+        fingerprint,
+    })
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, LogoutError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(refuse(format!("{name} must be a non-empty string"))),
+    }
+}
+
+/// A NumericDate: non-negative integer or float, floored.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, LogoutError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                Ok(Some(u))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
+                    _ => Err(refuse(format!("{name} must be a non-negative NumericDate"))),
+                }
+            }
+        }
+        Some(_) => Err(refuse(format!("{name} must be a NumericDate"))),
+    }
+}
+
+/// `typ` without an `application/` prefix (RFC 7515 §4.1.9).
+fn media_subtype(typ: &str) -> &str {
+    const PREFIX: &str = "application/";
+    match typ.get(..PREFIX.len()) {
+        Some(p) if p.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    }
+}
+
+/// Parses a JSON object, refusing duplicate member names at the top level.
+fn parse_object(json: &[u8], what: &str) -> Result<Map<String, Value>, LogoutError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let map = de
+        .deserialize_map(UniqueMap)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| {
+            if e.to_string().starts_with("duplicate member") {
+                refuse(format!("duplicate member name in {what}"))
+            } else {
+                refuse(format!("{what} is not a JSON object"))
+            }
+        })?;
+    Ok(map)
+}
+
+struct UniqueMap;
+
+impl<'de> Visitor<'de> for UniqueMap {
+    type Value = Map<String, Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value: Value = access.next_value()?;
+            if map.insert(key.clone(), value).is_some() {
+                return Err(de::Error::custom(format!("duplicate member name {key:?}")));
+            }
+        }
+        Ok(map)
+    }
+}
