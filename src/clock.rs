@@ -63,11 +63,49 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 /// Parses an RFC 3339 instant into seconds since the epoch (fractions truncated).
+/// Accepts `Z` and numeric offsets (`+01:00`, `-05:30`).
 pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
-    let t = humantime::parse_rfc3339_weak(text.trim())
-        .or_else(|_| humantime::parse_rfc3339(text.trim()))
+    let text = text.trim();
+    let (base, offset_secs) = split_offset(text);
+    let t = humantime::parse_rfc3339_weak(base)
         .map_err(|e| format!("not an RFC 3339 instant: {e}"))?;
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .map_err(|_| "instant before 1970".to_string())
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| "instant before 1970".to_string())?;
+    u64::try_from(secs - offset_secs).map_err(|_| "instant before 1970".to_string())
+}
+
+/// Splits a trailing `Z` or `±HH:MM` offset off an RFC 3339 text.
+fn split_offset(text: &str) -> (&str, i64) {
+    if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+        return (base, 0);
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() > 6 {
+        let tail = &text[text.len() - 6..];
+        let tb = tail.as_bytes();
+        if (tb[0] == b'+' || tb[0] == b'-') && tb[3] == b':' && text.contains('T') {
+            if let (Ok(h), Ok(m)) = (tail[1..3].parse::<i64>(), tail[4..6].parse::<i64>()) {
+                let sign = if tb[0] == b'+' { 1 } else { -1 };
+                return (&text[..text.len() - 6], sign * (h * 3600 + m * 60));
+            }
+        }
+    }
+    (text, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_offsets() {
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Ok(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14T17:13:20-05:00"), Ok(1_700_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.75Z"), Ok(1_700_000_000));
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
 }
