@@ -1,8 +1,42 @@
 //! Access-token verification (SPEC §4).
+//!
+//! [`verify_access_token`] applies every acceptance rule of SPEC §4 except the revocation
+//! check (the proxy does that, with the [`VerifiedToken`] this returns). Nothing in the
+//! claims is trusted before the signature checks out, except `iss` (to pick the issuer and
+//! its keys) and the header (to pick the algorithm and key). Order of the checks:
+//!
+//! 1. size ([`MAX_TOKEN_BYTES`]);
+//! 2. compact JWS: three base64url parts (no padding), JSON objects, no duplicate members;
+//! 3. header: `alg` a string, `kid`/`typ` strings if present, no `crit`; `jku`, `x5u`,
+//!    `jwk`, `x5c` ignored (never fetched or used);
+//! 4. `iss` names a configured issuer;
+//! 5. `alg` is not `none` and is in the issuer's `algorithms` (case-sensitive);
+//! 6. signature, with the issuer's key for (`kid`, `alg`) from the [`Keyring`];
+//! 7. `typ` is not `logout+jwt`/`secevent+jwt`, equals `require_typ` when set; no `events`;
+//! 8. `exp`, `iat`, `nbf` with `auth.leeway`; `exp - iat <= max_token_lifetime`;
+//! 9. `aud` contains one of the issuer's `audiences`.
+//!
+//! The token is base64-decoded and parsed once; claims are read into borrowed slices of
+//! the decoded payload and only the output fields are allocated.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::auth::Keyring;
-use crate::config::Config;
+use crate::config::{Config, IssuerConfig};
 use crate::metrics::Metrics;
+
+/// Longest accepted compact token, in bytes. Real access tokens are 1–2 KiB; the cap bounds
+/// the work an unauthenticated request can cause (decoding, parsing, hashing).
+pub const MAX_TOKEN_BYTES: usize = 8192;
 
 /// The claims of a token that passed every check.
 #[derive(Debug, Clone)]
@@ -25,36 +59,48 @@ pub struct VerifiedToken {
     pub kid: Option<String>,
 }
 
-/// Why a token was refused. `Display` is the `error_description`.
+/// Why a token was refused. `Display` is the RFC 6750 `error_description`: each message
+/// contains the word SPEC §4 names for its cause (`malformed`, `issuer`, `algorithm`,
+/// `signature`, `expired`, `audience`, `lifetime`, `revoked`) and never echoes token content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not a well-formed compact JWS with JSON header and claims.
+    /// Not a well-formed compact JWS with JSON header and claims, or a required claim is
+    /// missing or of the wrong type.
     #[error("malformed token: {0}")]
     Malformed(String),
-    /// No configured issuer.
+    /// `iss` missing, not a string, or not a configured issuer.
     #[error("unknown issuer")]
     Issuer,
-    /// alg not allowed for this issuer.
+    /// `alg` is `none` or not allowed for this issuer.
     #[error("algorithm not allowed: {0}")]
     Algorithm(String),
-    /// Bad signature or no key.
+    /// Bad signature, or no (matching) key.
     #[error("invalid signature: {0}")]
     Signature(String),
-    /// Expired.
+    /// `exp` passed (with leeway).
     #[error("token expired")]
     Expired,
-    /// Wrong audience.
+    /// `aud` names none of the issuer's audiences.
     #[error("audience not accepted")]
     Audience,
-    /// Lifetime too long.
+    /// `exp - iat` exceeds `max_token_lifetime`.
     #[error("token lifetime exceeds max_token_lifetime")]
     Lifetime,
-    /// Other claim failures (iat, nbf, typ, events, crit).
-    #[error("{0}")]
+    /// Claims that are well-formed JSON but unacceptable in an access token: `typ`,
+    /// `events`, `iat` or `nbf` in the future.
+    #[error("malformed claims: {0}")]
     Claims(String),
+    /// A revocation matched (used by the proxy, never by [`verify_access_token`]).
+    #[error("token revoked")]
+    Revoked,
 }
 
-/// Checks `token` against SPEC §4 (all but the revocation check).
+fn malformed(why: &str) -> TokenError {
+    TokenError::Malformed(why.to_string())
+}
+
+/// Checks `token` against SPEC §4 (all but the revocation check) at time `now` (seconds
+/// since the epoch). `metrics` counts the JWKS fetches an unknown `kid` may trigger.
 pub async fn verify_access_token(
     config: &Config,
     keys: &Keyring,
@@ -62,6 +108,510 @@ pub async fn verify_access_token(
     now: u64,
     token: &str,
 ) -> Result<VerifiedToken, TokenError> {
-    let _ = (config, keys, metrics, now, token);
-    todo!()
+    // 1. Size.
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(malformed("token too large"));
+    }
+
+    // 2. Compact JWS.
+    let (header_b64, payload_b64, signature_b64) = split_compact(token)?;
+    let header_json = decode_part(header_b64, "header")?;
+    let header: Header<'_> = parse_object(&header_json, HeaderSeed, "header")?;
+    let payload_json = decode_part(payload_b64, "claims")?;
+    let claims: Claims<'_> = parse_object(&payload_json, ClaimsSeed { config }, "claims")?;
+
+    // 3. Header.
+    if header.crit {
+        return Err(malformed("unsupported crit header"));
+    }
+    let alg_name = match &header.alg {
+        Some(Loose::Str(s)) => s.as_ref(),
+        Some(_) => return Err(malformed("alg must be a string")),
+        None => return Err(malformed("missing alg")),
+    };
+    let kid = optional_str(&header.kid, "kid must be a string")?;
+    let typ = optional_str(&header.typ, "typ must be a string")?;
+
+    // 4. Issuer.
+    let issuer = match &claims.iss {
+        Some(Loose::Str(iss)) => config.issuer(iss).ok_or(TokenError::Issuer)?,
+        _ => return Err(TokenError::Issuer),
+    };
+
+    // 5. Algorithm: the allow-list is compared case-sensitively (RFC 8725 §3.1).
+    if alg_name.eq_ignore_ascii_case("none") {
+        return Err(TokenError::Algorithm(
+            "unsigned tokens (none) are refused".into(),
+        ));
+    }
+    if !issuer.algorithms.iter().any(|a| a == alg_name) {
+        return Err(TokenError::Algorithm("not allowed for this issuer".into()));
+    }
+    let alg = Algorithm::from_str(alg_name)
+        .map_err(|_| TokenError::Algorithm("unsupported algorithm".into()))?;
+
+    // 6. Signature. HS* get only the issuer's HMAC secret, all else only JWKS keys.
+    let key = keys.key_for(&issuer.issuer, kid, alg, metrics).await?;
+    if key.decoding_key().family() != alg.family() {
+        return Err(TokenError::Signature(
+            "key does not match the algorithm".into(),
+        ));
+    }
+    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    match jsonwebtoken::crypto::verify(signature_b64, signing_input, key.decoding_key(), alg) {
+        Ok(true) => {}
+        _ => return Err(TokenError::Signature("verification failed".into())),
+    }
+
+    // 7. Token type.
+    check_typ(issuer, typ)?;
+    if claims.events {
+        return Err(TokenError::Claims(
+            "events claim: a security event token is not an access token".into(),
+        ));
+    }
+
+    // 8. Times.
+    let leeway = config.auth.leeway.as_secs();
+    let exp = numeric_date(&claims.exp, "exp")?.ok_or_else(|| malformed("missing exp"))?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    let iat = numeric_date(&claims.iat, "iat")?.ok_or_else(|| malformed("missing iat"))?;
+    if iat > now.saturating_add(leeway) {
+        return Err(TokenError::Claims("iat is in the future".into()));
+    }
+    if let Some(nbf) = numeric_date(&claims.nbf, "nbf")? {
+        if nbf > now.saturating_add(leeway) {
+            return Err(TokenError::Claims("token not valid yet (nbf)".into()));
+        }
+    }
+    if exp.saturating_sub(iat) > config.auth.max_token_lifetime.as_secs() {
+        return Err(TokenError::Lifetime);
+    }
+
+    // 9. Audience.
+    let audience_ok = match &claims.aud {
+        Some(Loose::Str(aud)) => issuer.audiences.iter().any(|a| a == aud),
+        Some(Loose::StrList(auds)) => auds
+            .iter()
+            .any(|aud| issuer.audiences.iter().any(|a| a == aud)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(TokenError::Audience);
+    }
+
+    // 10. Output.
+    let sub = optional_str(&claims.sub, "sub must be a string")?.map(str::to_string);
+    let sid = match claims
+        .session
+        .iter()
+        .find(|(name, _)| *name == issuer.session_claim)
+    {
+        None => None,
+        Some((_, Loose::Str(sid))) => Some(sid.to_string()),
+        Some(_) => return Err(malformed("session claim must be a string")),
+    };
+    let jti = match &claims.jti {
+        None => token_id(token),
+        Some(Loose::Str(jti)) if !jti.is_empty() => jti.to_string(),
+        Some(_) => return Err(malformed("jti must be a non-empty string")),
+    };
+    let scopes = match (&claims.scope, &claims.scp) {
+        (Some(Loose::Str(s)), _) | (None, Some(Loose::Str(s))) => split_scopes(s),
+        (None, Some(Loose::StrList(list))) => list
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+            .collect(),
+        (None, None) => Vec::new(),
+        _ => return Err(malformed("scope must be a string, scp a string or array")),
+    };
+    Ok(VerifiedToken {
+        issuer: issuer.issuer.clone(),
+        sub,
+        sid,
+        jti,
+        iat,
+        exp,
+        scopes,
+        kid: kid.map(str::to_string),
+    })
 }
+
+/// The identifier of a token without `jti` (SPEC §1): `sha256:` + unpadded base64url of the
+/// SHA-256 of the whole compact token.
+pub fn token_id(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut id = String::with_capacity(7 + 43);
+    id.push_str("sha256:");
+    URL_SAFE_NO_PAD.encode_string(digest, &mut id);
+    id
+}
+
+/// `typ` with an `application/` prefix (any case) removed (RFC 7515 §4.1.9).
+fn media_subtype(typ: &str) -> &str {
+    const PREFIX: &str = "application/";
+    match typ.get(..PREFIX.len()) {
+        Some(p) if p.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    }
+}
+
+fn check_typ(issuer: &IssuerConfig, typ: Option<&str>) -> Result<(), TokenError> {
+    if let Some(typ) = typ {
+        let t = media_subtype(typ);
+        if t.eq_ignore_ascii_case("logout+jwt") || t.eq_ignore_ascii_case("secevent+jwt") {
+            return Err(TokenError::Claims(
+                "typ names a logout or security event token, not an access token".into(),
+            ));
+        }
+    }
+    if !issuer.require_typ.is_empty() {
+        let wanted = media_subtype(&issuer.require_typ);
+        if !typ.is_some_and(|t| media_subtype(t).eq_ignore_ascii_case(wanted)) {
+            return Err(TokenError::Claims(format!(
+                "typ must be {}",
+                issuer.require_typ
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn split_scopes(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn optional_str<'a>(
+    value: &'a Option<Loose<'_>>,
+    why: &str,
+) -> Result<Option<&'a str>, TokenError> {
+    match value {
+        None => Ok(None),
+        Some(Loose::Str(s)) => Ok(Some(s.as_ref())),
+        Some(_) => Err(malformed(why)),
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a non-negative integer or float, floored.
+fn numeric_date(value: &Option<Loose<'_>>, name: &str) -> Result<Option<u64>, TokenError> {
+    match value {
+        None => Ok(None),
+        Some(Loose::Num(Some(n))) => Ok(Some(*n)),
+        Some(_) => Err(TokenError::Malformed(format!(
+            "{name} must be a non-negative NumericDate"
+        ))),
+    }
+}
+
+/// The three parts of a compact JWS; each may only hold base64url characters.
+fn split_compact(token: &str) -> Result<(&str, &str, &str), TokenError> {
+    if let Some(bad) = token.bytes().find(|b| !is_base64url_or_dot(*b)) {
+        return Err(if bad == b'=' {
+            malformed("base64 padding is not allowed")
+        } else {
+            malformed("not a compact JWS (characters outside base64url)")
+        });
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => Ok((h, p, s)),
+        _ => Err(malformed("not a compact JWS (need exactly three parts)")),
+    }
+}
+
+fn is_base64url_or_dot(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed(format!("{what} is not valid base64url")))
+}
+
+/// Parses a whole JSON text (nothing after it) with `seed`.
+fn parse_object<'de, S: DeserializeSeed<'de>>(
+    json: &'de [u8],
+    seed: S,
+    what: &str,
+) -> Result<S::Value, TokenError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let value = seed
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| {
+            if e.to_string().starts_with(DUPLICATE) {
+                TokenError::Malformed(format!("duplicate member name in {what}"))
+            } else {
+                TokenError::Malformed(format!("{what} is not a JSON object"))
+            }
+        })?;
+    Ok(value)
+}
+
+const DUPLICATE: &str = "duplicate member name";
+
+/// A JSON value reduced to the shapes header parameters and claims can take; strings
+/// borrow from the decoded JSON when they have no escapes.
+#[derive(Debug, Clone)]
+enum Loose<'a> {
+    Str(Cow<'a, str>),
+    /// A number: `Some(floor)` when a non-negative NumericDate, else `None`.
+    Num(Option<u64>),
+    /// An array of strings only.
+    StrList(Vec<Cow<'a, str>>),
+    /// Anything else (null, bool, object, mixed array).
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Num(Some(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Num(u64::try_from(v).ok()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // `as` saturates: absurdly large dates become u64::MAX.
+        Ok(Loose::Num(
+            (v.is_finite() && v >= 0.0).then(|| v.floor() as u64),
+        ))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::new();
+        let mut only_strings = true;
+        while let Some(item) = seq.next_element::<Loose<'de>>()? {
+            match item {
+                Loose::Str(s) if only_strings => list.push(s),
+                _ => only_strings = false,
+            }
+        }
+        Ok(if only_strings {
+            Loose::StrList(list)
+        } else {
+            Loose::Other
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other)
+    }
+}
+
+/// A member name, unescaped (so `"s\u0075b"` is `sub`).
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Member names seen in one object; a repeated name is an error (serde_json would keep
+/// the last value silently, and two parsers disagreeing on a claim is an attack).
+#[derive(Default)]
+struct SeenNames<'a>(Vec<Cow<'a, str>>);
+
+impl<'a> SeenNames<'a> {
+    fn add<E: de::Error>(&mut self, name: Cow<'a, str>) -> Result<(), E> {
+        // Objects are small (a token is at most MAX_TOKEN_BYTES); a linear scan over a
+        // handful of names beats hashing, and sorting takes over for big objects.
+        if self.0.len() < 32 && self.0.contains(&name) {
+            return Err(E::custom(DUPLICATE));
+        }
+        self.0.push(name);
+        Ok(())
+    }
+    fn finish<E: de::Error>(mut self) -> Result<(), E> {
+        if self.0.len() > 32 {
+            self.0.sort_unstable();
+            if self.0.windows(2).any(|w| w[0] == w[1]) {
+                return Err(E::custom(DUPLICATE));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The JOSE header parameters we act on.
+#[derive(Default)]
+struct Header<'a> {
+    alg: Option<Loose<'a>>,
+    kid: Option<Loose<'a>>,
+    typ: Option<Loose<'a>>,
+    /// `crit` present: we understand no extensions, so the token is refused.
+    crit: bool,
+}
+
+struct HeaderSeed;
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed {
+    type Value = Header<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed {
+    type Value = Header<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JOSE header object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut header = Header::default();
+        let mut seen = SeenNames::default();
+        while let Some(Name(name)) = map.next_key()? {
+            match name.as_ref() {
+                "alg" => header.alg = Some(map.next_value()?),
+                "kid" => header.kid = Some(map.next_value()?),
+                "typ" => header.typ = Some(map.next_value()?),
+                "crit" => {
+                    header.crit = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                // jku, x5u, jwk, x5c and the rest: ignored, never fetched or used.
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.add(name)?;
+        }
+        seen.finish()?;
+        Ok(header)
+    }
+}
+
+/// The claims we act on, read in one pass.
+#[derive(Default)]
+struct Claims<'a> {
+    iss: Option<Loose<'a>>,
+    sub: Option<Loose<'a>>,
+    jti: Option<Loose<'a>>,
+    aud: Option<Loose<'a>>,
+    exp: Option<Loose<'a>>,
+    iat: Option<Loose<'a>>,
+    nbf: Option<Loose<'a>>,
+    scope: Option<Loose<'a>>,
+    scp: Option<Loose<'a>>,
+    events: bool,
+    /// Members named like some configured issuer's `session_claim` (the issuer is not
+    /// known until `iss` is read, and members come in any order).
+    session: Vec<(Cow<'a, str>, Loose<'a>)>,
+}
+
+struct ClaimsSeed<'c> {
+    config: &'c Config,
+}
+
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = Claims<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ClaimsSeed<'_> {
+    type Value = Claims<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JWT claims object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut claims = Claims::default();
+        let mut seen = SeenNames::default();
+        while let Some(Name(name)) = map.next_key()? {
+            let is_session = self
+                .config
+                .issuers
+                .iter()
+                .any(|i| i.session_claim == name.as_ref());
+            let field = match name.as_ref() {
+                "iss" => Some(&mut claims.iss),
+                "sub" => Some(&mut claims.sub),
+                "jti" => Some(&mut claims.jti),
+                "aud" => Some(&mut claims.aud),
+                "exp" => Some(&mut claims.exp),
+                "iat" => Some(&mut claims.iat),
+                "nbf" => Some(&mut claims.nbf),
+                "scope" => Some(&mut claims.scope),
+                "scp" => Some(&mut claims.scp),
+                _ => None,
+            };
+            match (field, is_session) {
+                (Some(field), false) => *field = Some(map.next_value()?),
+                (Some(field), true) => {
+                    let value: Loose<'de> = map.next_value()?;
+                    claims.session.push((name.clone(), value.clone()));
+                    *field = Some(value);
+                }
+                (None, true) => {
+                    let value = map.next_value()?;
+                    claims.session.push((name.clone(), value));
+                }
+                (None, false) => {
+                    if name == "events" {
+                        claims.events = true;
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.add(name)?;
+        }
+        seen.finish()?;
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests;
