@@ -72,7 +72,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         config.store.sweep_interval,
         stop_rx.clone(),
     ));
-    let refresher = tokio::spawn(crate::auth::jwks::run_refresher(app.clone(), stop_rx.clone()));
+    let refresher = tokio::spawn(crate::auth::Keyring::run_refresher(app.clone(), stop_rx.clone()));
     let admin_filter = crate::admin::routes(app.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

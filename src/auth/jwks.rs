@@ -1105,16 +1105,3 @@ mod tests {
     }
 }
 
-impl Keyring {
-    /// Loads every issuer's keys.
-    pub async fn load_all(&self, _c: &crate::config::Config, _m: &crate::metrics::Metrics) -> Result<(), String> {
-        todo!()
-    }
-    /// Every issuer has keys.
-    pub fn ready(&self, _c: &crate::config::Config) -> bool {
-        todo!()
-    }
-}
-
-/// Refreshes keys until shutdown.
-pub async fn run_refresher(_app: std::sync::Arc<crate::App>, _s: tokio::sync::watch::Receiver<bool>) {}

@@ -310,7 +310,7 @@ fn numeric_date(value: &Option<Loose<'_>>, name: &str) -> Result<Option<u64>, To
 }
 
 /// The three parts of a compact JWS; each may only hold base64url characters.
-fn split_compact(token: &str) -> Result<(&str, &str, &str), TokenError> {
+pub(crate) fn split_compact(token: &str) -> Result<(&str, &str, &str), TokenError> {
     if let Some(bad) = token.bytes().find(|b| !is_base64url_or_dot(*b)) {
         return Err(if bad == b'=' {
             malformed("base64 padding is not allowed")
@@ -329,7 +329,7 @@ fn is_base64url_or_dot(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
 }
 
-fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, TokenError> {
+pub(crate) fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| TokenError::Malformed(format!("{what} is not valid base64url")))
