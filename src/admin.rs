@@ -166,8 +166,9 @@ fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
     warp::body::content_length_limit(MAX_ADMIN_BODY_BYTES)
         .and(warp::body::bytes())
         .and_then(|bytes: bytes::Bytes| async move {
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| warp::reject::custom(ApiError::invalid(format!("malformed JSON: {e}"))))?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                warp::reject::custom(ApiError::invalid(format!("malformed JSON: {e}")))
+            })?;
             if !v.is_object() {
                 return Err(warp::reject::custom(ApiError::invalid(
                     "malformed JSON: body must be an object",
@@ -193,7 +194,9 @@ fn create(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection
 }
 
 /// POST /v1/revocations/token
-fn create_from_token(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn create_from_token(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("v1" / "revocations" / "token")
         .and(warp::post())
         .and(with_app(app))
@@ -203,9 +206,14 @@ fn create_from_token(app: Arc<App>) -> impl Filter<Extract = (Response,), Error 
             reject_unknown_fields(obj, &["token", "reason"]).map_err(warp::reject::custom)?;
             let token = match obj.get("token") {
                 Some(Value::String(t)) if !t.is_empty() => t.clone(),
-                _ => return Err(warp::reject::custom(ApiError::invalid("token: required, a non-empty string"))),
+                _ => {
+                    return Err(warp::reject::custom(ApiError::invalid(
+                        "token: required, a non-empty string",
+                    )))
+                }
             };
-            let reason = optional_string(obj, "reason", MAX_REASON_BYTES).map_err(warp::reject::custom)?;
+            let reason =
+                optional_string(obj, "reason", MAX_REASON_BYTES).map_err(warp::reject::custom)?;
             let verified = app
                 .verify(&token)
                 .await
@@ -220,7 +228,11 @@ fn create_from_token(app: Arc<App>) -> impl Filter<Extract = (Response,), Error 
                 reason,
                 source: Source::Admin,
             };
-            let record = app.store.revoke(rev).await.map_err(|e| warp::reject::custom(ApiError::store(e)))?;
+            let record = app
+                .store
+                .revoke(rev)
+                .await
+                .map_err(|e| warp::reject::custom(ApiError::store(e)))?;
             app.metrics.revocation_recorded(Source::Admin);
             tracing::info!(issuer = %record.issuer, jti = %record.value, "token revoked by admin");
             Ok::<_, Rejection>(json_reply(StatusCode::CREATED, &record.to_json()))
@@ -233,14 +245,19 @@ fn lookup(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_app(app))
-        .and_then(|kind: String, value: String, q: HashMap<String, String>, app: Arc<App>| async move {
-            let (kind, issuer, value) = key_of(&app, &kind, &value, &q).map_err(warp::reject::custom)?;
-            match app.store.get(kind, &issuer, &value) {
-                Ok(Some(r)) => Ok::<_, Rejection>(json_reply(StatusCode::OK, &r.to_json())),
-                Ok(None) => Err(warp::reject::custom(ApiError::not_found(format!("no {kind} revocation for that value")))),
-                Err(e) => Err(warp::reject::custom(ApiError::store(e))),
-            }
-        })
+        .and_then(
+            |kind: String, value: String, q: HashMap<String, String>, app: Arc<App>| async move {
+                let (kind, issuer, value) =
+                    key_of(&app, &kind, &value, &q).map_err(warp::reject::custom)?;
+                match app.store.get(kind, &issuer, &value) {
+                    Ok(Some(r)) => Ok::<_, Rejection>(json_reply(StatusCode::OK, &r.to_json())),
+                    Ok(None) => Err(warp::reject::custom(ApiError::not_found(format!(
+                        "no {kind} revocation for that value"
+                    )))),
+                    Err(e) => Err(warp::reject::custom(ApiError::store(e))),
+                }
+            },
+        )
 }
 
 /// DELETE /v1/revocations/{kind}/{value}?issuer=
@@ -277,13 +294,20 @@ fn list(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> 
                 }
                 let kind = match q.get("kind").map(String::as_str) {
                     None | Some("") => None,
-                    Some(k) => Some(k.parse::<Kind>().map_err(|e| ApiError::invalid(format!("kind: {e}")))?),
+                    Some(k) => Some(
+                        k.parse::<Kind>()
+                            .map_err(|e| ApiError::invalid(format!("kind: {e}")))?,
+                    ),
                 };
                 let limit = match q.get("limit").map(String::as_str) {
                     None | Some("") => DEFAULT_PAGE,
                     Some(l) => match l.parse::<usize>() {
                         Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                        _ => return Err(ApiError::invalid(format!("limit: must be an integer from 1 to {MAX_PAGE}"))),
+                        _ => {
+                            return Err(ApiError::invalid(format!(
+                                "limit: must be an integer from 1 to {MAX_PAGE}"
+                            )))
+                        }
                     },
                 };
                 let after = q.get("after").map(String::as_str).filter(|a| !a.is_empty());
@@ -294,24 +318,33 @@ fn list(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> 
             })();
             let (items, next) = result.map_err(warp::reject::custom)?;
             let items: Vec<Value> = items.iter().map(|r| r.to_json()).collect();
-            Ok::<_, Rejection>(json_reply(StatusCode::OK, &json!({"items": items, "next": next})))
+            Ok::<_, Rejection>(json_reply(
+                StatusCode::OK,
+                &json!({"items": items, "next": next}),
+            ))
         })
 }
 
 /// GET /v1/stats
 fn stats(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "stats").and(warp::get()).and(with_app(app)).map(|app: Arc<App>| {
-        let c = app.store.counts();
-        let last = app.store.last_sweep().map(|s| {
-            json!({
-                "at": crate::clock::rfc3339(s.at),
-                "purged": s.purged,
-                "purged_logout_jtis": s.purged_logout_jtis,
-                "duration_ms": s.duration_ms,
-            })
-        });
-        json_reply(StatusCode::OK, &json!({"jti": c.jti, "sid": c.sid, "sub": c.sub, "last_sweep": last}))
-    })
+    warp::path!("v1" / "stats")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let c = app.store.counts();
+            let last = app.store.last_sweep().map(|s| {
+                json!({
+                    "at": crate::clock::rfc3339(s.at),
+                    "purged": s.purged,
+                    "purged_logout_jtis": s.purged_logout_jtis,
+                    "duration_ms": s.duration_ms,
+                })
+            });
+            json_reply(
+                StatusCode::OK,
+                &json!({"jti": c.jti, "sid": c.sid, "sub": c.sub, "last_sweep": last}),
+            )
+        })
 }
 
 /// POST /v1/sweep
@@ -326,42 +359,51 @@ fn sweep(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection>
                 .sweep_due(now, SWEEP_BATCH)
                 .await
                 .map_err(|e| warp::reject::custom(ApiError::store(e)))?;
-            Ok::<_, Rejection>(json_reply(StatusCode::OK, &json!({"purged": report.purged})))
+            Ok::<_, Rejection>(json_reply(
+                StatusCode::OK,
+                &json!({"purged": report.purged}),
+            ))
         })
 }
 
 /// GET /healthz
 fn healthz(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("healthz").and(warp::get()).and(with_app(app)).map(|app: Arc<App>| {
-        let config = app.config();
-        let store_ok = app.store.probe().is_ok();
-        let keys_ok = app.keys.ready(&config);
-        let status = if store_ok && keys_ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        json_reply(
-            status,
-            &json!({
-                "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-                "store": if store_ok { "ok" } else { "error" },
-                "keys": if keys_ok { "ok" } else { "missing" },
-            }),
-        )
-    })
+    warp::path!("healthz")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let config = app.config();
+            let store_ok = app.store.probe().is_ok();
+            let keys_ok = app.keys.ready(&config);
+            let status = if store_ok && keys_ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_reply(
+                status,
+                &json!({
+                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+                    "store": if store_ok { "ok" } else { "error" },
+                    "keys": if keys_ok { "ok" } else { "missing" },
+                }),
+            )
+        })
 }
 
 /// GET /metrics
 fn metrics(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).and(with_app(app)).map(|app: Arc<App>| {
-        warp::reply::with_header(
-            app.metrics.render(&app.store),
-            "content-type",
-            "text/plain; version=0.0.4",
-        )
-        .into_response()
-    })
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            warp::reply::with_header(
+                app.metrics.render(&app.store),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        })
 }
 
 fn key_of(
@@ -370,7 +412,9 @@ fn key_of(
     value: &str,
     q: &HashMap<String, String>,
 ) -> Result<(Kind, String, String), ApiError> {
-    let kind: Kind = kind.parse().map_err(|e| ApiError::invalid(format!("kind: {e}")))?;
+    let kind: Kind = kind
+        .parse()
+        .map_err(|e| ApiError::invalid(format!("kind: {e}")))?;
     let value = percent_encoding::percent_decode_str(value)
         .decode_utf8()
         .map_err(|_| ApiError::invalid("value: not valid UTF-8"))?
@@ -384,12 +428,19 @@ fn key_of(
         }
     }
     let issuer = app
-        .resolve_issuer(q.get("issuer").map(String::as_str).filter(|s| !s.is_empty()))
+        .resolve_issuer(
+            q.get("issuer")
+                .map(String::as_str)
+                .filter(|s| !s.is_empty()),
+        )
         .map_err(|e| ApiError::invalid(format!("issuer: {e}")))?;
     Ok((kind, issuer, value))
 }
 
-fn reject_unknown_fields(obj: &serde_json::Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+fn reject_unknown_fields(
+    obj: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::invalid(format!("{k}: unknown field"))),
         None => Ok(()),
@@ -404,7 +455,9 @@ fn optional_string(
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ApiError::invalid(format!("{field}: longer than {max} bytes"))),
+        Some(Value::String(_)) => Err(ApiError::invalid(format!(
+            "{field}: longer than {max} bytes"
+        ))),
         Some(_) => Err(ApiError::invalid(format!("{field}: must be a string"))),
     }
 }
@@ -416,17 +469,37 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
         .ok_or_else(|| ApiError::invalid("malformed JSON: body must be an object"))?;
     reject_unknown_fields(
         obj,
-        &["kind", "value", "issuer", "ttl", "expires_at", "issued_before", "reason"],
+        &[
+            "kind",
+            "value",
+            "issuer",
+            "ttl",
+            "expires_at",
+            "issued_before",
+            "reason",
+        ],
     )?;
     let kind: Kind = match obj.get("kind") {
-        Some(Value::String(k)) => k.parse().map_err(|e| ApiError::invalid(format!("kind: {e}")))?,
-        None | Some(Value::Null) => return Err(ApiError::invalid("kind: required (jti, sid or sub)")),
-        Some(_) => return Err(ApiError::invalid("kind: must be a string (jti, sid or sub)")),
+        Some(Value::String(k)) => k
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("kind: {e}")))?,
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid("kind: required (jti, sid or sub)"))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "kind: must be a string (jti, sid or sub)",
+            ))
+        }
     };
     let value = match obj.get("value") {
-        Some(Value::String(v)) if v.is_empty() => return Err(ApiError::invalid("value: must not be empty")),
+        Some(Value::String(v)) if v.is_empty() => {
+            return Err(ApiError::invalid("value: must not be empty"))
+        }
         Some(Value::String(v)) if v.len() > MAX_VALUE_BYTES => {
-            return Err(ApiError::invalid(format!("value: longer than {MAX_VALUE_BYTES} bytes")))
+            return Err(ApiError::invalid(format!(
+                "value: longer than {MAX_VALUE_BYTES} bytes"
+            )))
         }
         Some(Value::String(v)) => v.clone(),
         None | Some(Value::Null) => return Err(ApiError::invalid("value: required")),
@@ -441,7 +514,9 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
     let issued_before = optional_string(obj, "issued_before", 64)?;
     let reason = optional_string(obj, "reason", MAX_REASON_BYTES)?;
     if ttl.is_some() && expires_at.is_some() {
-        return Err(ApiError::invalid("ttl, expires_at: give at most one of them"));
+        return Err(ApiError::invalid(
+            "ttl, expires_at: give at most one of them",
+        ));
     }
     let now = app.clock.now();
     let config = app.config();
@@ -450,7 +525,8 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
             return Err(ApiError::invalid("issued_before: not allowed for kind jti"))
         }
         Some(text) => Some(
-            crate::clock::parse_rfc3339(&text).map_err(|e| ApiError::invalid(format!("issued_before: {e}")))?,
+            crate::clock::parse_rfc3339(&text)
+                .map_err(|e| ApiError::invalid(format!("issued_before: {e}")))?,
         ),
         None if kind == Kind::Jti => None,
         None => Some(now),
@@ -463,7 +539,8 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
         }
         now.saturating_add(d.as_secs())
     } else if let Some(text) = expires_at {
-        let at = crate::clock::parse_rfc3339(&text).map_err(|e| ApiError::invalid(format!("expires_at: {e}")))?;
+        let at = crate::clock::parse_rfc3339(&text)
+            .map_err(|e| ApiError::invalid(format!("expires_at: {e}")))?;
         if at <= now {
             return Err(ApiError::invalid("expires_at: is in the past"));
         }
@@ -500,7 +577,11 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
         .into_response());
     }
     if err.is_not_found() {
-        return Ok(error_response(StatusCode::NOT_FOUND, "not_found", "no such admin route"));
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such admin route",
+        ));
     }
     if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         return Ok(error_response(
@@ -524,8 +605,16 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
         ));
     }
     if err.find::<warp::reject::InvalidQuery>().is_some() {
-        return Ok(error_response(StatusCode::BAD_REQUEST, "invalid_request", "malformed query string"));
+        return Ok(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed query string",
+        ));
     }
     tracing::warn!(?err, "unhandled admin rejection");
-    Ok(error_response(StatusCode::BAD_REQUEST, "invalid_request", "bad request"))
+    Ok(error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "bad request",
+    ))
 }

@@ -67,8 +67,8 @@ pub fn rfc3339(secs: u64) -> String {
 pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (base, offset_secs) = split_offset(text);
-    let t = humantime::parse_rfc3339_weak(base)
-        .map_err(|e| format!("not an RFC 3339 instant: {e}"))?;
+    let t =
+        humantime::parse_rfc3339_weak(base).map_err(|e| format!("not an RFC 3339 instant: {e}"))?;
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -103,8 +103,14 @@ mod tests {
     fn rfc3339_round_trip_and_offsets() {
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Ok(1_700_000_000));
-        assert_eq!(parse_rfc3339("2023-11-14T17:13:20-05:00"), Ok(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Ok(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T17:13:20-05:00"),
+            Ok(1_700_000_000)
+        );
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20.75Z"), Ok(1_700_000_000));
         assert!(parse_rfc3339("yesterday").is_err());
     }

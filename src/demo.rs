@@ -129,11 +129,16 @@ pub async fn run_demo() -> Result<(), String> {
     tokio::spawn(serve_echo(upstream));
 
     let clock = crate::clock::system();
-    let store = crate::store::RevocationStore::open(&config.store.path, config.store.cache_bytes, clock.clone())
-        .map_err(|e| format!("cannot open store {DEMO_STORE}: {e}"))?;
-    let listeners = crate::server::Listeners::bind(config.server.listen, config.server.admin_listen)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = crate::store::RevocationStore::open(
+        &config.store.path,
+        config.store.cache_bytes,
+        clock.clone(),
+    )
+    .map_err(|e| format!("cannot open store {DEMO_STORE}: {e}"))?;
+    let listeners =
+        crate::server::Listeners::bind(config.server.listen, config.server.admin_listen)
+            .await
+            .map_err(|e| e.to_string())?;
     let app = crate::App::new(config, None, store, clock.clone());
     app.keys.load_all(&app.config(), &app.metrics).await?;
 
@@ -190,7 +195,12 @@ pub async fn serve_echo(listener: tokio::net::TcpListener) {
                     .headers()
                     .iter()
                     .filter(|(k, _)| k.as_str() != "authorization")
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("?").to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            serde_json::Value::String(v.to_str().unwrap_or("?").to_string()),
+                        )
+                    })
                     .collect();
                 let body = serde_json::json!({
                     "echo": true,
@@ -207,7 +217,9 @@ pub async fn serve_echo(listener: tokio::net::TcpListener) {
                 );
                 Ok::<_, Infallible>(resp)
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

@@ -75,8 +75,12 @@ impl GatewayError {
                 "payload_too_large",
                 "request body exceeds server.max_body_bytes".to_string(),
             ),
-            GatewayError::MethodNotAllowed => ("method_not_allowed", "method not allowed".to_string()),
-            GatewayError::UpstreamUnreachable => ("bad_gateway", "upstream unreachable".to_string()),
+            GatewayError::MethodNotAllowed => {
+                ("method_not_allowed", "method not allowed".to_string())
+            }
+            GatewayError::UpstreamUnreachable => {
+                ("bad_gateway", "upstream unreachable".to_string())
+            }
             GatewayError::UpstreamTimeout => ("gateway_timeout", "upstream timed out".to_string()),
             GatewayError::StoreUnavailable => (
                 "temporarily_unavailable",

@@ -98,8 +98,14 @@ impl App {
     /// Verifies an access token against every rule of SPEC §4 except the revocation check.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let config = self.config();
-        auth::verify::verify_access_token(&config, &self.keys, &self.metrics, self.clock.now(), token)
-            .await
+        auth::verify::verify_access_token(
+            &config,
+            &self.keys,
+            &self.metrics,
+            self.clock.now(),
+            token,
+        )
+        .await
     }
 
     /// The issuer named by `given`, or the only configured one when `given` is `None`.

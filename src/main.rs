@@ -102,7 +102,9 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -123,13 +125,22 @@ fn serve(path: &Path) -> ExitCode {
             clock.clone(),
         ) {
             Ok(s) => s,
-            Err(e) => return fail(&format!("cannot open store {}: {e}", config.store.path.display())),
+            Err(e) => {
+                return fail(&format!(
+                    "cannot open store {}: {e}",
+                    config.store.path.display()
+                ))
+            }
         };
-        let listeners =
-            match revgate::Listeners::bind(config.server.listen, config.server.admin_listen).await {
-                Ok(l) => l,
-                Err(e) => return fail(&e.to_string()),
-            };
+        let listeners = match revgate::Listeners::bind(
+            config.server.listen,
+            config.server.admin_listen,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => return fail(&e.to_string()),
+        };
         let app = revgate::App::new(config, Some(path.to_path_buf()), store, clock);
         if let Err(e) = app.keys.load_all(&app.config(), &app.metrics).await {
             return fail(&e);
@@ -156,7 +167,12 @@ fn check_store(path: &Path, repair: bool) -> ExitCode {
         revgate::clock::system(),
     ) {
         Ok(s) => s,
-        Err(e) => return fail(&format!("cannot open store {}: {e}", config.store.path.display())),
+        Err(e) => {
+            return fail(&format!(
+                "cannot open store {}: {e}",
+                config.store.path.display()
+            ))
+        }
     };
     match store.check_consistency(repair) {
         Ok(r) => {

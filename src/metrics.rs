@@ -111,7 +111,10 @@ impl Metrics {
     /// Prometheus text exposition of every metric, store gauges included.
     pub fn render(&self, store: &RevocationStore) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP revgate_requests_total Requests on the proxy listener by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_requests_total Requests on the proxy listener by outcome."
+        );
         let _ = writeln!(out, "# TYPE revgate_requests_total counter");
         for (i, o) in Outcome::ALL.iter().enumerate() {
             let _ = writeln!(
@@ -131,25 +134,56 @@ impl Metrics {
                 self.revocation_hits[k as usize].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP revgate_revocations_total Revocations recorded, by source.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_revocations_total Revocations recorded, by source."
+        );
         let _ = writeln!(out, "# TYPE revgate_revocations_total counter");
-        for (i, s) in ["admin", "backchannel", "revoke_endpoint"].iter().enumerate() {
+        for (i, s) in ["admin", "backchannel", "revoke_endpoint"]
+            .iter()
+            .enumerate()
+        {
             let _ = writeln!(
                 out,
                 "revgate_revocations_total{{source=\"{s}\"}} {}",
                 self.revocations_by_source[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP revgate_backchannel_logouts_total Back-channel logout requests by result.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_backchannel_logouts_total Back-channel logout requests by result."
+        );
         let _ = writeln!(out, "# TYPE revgate_backchannel_logouts_total counter");
-        let _ = writeln!(out, "revgate_backchannel_logouts_total{{result=\"accepted\"}} {}", self.backchannel_accepted.load(Ordering::Relaxed));
-        let _ = writeln!(out, "revgate_backchannel_logouts_total{{result=\"rejected\"}} {}", self.backchannel_rejected.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP revgate_jwks_fetches_total JWKS fetches by result.");
+        let _ = writeln!(
+            out,
+            "revgate_backchannel_logouts_total{{result=\"accepted\"}} {}",
+            self.backchannel_accepted.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "revgate_backchannel_logouts_total{{result=\"rejected\"}} {}",
+            self.backchannel_rejected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP revgate_jwks_fetches_total JWKS fetches by result."
+        );
         let _ = writeln!(out, "# TYPE revgate_jwks_fetches_total counter");
-        let _ = writeln!(out, "revgate_jwks_fetches_total{{result=\"ok\"}} {}", self.jwks_fetch_ok.load(Ordering::Relaxed));
-        let _ = writeln!(out, "revgate_jwks_fetches_total{{result=\"error\"}} {}", self.jwks_fetch_error.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "revgate_jwks_fetches_total{{result=\"ok\"}} {}",
+            self.jwks_fetch_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "revgate_jwks_fetches_total{{result=\"error\"}} {}",
+            self.jwks_fetch_error.load(Ordering::Relaxed)
+        );
         let counts = store.counts();
-        let _ = writeln!(out, "# HELP revgate_store_entries Revocation records in the store, by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_store_entries Revocation records in the store, by kind."
+        );
         let _ = writeln!(out, "# TYPE revgate_store_entries gauge");
         let _ = writeln!(out, "revgate_store_entries{{kind=\"jti\"}} {}", counts.jti);
         let _ = writeln!(out, "revgate_store_entries{{kind=\"sid\"}} {}", counts.sid);
@@ -158,10 +192,16 @@ impl Metrics {
         let _ = writeln!(out, "# HELP revgate_sweeps_total Sweeper runs since start.");
         let _ = writeln!(out, "# TYPE revgate_sweeps_total counter");
         let _ = writeln!(out, "revgate_sweeps_total {runs}");
-        let _ = writeln!(out, "# HELP revgate_swept_entries_total Entries purged by the sweeper since start.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_swept_entries_total Entries purged by the sweeper since start."
+        );
         let _ = writeln!(out, "# TYPE revgate_swept_entries_total counter");
         let _ = writeln!(out, "revgate_swept_entries_total {purged}");
-        let _ = writeln!(out, "# HELP revgate_store_flushes_total Durable flushes (fsyncs) of the store since start.");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_store_flushes_total Durable flushes (fsyncs) of the store since start."
+        );
         let _ = writeln!(out, "# TYPE revgate_store_flushes_total counter");
         let _ = writeln!(out, "revgate_store_flushes_total {}", store.flush_count());
         let _ = writeln!(out, "# HELP revgate_store_size_bytes Store size on disk.");

@@ -48,7 +48,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Answers one request on the proxy listener.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<ProxyBody> {
     let config = app.config();
     let request_id = request_id(req.headers());
     let mut resp = match serve(&app, &config, req, remote, &request_id).await {
@@ -129,9 +133,13 @@ async fn serve(
 
     let preflight = config.auth.forward_cors_preflight
         && req.method() == http::Method::OPTIONS
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if route.public || preflight {
-        let resp = forward(app, config, route, req, remote, request_id, None).await.map_err(refuse)?;
+        let resp = forward(app, config, route, req, remote, request_id, None)
+            .await
+            .map_err(refuse)?;
         return Ok((resp, Outcome::Public));
     }
 
@@ -170,7 +178,11 @@ async fn serve(
             return Err(refuse(GatewayError::StoreUnavailable));
         }
     }
-    if let Some(missing) = route.scopes.iter().find(|s| !verified.scopes.iter().any(|g| g == *s)) {
+    if let Some(missing) = route
+        .scopes
+        .iter()
+        .find(|s| !verified.scopes.iter().any(|g| g == *s))
+    {
         let reason = format!("insufficient scope: {missing} required");
         let log = RejectLog {
             reason: reason.clone(),
@@ -228,7 +240,9 @@ pub fn match_route<'a>(routes: &'a [RouteConfig], path: &str) -> Option<&'a Rout
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || path == prefix
-        || (path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/')
+        || (path.len() > prefix.len()
+            && path.starts_with(prefix)
+            && path.as_bytes()[prefix.len()] == b'/')
 }
 
 /// The bearer token of the request, or the RFC 6750 refusal.
@@ -240,9 +254,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
             "more than one Authorization header".to_string(),
         ));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| GatewayError::InvalidRequest("Authorization header is not ASCII".to_string()))?;
+    let value = value.to_str().map_err(|_| {
+        GatewayError::InvalidRequest("Authorization header is not ASCII".to_string())
+    })?;
     let (scheme, rest) = match value.split_once(' ') {
         Some((s, r)) => (s, r),
         None => (value, ""),
@@ -252,7 +266,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
     }
     let token = rest.trim_matches(' ');
     if token.is_empty() {
-        return Err(GatewayError::InvalidRequest("empty bearer token".to_string()));
+        return Err(GatewayError::InvalidRequest(
+            "empty bearer token".to_string(),
+        ));
     }
     if !is_b64token(token) {
         return Err(GatewayError::InvalidRequest(
@@ -266,17 +282,15 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The client's `X-Request-Id` when it is short and printable, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
     if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !v.is_empty()
-            && v.len() <= MAX_REQUEST_ID_LEN
-            && v.bytes().all(|b| b.is_ascii_graphic())
+        if !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
         {
             return v.to_string();
         }
@@ -387,7 +401,9 @@ async fn forward(
     let answer: Response<reqwest::Body> = answer.into();
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body: ProxyBody = body.map_err(|e| Box::new(e) as crate::error::BoxError).boxed();
+    let body: ProxyBody = body
+        .map_err(|e| Box::new(e) as crate::error::BoxError)
+        .boxed();
     Ok(Response::from_parts(parts, body))
 }
 
@@ -450,11 +466,18 @@ mod tests {
 
     #[test]
     fn longest_whole_segment_prefix_wins() {
-        let routes = vec![route("/", "http://a", false), route("/api", "http://b", false), route("/api/v2", "http://c", false)];
+        let routes = vec![
+            route("/", "http://a", false),
+            route("/api", "http://b", false),
+            route("/api/v2", "http://c", false),
+        ];
         assert_eq!(match_route(&routes, "/api").unwrap().upstream, "http://b");
         assert_eq!(match_route(&routes, "/api/x").unwrap().upstream, "http://b");
         assert_eq!(match_route(&routes, "/apix").unwrap().upstream, "http://a");
-        assert_eq!(match_route(&routes, "/api/v2/y").unwrap().upstream, "http://c");
+        assert_eq!(
+            match_route(&routes, "/api/v2/y").unwrap().upstream,
+            "http://c"
+        );
         let only_api = vec![route("/api", "http://b", false)];
         assert!(match_route(&only_api, "/apix").is_none());
         assert!(match_route(&only_api, "/").is_none());
@@ -463,11 +486,23 @@ mod tests {
     #[test]
     fn upstream_url_joins_paths() {
         let uri: http::Uri = "/api/x?q=1".parse().unwrap();
-        assert_eq!(upstream_url(&route("/api", "http://u:1", false), &uri), "http://u:1/api/x?q=1");
-        assert_eq!(upstream_url(&route("/api", "http://u:1/base", false), &uri), "http://u:1/base/api/x?q=1");
-        assert_eq!(upstream_url(&route("/api", "http://u:1/base/", true), &uri), "http://u:1/base/x?q=1");
+        assert_eq!(
+            upstream_url(&route("/api", "http://u:1", false), &uri),
+            "http://u:1/api/x?q=1"
+        );
+        assert_eq!(
+            upstream_url(&route("/api", "http://u:1/base", false), &uri),
+            "http://u:1/base/api/x?q=1"
+        );
+        assert_eq!(
+            upstream_url(&route("/api", "http://u:1/base/", true), &uri),
+            "http://u:1/base/x?q=1"
+        );
         let exact: http::Uri = "/api".parse().unwrap();
-        assert_eq!(upstream_url(&route("/api", "http://u:1", true), &exact), "http://u:1/");
+        assert_eq!(
+            upstream_url(&route("/api", "http://u:1", true), &exact),
+            "http://u:1/"
+        );
     }
 
     #[test]
@@ -479,12 +514,21 @@ mod tests {
         h.insert(header::AUTHORIZATION, "bEaReR abc.def.ghi".parse().unwrap());
         assert_eq!(bearer_token(&h), Ok("abc.def.ghi"));
         h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+        assert!(matches!(
+            bearer_token(&h),
+            Err(GatewayError::InvalidRequest(_))
+        ));
         h.insert(header::AUTHORIZATION, "Bearer a,b".parse().unwrap());
-        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+        assert!(matches!(
+            bearer_token(&h),
+            Err(GatewayError::InvalidRequest(_))
+        ));
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
         h.append(header::AUTHORIZATION, "Bearer def".parse().unwrap());
-        assert!(matches!(bearer_token(&h), Err(GatewayError::InvalidRequest(_))));
+        assert!(matches!(
+            bearer_token(&h),
+            Err(GatewayError::InvalidRequest(_))
+        ));
     }
 
     #[test]

@@ -26,12 +26,16 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let resp = match backchannel_inner(app, req).await {
         Ok(()) => {
-            app.metrics.backchannel_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics
+                .backchannel_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             no_store(crate::proxy::status_only(StatusCode::OK))
         }
-        Err(Refused::Status(resp)) => resp,
+        Err(Refused::Status(resp)) => *resp,
         Err(Refused::Invalid(reason)) => {
-            app.metrics.backchannel_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics
+                .backchannel_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(reason = %reason, "back-channel logout rejected");
             invalid_request(&reason)
         }
@@ -41,7 +45,7 @@ pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<Pro
 
 enum Refused {
     /// A complete answer (405, 413).
-    Status(Response<ProxyBody>),
+    Status(Box<Response<ProxyBody>>),
     /// 400 invalid_request with this description.
     Invalid(String),
 }
@@ -51,9 +55,10 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
     let token = single_param(&form, "logout_token")?;
     let config = app.config();
     let now = app.clock.now();
-    let logout = crate::auth::logout::validate_logout_token(&config, &app.keys, &app.metrics, now, token)
-        .await
-        .map_err(|e| Refused::Invalid(e.to_string()))?;
+    let logout =
+        crate::auth::logout::validate_logout_token(&config, &app.keys, &app.metrics, now, token)
+            .await
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
 
     // Replay defence first, so a refused token records nothing.
     match app
@@ -72,7 +77,11 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
     let (kind, value) = match (&logout.sid, &logout.sub) {
         (Some(sid), _) => (Kind::Sid, sid.clone()),
         (None, Some(sub)) => (Kind::Sub, sub.clone()),
-        (None, None) => return Err(Refused::Invalid("logout token has neither sid nor sub".to_string())),
+        (None, None) => {
+            return Err(Refused::Invalid(
+                "logout token has neither sid nor sub".to_string(),
+            ))
+        }
     };
     let leeway = config.auth.leeway.as_secs();
     let expires_at = crate::store::default_expires_at(
@@ -128,13 +137,13 @@ fn store_failed(e: &crate::store::StoreError) -> Refused {
 pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let form = match read_form(app, req).await {
         Ok(f) => f,
-        Err(Refused::Status(r)) => return no_store(r),
+        Err(Refused::Status(r)) => return no_store(*r),
         Err(Refused::Invalid(d)) => return no_store(invalid_request(&d)),
     };
     let token = match single_param(&form, "token") {
         Ok(t) => t,
         Err(Refused::Invalid(d)) => return no_store(invalid_request(&d)),
-        Err(Refused::Status(r)) => return no_store(r),
+        Err(Refused::Status(r)) => return no_store(*r),
     };
     // RFC 7009 §2.2: invalid tokens get 200 too, but only a verified token is revoked.
     let verified = match app.verify(token).await {
@@ -169,11 +178,15 @@ pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBod
 }
 
 /// Reads an `application/x-www-form-urlencoded` POST body into pairs.
-async fn read_form(app: &Arc<App>, req: Request<Incoming>) -> Result<Vec<(String, String)>, Refused> {
+async fn read_form(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Vec<(String, String)>, Refused> {
     if req.method() != Method::POST {
         let mut r = GatewayError::MethodNotAllowed.into_response();
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
-        return Err(Refused::Status(r));
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return Err(Refused::Status(Box::new(r)));
     }
     let ct = req
         .headers()
@@ -188,15 +201,24 @@ async fn read_form(app: &Arc<App>, req: Request<Incoming>) -> Result<Vec<(String
     }
     let global = app.config().server.max_body_bytes as usize;
     let limit = MAX_FORM_BYTES.min(global);
-    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             if limit == global {
-                return Err(Refused::Status(GatewayError::BodyTooLarge.into_response()));
+                return Err(Refused::Status(Box::new(GatewayError::BodyTooLarge.into_response())));
             }
-            return Err(Refused::Invalid(format!("request body larger than {limit} bytes")));
+            return Err(Refused::Invalid(format!(
+                "request body larger than {limit} bytes"
+            )));
         }
-        Err(_) => return Err(Refused::Invalid("request body could not be read".to_string())),
+        Err(_) => {
+            return Err(Refused::Invalid(
+                "request body could not be read".to_string(),
+            ))
+        }
     };
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
         .map_err(|_| Refused::Invalid("malformed form body".to_string()))
@@ -204,7 +226,10 @@ async fn read_form(app: &Arc<App>, req: Request<Incoming>) -> Result<Vec<(String
 
 /// The one value of `name`; missing, empty or repeated is an error.
 fn single_param<'a>(form: &'a [(String, String)], name: &str) -> Result<&'a str, Refused> {
-    let mut values = form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let mut values = form
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
     match (values.next(), values.next()) {
         (Some(v), None) if !v.is_empty() => Ok(v),
         (Some(_), Some(_)) => Err(Refused::Invalid(format!("{name} given more than once"))),

@@ -39,11 +39,14 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both addresses.
     pub async fn bind(proxy: SocketAddr, admin: SocketAddr) -> std::io::Result<Listeners> {
-        let proxy_l = TcpListener::bind(proxy)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind server.listen {proxy}: {e}")))?;
+        let proxy_l = TcpListener::bind(proxy).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind server.listen {proxy}: {e}"))
+        })?;
         let admin_l = TcpListener::bind(admin).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot bind server.admin_listen {admin}: {e}"))
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind server.admin_listen {admin}: {e}"),
+            )
         })?;
         Ok(Listeners {
             proxy: proxy_l,
@@ -53,12 +56,16 @@ impl Listeners {
 
     /// Address of the proxy listener.
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy.local_addr().expect("bound listener has an address")
+        self.proxy
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Address of the admin listener.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 }
 
@@ -72,7 +79,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         config.store.sweep_interval,
         stop_rx.clone(),
     ));
-    let refresher = tokio::spawn(crate::auth::Keyring::run_refresher(app.clone(), stop_rx.clone()));
+    let refresher = tokio::spawn(crate::auth::Keyring::run_refresher(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let admin_filter = crate::admin::routes(app.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -115,7 +125,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
 
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     drop(listeners);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests still running after the grace period; closing");
     }
     let _ = stop_tx.send(true);

@@ -61,8 +61,14 @@ pub async fn validate_logout_token(
     }
     let (header_b64, payload_b64, signature_b64) =
         split_compact(token).map_err(|e| refuse(e.to_string()))?;
-    let header = parse_object(&decode_part(header_b64, "header").map_err(|e| refuse(e.to_string()))?, "header")?;
-    let claims = parse_object(&decode_part(payload_b64, "claims").map_err(|e| refuse(e.to_string()))?, "claims")?;
+    let header = parse_object(
+        &decode_part(header_b64, "header").map_err(|e| refuse(e.to_string()))?,
+        "header",
+    )?;
+    let claims = parse_object(
+        &decode_part(payload_b64, "claims").map_err(|e| refuse(e.to_string()))?,
+        "claims",
+    )?;
 
     // Header.
     if header.contains_key("crit") {
@@ -102,7 +108,9 @@ pub async fn validate_logout_token(
         _ => return Err(refuse("missing issuer (iss)")),
     };
     if issuer.logout_audiences.is_empty() {
-        return Err(refuse("issuer does not accept logout tokens (no logout_audiences)"));
+        return Err(refuse(
+            "issuer does not accept logout tokens (no logout_audiences)",
+        ));
     }
 
     // Algorithm: pinned per issuer, never none (BCL §2.6 step 3).
@@ -110,7 +118,9 @@ pub async fn validate_logout_token(
         return Err(refuse("algorithm none is refused"));
     }
     if !issuer.logout_algorithms.iter().any(|a| a == alg_name) {
-        return Err(refuse("algorithm not allowed for logout tokens of this issuer"));
+        return Err(refuse(
+            "algorithm not allowed for logout tokens of this issuer",
+        ));
     }
     let alg = Algorithm::from_str(alg_name).map_err(|_| refuse("unsupported algorithm"))?;
 
@@ -120,7 +130,9 @@ pub async fn validate_logout_token(
         .await
         .map_err(|e| refuse(e.to_string()))?;
     if key.decoding_key().family() != alg.family() {
-        return Err(refuse("invalid signature: key does not match the algorithm"));
+        return Err(refuse(
+            "invalid signature: key does not match the algorithm",
+        ));
     }
     let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
     match jsonwebtoken::crypto::verify(signature_b64, signing_input, key.decoding_key(), alg) {
@@ -170,7 +182,11 @@ pub async fn validate_logout_token(
     match claims.get("events") {
         Some(Value::Object(events)) => match events.get(BACKCHANNEL_LOGOUT_EVENT) {
             Some(Value::Object(_)) => {}
-            Some(_) => return Err(refuse("events member for back-channel logout must be a JSON object")),
+            Some(_) => {
+                return Err(refuse(
+                    "events member for back-channel logout must be a JSON object",
+                ))
+            }
             None => return Err(refuse("events claim lacks the back-channel logout member")),
         },
         Some(_) => return Err(refuse("events claim must be a JSON object")),
