@@ -62,7 +62,7 @@ pub fn sign_with(alg: &str, kid: Option<&str>, typ: Option<&str>, claims: &Value
         "EdDSA" => EncodingKey::from_ed_pem(&read_key("ed25519_private.pem")).unwrap(),
         "HS256" | "HS384" | "HS512" => {
             let s = String::from_utf8(read_key("hmac.secret")).unwrap();
-            EncodingKey::from_secret(s.trim_end().as_bytes())
+            EncodingKey::from_secret(s.trim_end().as_bytes()).unwrap()
         }
         _ => EncodingKey::from_rsa_pem(&read_key("rsa_private.pem")).unwrap(),
     };
