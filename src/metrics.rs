@@ -72,15 +72,68 @@ pub struct Metrics {
     revocations_by_source: [AtomicU64; 3],
     /// Back-channel logouts accepted.
     pub backchannel_accepted: AtomicU64,
-    /// Back-channel logouts rejected.
-    pub backchannel_rejected: AtomicU64,
+    /// Back-channel logouts rejected, by [`BACKCHANNEL_REASONS`].
+    backchannel_rejected: [AtomicU64; 10],
     /// JWKS fetches that succeeded.
     pub jwks_fetch_ok: AtomicU64,
     /// JWKS fetches that failed.
     pub jwks_fetch_error: AtomicU64,
 }
 
+/// Reasons a back-channel logout is rejected (label `reason`).
+pub const BACKCHANNEL_REASONS: [&str; 10] = [
+    "request",
+    "malformed",
+    "issuer",
+    "algorithm",
+    "signature",
+    "audience",
+    "time",
+    "claims",
+    "replay",
+    "store",
+];
+
+/// Sorts a back-channel rejection description into one of [`BACKCHANNEL_REASONS`].
+pub fn backchannel_reason(description: &str) -> &'static str {
+    let d = description.to_ascii_lowercase();
+    let has = |w: &str| d.contains(w);
+    if has("could not be stored") {
+        "store"
+    } else if has("already used") {
+        "replay"
+    } else if has("content-type") || has("parameter") || has("body") || has("given more than once")
+    {
+        "request"
+    } else if has("issuer") {
+        "issuer"
+    } else if has("algorithm") {
+        "algorithm"
+    } else if has("signature") || has("kid") || has("no key") {
+        "signature"
+    } else if has("audience") {
+        "audience"
+    } else if has("expired") || has("iat") || has("exp") || has("max_age") {
+        "time"
+    } else if has("json") || has("base64") || has("compact") || has("too large") || has("duplicate")
+    {
+        "malformed"
+    } else {
+        "claims"
+    }
+}
+
 impl Metrics {
+    /// Counts a rejected back-channel logout under its reason (see [`backchannel_reason`]).
+    pub fn backchannel_rejected(&self, description: &str) {
+        let reason = backchannel_reason(description);
+        let i = BACKCHANNEL_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.backchannel_rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one proxy-listener request.
     pub fn request(&self, outcome: Outcome) {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
@@ -159,11 +212,13 @@ impl Metrics {
             "revgate_backchannel_logouts_total{{result=\"accepted\"}} {}",
             self.backchannel_accepted.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "revgate_backchannel_logouts_total{{result=\"rejected\"}} {}",
-            self.backchannel_rejected.load(Ordering::Relaxed)
-        );
+        for (i, r) in BACKCHANNEL_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "revgate_backchannel_logouts_total{{result=\"rejected\",reason=\"{r}\"}} {}",
+                self.backchannel_rejected[i].load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP revgate_jwks_fetches_total JWKS fetches by result."
@@ -208,5 +263,54 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE revgate_store_size_bytes gauge");
         let _ = writeln!(out, "revgate_store_size_bytes {}", store.size_on_disk());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backchannel_reasons_are_classified() {
+        assert_eq!(
+            backchannel_reason("invalid logout token: unknown issuer"),
+            "issuer"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: algorithm none is refused"),
+            "algorithm"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: invalid signature"),
+            "signature"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: audience not accepted"),
+            "audience"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: iat is in the future"),
+            "time"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: nonce is not allowed in a logout token"),
+            "claims"
+        );
+        assert_eq!(
+            backchannel_reason("missing logout_token parameter"),
+            "request"
+        );
+        assert_eq!(
+            backchannel_reason("logout token jti was already used by another logout token"),
+            "replay"
+        );
+        assert_eq!(
+            backchannel_reason("revocation could not be stored"),
+            "store"
+        );
+        assert_eq!(
+            backchannel_reason("invalid logout token: duplicate member name in claims"),
+            "malformed"
+        );
     }
 }

@@ -33,9 +33,7 @@ pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<Pro
         }
         Err(Refused::Status(resp)) => *resp,
         Err(Refused::Invalid(reason)) => {
-            app.metrics
-                .backchannel_rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.backchannel_rejected(&reason);
             tracing::info!(reason = %reason, "back-channel logout rejected");
             invalid_request(&reason)
         }
