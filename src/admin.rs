@@ -10,6 +10,8 @@
 //! - `GET    /v1/revocations?kind=&limit=&after=`  page of records
 //! - `GET    /v1/stats`                        entries by kind, last sweep
 //! - `POST   /v1/sweep`                        sweep now → `{"purged":n}`
+//! - `GET    /v1/export?kind=`                 every record as NDJSON, streamed
+//! - `POST   /v1/import?dry_run=`              NDJSON records merged in; durable before the answer
 //! - `GET    /healthz`                         200 when the store is usable and every issuer has keys
 //! - `GET    /metrics`                         Prometheus text
 //!
@@ -118,6 +120,10 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(sweep(app.clone()))
             .unify()
             .or(metrics(app.clone()))
+            .unify()
+            .or(export(app.clone()))
+            .unify()
+            .or(import(app.clone()))
             .unify(),
     );
     healthz(app)
@@ -364,6 +370,108 @@ fn sweep(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection>
                 &json!({"purged": report.purged}),
             ))
         })
+}
+
+/// GET /v1/export?kind=
+fn export(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "export")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and_then(|q: HashMap<String, String>, app: Arc<App>| async move {
+            let kind = (|| {
+                for k in q.keys() {
+                    if k != "kind" {
+                        return Err(ApiError::invalid(format!("{k}: unknown query parameter")));
+                    }
+                }
+                match q.get("kind").map(String::as_str) {
+                    None | Some("") => Ok(None),
+                    Some(k) => k
+                        .parse::<Kind>()
+                        .map(Some)
+                        .map_err(|e| ApiError::invalid(format!("kind: {e}"))),
+                }
+            })()
+            .map_err(warp::reject::custom)?;
+            let rx = crate::backup::export_stream(app.store.clone(), kind);
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            Ok::<_, Rejection>(
+                warp::reply::with_header(
+                    warp::reply::stream(body),
+                    "content-type",
+                    "application/x-ndjson",
+                )
+                .into_response(),
+            )
+        })
+}
+
+/// POST /v1/import?dry_run=
+///
+/// No Content-Length limit: the body is read line by line (each at most
+/// [`crate::backup::MAX_LINE_BYTES`]) and written in batches, so memory stays bounded
+/// whatever the size of the upload.
+fn import(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "import")
+        .and(warp::post())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and(warp::body::stream())
+        .and_then(import_handler)
+}
+
+async fn import_handler<S, B>(
+    q: HashMap<String, String>,
+    app: Arc<App>,
+    body: S,
+) -> Result<Response, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
+    B: warp::Buf,
+{
+    use futures_util::StreamExt as _;
+    let dry_run = (|| {
+        for k in q.keys() {
+            if k != "dry_run" {
+                return Err(ApiError::invalid(format!("{k}: unknown query parameter")));
+            }
+        }
+        match q.get("dry_run").map(String::as_str) {
+            None | Some("") | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(_) => Err(ApiError::invalid("dry_run: must be true or false")),
+        }
+    })()
+    .map_err(warp::reject::custom)?;
+    let input = Box::pin(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
+    let config = app.config();
+    let now = app.clock.now();
+    match crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |_| {}).await {
+        Ok(summary) => {
+            if !dry_run {
+                tracing::info!(
+                    imported = summary.imported,
+                    merged = summary.merged,
+                    expired = summary.expired,
+                    rejected = summary.rejected_count,
+                    "import finished"
+                );
+            }
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::to_value(&summary).unwrap_or_default(),
+            ))
+        }
+        Err(crate::backup::ImportError::Store { source, .. }) => {
+            Err(warp::reject::custom(ApiError::store(source)))
+        }
+        Err(crate::backup::ImportError::Input(e)) => Err(warp::reject::custom(ApiError::invalid(
+            format!("body: {e}"),
+        ))),
+    }
 }
 
 /// GET /healthz

@@ -96,6 +96,51 @@ pub enum AdminCommand {
     Stats(StatsArgs),
     /// Purge expired revocations now and print how many went
     Sweep(SweepArgs),
+    /// Write every revocation as NDJSON (one record JSON per line) to stdout
+    ///
+    /// `export [--kind K] > FILE.ndjson` streams `GET /v1/export` from the running
+    /// gateway; `export --offline --config FILE` reads the store of a stopped gateway
+    /// directly (refused while a gateway holds the store).
+    Export(ExportArgs),
+    /// Merge NDJSON records (from an export or another system) into the revocations
+    ///
+    /// Each line merges as a revocation would (later issued_before and expiry win) and
+    /// keeps its issuer, source, reason and revoked_at; expired lines are skipped; bad lines
+    /// are reported with their number while the good ones land. Ends with the counts as
+    /// JSON; exits 1 when a line was rejected. `--dry-run` validates only. `--offline
+    /// --config FILE` writes into the store of a stopped gateway directly.
+    Import(ImportArgs),
+}
+
+/// Arguments of `export`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Only this kind
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Read the store directly (the gateway must be stopped); needs --config
+    #[arg(long, requires = "config")]
+    pub offline: bool,
+    /// How to reach the admin API (or, with --offline, the config naming the store).
+    #[command(flatten)]
+    pub connection: AdminConnection,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// NDJSON file of records (`-` for stdin)
+    #[arg(value_name = "FILE.ndjson")]
+    pub file: PathBuf,
+    /// Validate only; store nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write into the store directly (the gateway must be stopped); needs --config
+    #[arg(long, requires = "config")]
+    pub offline: bool,
+    /// How to reach the admin API (or, with --offline, the config naming the store).
+    #[command(flatten)]
+    pub connection: AdminConnection,
 }
 
 /// What `revoke` matches on: a revocation kind, or `token` for a whole JWT.
@@ -222,6 +267,8 @@ impl AdminCommand {
             AdminCommand::List(_) => "list",
             AdminCommand::Stats(_) => "stats",
             AdminCommand::Sweep(_) => "sweep",
+            AdminCommand::Export(_) => "export",
+            AdminCommand::Import(_) => "import",
         }
     }
 
@@ -232,6 +279,8 @@ impl AdminCommand {
             AdminCommand::List(a) => &a.connection,
             AdminCommand::Stats(a) => &a.connection,
             AdminCommand::Sweep(a) => &a.connection,
+            AdminCommand::Export(a) => &a.connection,
+            AdminCommand::Import(a) => &a.connection,
         }
     }
 }
@@ -281,6 +330,11 @@ impl CliError {
 }
 
 async fn execute(cmd: AdminCommand) -> Result<(), CliError> {
+    match &cmd {
+        AdminCommand::Export(args) if args.offline => return export_offline(args).await,
+        AdminCommand::Import(args) if args.offline => return import_offline(args).await,
+        _ => {}
+    }
     // Check the arguments before touching the config or the network.
     let revoke_request = match &cmd {
         AdminCommand::Revoke(args) => Some(revoke_request(args, read_token_from_stdin)?),
@@ -335,8 +389,267 @@ async fn execute(cmd: AdminCommand) -> Result<(), CliError> {
             let answer = client.call(Method::POST, url, None).await?;
             print_json_pretty(&answer.unwrap_or(Value::Null));
         }
+        AdminCommand::Export(args) => export_online(&client, &args).await?,
+        AdminCommand::Import(args) => import_online(&client, &args).await?,
     }
     Ok(())
+}
+
+/// Bulk transfers run as long as they need; only connecting is bounded.
+fn transfer_client() -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| CliError::Unavailable(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// Opens the store named by `--config` for an offline transfer.
+fn open_offline_store(
+    conn: &AdminConnection,
+) -> Result<(Config, crate::store::RevocationStore), CliError> {
+    let path = conn
+        .config
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("--offline needs --config FILE".to_string()))?;
+    let config = Config::load(path)
+        .map_err(|e| CliError::Usage(format!("invalid config {}: {e}", path.display())))?;
+    let store = crate::store::RevocationStore::open(
+        &config.store.path,
+        config.store.cache_bytes,
+        crate::clock::system(),
+    )
+    .map_err(|e| match e {
+        crate::store::StoreError::Locked(_) => CliError::Refused(format!(
+            "{e}: stop the gateway, or run the command without --offline"
+        )),
+        other => CliError::Refused(format!(
+            "cannot open store {}: {other}",
+            config.store.path.display()
+        )),
+    })?;
+    Ok((config, store))
+}
+
+async fn export_offline(args: &ExportArgs) -> Result<(), CliError> {
+    let (_config, store) = open_offline_store(&args.connection)?;
+    let kind = args.kind.map(|k| k.kind());
+    tokio::task::spawn_blocking(move || {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        for item in store.iter_records(kind) {
+            let record = item.map_err(|e| CliError::Refused(format!("export stopped: {e}")))?;
+            if let Err(e) = out.write_all(&crate::backup::export_line(&record)) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(CliError::Refused(format!("cannot write to stdout: {e}")));
+            }
+        }
+        out.flush()
+            .map_err(|e| CliError::Refused(format!("cannot write to stdout: {e}")))
+    })
+    .await
+    .map_err(|e| CliError::Refused(format!("export task failed: {e}")))?
+}
+
+async fn export_online(client: &AdminClient, args: &ExportArgs) -> Result<(), CliError> {
+    use futures_util::StreamExt as _;
+    let kind = args.kind.map(|k| k.kind().as_str());
+    let query: Vec<(&str, &str)> = kind.map(|k| ("kind", k)).into_iter().collect();
+    let url = client.url(&["v1", "export"], &query);
+    let mut request = transfer_client()?.get(url);
+    if let Some(auth) = &client.authorization {
+        request = request.header(AUTHORIZATION, auth.clone());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| client.transport_error(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        let bytes = response.bytes().await.unwrap_or_default();
+        return Err(CliError::Refused(api_error_line(status, &bytes)));
+    }
+    let mut stream = response.bytes_stream();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| CliError::Unavailable(format!("export interrupted: {e}")))?;
+        if let Err(e) = out.write_all(&chunk) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(CliError::Refused(format!("cannot write to stdout: {e}")));
+        }
+    }
+    out.flush()
+        .map_err(|e| CliError::Refused(format!("cannot write to stdout: {e}")))
+}
+
+/// Chunk size when reading an import file.
+const IMPORT_READ_CHUNK: usize = 256 * 1024;
+
+/// The input file (or stdin) as a stream of chunks, reporting progress on a terminal.
+async fn import_input(
+    file: &Path,
+) -> Result<
+    (
+        std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync,
+            >,
+        >,
+        Option<u64>,
+    ),
+    CliError,
+> {
+    use tokio::io::AsyncReadExt as _;
+    let (reader, total): (
+        Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>,
+        Option<u64>,
+    ) = if file == Path::new("-") {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", file.display())))?;
+        let len = f.metadata().await.ok().map(|m| m.len());
+        (Box::new(f), len)
+    };
+    let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        let mut buf = vec![0u8; IMPORT_READ_CHUNK];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    });
+    Ok((Box::pin(stream), total))
+}
+
+/// Shows `done / total` bytes on stderr when it is a terminal.
+struct Progress {
+    total: Option<u64>,
+    enabled: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Progress {
+        use std::io::IsTerminal as _;
+        Progress {
+            total,
+            enabled: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now(),
+        }
+    }
+    fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let mb = |b: u64| b as f64 / 1_048_576.0;
+        let line = match self.total {
+            Some(t) if t > 0 => format!(
+                "\rimport: {:.1} / {:.1} MiB ({:.0}%)",
+                mb(done),
+                mb(t),
+                done as f64 * 100.0 / t as f64
+            ),
+            _ => format!("\rimport: {:.1} MiB", mb(done)),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    fn finish(&self) {
+        if self.enabled {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+}
+
+fn import_result(summary: &Value) -> Result<(), CliError> {
+    print_json_pretty(summary);
+    let rejected = summary
+        .get("rejected_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if rejected > 0 {
+        return Err(CliError::Refused(format!(
+            "{rejected} line(s) rejected (listed above); the other lines were imported"
+        )));
+    }
+    Ok(())
+}
+
+async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
+    let (config, store) = open_offline_store(&args.connection)?;
+    let (input, total) = import_input(&args.file).await?;
+    let mut progress = Progress::new(total);
+    let now = crate::clock::system().now();
+    let summary = crate::backup::import_ndjson(&store, &config, now, args.dry_run, input, |done| {
+        progress.update(done)
+    })
+    .await
+    .map_err(|e| CliError::Refused(e.to_string()))?;
+    progress.finish();
+    import_result(&serde_json::to_value(&summary).unwrap_or_default())
+}
+
+async fn import_online(client: &AdminClient, args: &ImportArgs) -> Result<(), CliError> {
+    use futures_util::StreamExt as _;
+    let (input, total) = import_input(&args.file).await?;
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::new(total)));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p2, s2) = (progress.clone(), sent.clone());
+    let counted = input.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            let done =
+                s2.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed) + c.len() as u64;
+            if let Ok(mut p) = p2.lock() {
+                p.update(done);
+            }
+        }
+        chunk
+    });
+    let query: Vec<(&str, &str)> = if args.dry_run {
+        vec![("dry_run", "true")]
+    } else {
+        vec![]
+    };
+    let url = client.url(&["v1", "import"], &query);
+    let mut request = transfer_client()?
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(counted));
+    if let Some(auth) = &client.authorization {
+        request = request.header(AUTHORIZATION, auth.clone());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| client.transport_error(&e))?;
+    if let Ok(p) = progress.lock() {
+        p.finish();
+    }
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| client.transport_error(&e))?;
+    if !status.is_success() {
+        return Err(CliError::Refused(api_error_line(status, &bytes)));
+    }
+    let summary: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::Refused(format!(
+            "the admin API answered with a body that is not JSON: {e}"
+        ))
+    })?;
+    import_result(&summary)
 }
 
 /// Reads the JWT for `revoke token -` from stdin (bounded).

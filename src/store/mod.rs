@@ -211,14 +211,19 @@ fn stored_expiry(kind: u8, bytes: &[u8]) -> Result<u64, StoreError> {
 /// Merges a new revocation into the existing stored record (SPEC §1): the later
 /// `issued_before` and the later `expires_at` win, `revoked_at` is now, reason and source
 /// come from the newest call (the old reason is kept when the new call gives none).
-fn merge(old: Option<StoredRecordV1>, rev: &NewRevocation, now: u64) -> StoredRecordV1 {
+fn merge(
+    old: Option<StoredRecordV1>,
+    rev: &NewRevocation,
+    now: u64,
+    revoked_at: Option<u64>,
+) -> StoredRecordV1 {
     // jti records carry no cutoff; sid/sub always carry one ("now" unless given).
     let issued_before = match rev.kind {
         Kind::Jti => None,
         Kind::Sid | Kind::Sub => Some(rev.issued_before.unwrap_or(now)),
     };
     let new = StoredRecordV1 {
-        revoked_at: now,
+        revoked_at: revoked_at.unwrap_or(now),
         issued_before,
         expires_at: rev.expires_at,
         reason: rev.reason.clone(),
@@ -226,6 +231,15 @@ fn merge(old: Option<StoredRecordV1>, rev: &NewRevocation, now: u64) -> StoredRe
     };
     match old {
         None => new,
+        // An imported record older than the stored one keeps the stored reason/source.
+        Some(old) if revoked_at.is_some_and(|r| r < old.revoked_at) => StoredRecordV1 {
+            issued_before: match (old.issued_before, new.issued_before) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            expires_at: old.expires_at.max(new.expires_at),
+            ..old
+        },
         Some(old) => StoredRecordV1 {
             issued_before: match (old.issued_before, new.issued_before) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -369,6 +383,16 @@ impl RevocationStore {
     /// Merges one revocation into the store in one transaction over its kind tree and the
     /// expiry index (not yet durable). Updates the counter and the write sequence.
     fn apply_revocation(&self, rev: &NewRevocation) -> Result<Record, StoreError> {
+        self.apply_merge(rev, None).map(|(record, _)| record)
+    }
+
+    /// [`apply_revocation`](Self::apply_revocation) with an optional preserved
+    /// `revoked_at` (imports); also says whether the key was new.
+    fn apply_merge(
+        &self,
+        rev: &NewRevocation,
+        revoked_at: Option<u64>,
+    ) -> Result<(Record, bool), StoreError> {
         let key = keys::record_key(&rev.issuer, &rev.value)?;
         let kind = keys::kind_byte(rev.kind);
         let now = self.inner.clock.now();
@@ -384,7 +408,7 @@ impl RevocationStore {
                 };
                 let old_expiry = old.as_ref().map(|o| o.expires_at);
                 let was_new = old.is_none();
-                let merged = merge(old, rev, now);
+                let merged = merge(old, rev, now, revoked_at);
                 let value = match record::encode_stored(&merged) {
                     Ok(v) => v,
                     Err(e) => return abort(e),
@@ -406,7 +430,62 @@ impl RevocationStore {
         }
         self.wrote();
         tracing::debug!(kind = %rev.kind, merged = !was_new, expires_at = merged.expires_at, "revocation recorded");
-        merged.into_record(rev.kind, &rev.issuer, &rev.value)
+        Ok((
+            merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
+            was_new,
+        ))
+    }
+
+    /// Imports whole records (backup restore, seeding): each merges as a revocation would
+    /// (later `issued_before` and later `expires_at` win) but keeps its own `revoked_at`,
+    /// `reason` and `source`. One durable flush for the batch. Returns, per record,
+    /// whether its key was new (`true`) or merged into an existing record (`false`).
+    pub async fn import_records(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut failure = None;
+        for r in records {
+            let rev = NewRevocation {
+                kind: r.kind,
+                issuer: r.issuer.clone(),
+                value: r.value.clone(),
+                issued_before: r.issued_before,
+                expires_at: r.expires_at,
+                reason: r.reason.clone(),
+                source: r.source,
+            };
+            match self.apply_merge(&rev, Some(r.revoked_at)) {
+                Ok((_, was_new)) => out.push(was_new),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        self.flush().await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Every record (of one kind, or all in key order), read lazily from the trees: an
+    /// export never holds the store in memory.
+    pub fn iter_records(
+        &self,
+        kind: Option<Kind>,
+    ) -> impl Iterator<Item = Result<Record, StoreError>> + Send + 'static {
+        let kinds: Vec<Kind> = match kind {
+            Some(k) => vec![k],
+            None => Kind::ALL.to_vec(),
+        };
+        let store = self.clone();
+        kinds.into_iter().flat_map(move |k| {
+            store.tree(k).iter().map(move |entry| {
+                let (key, value) = entry?;
+                let (issuer, val) = keys::split_stored_key(&key)?;
+                record::decode_stored(&value)?.into_record(k, issuer, val)
+            })
+        })
     }
 
     /// Removes a revocation (record and index together). `Ok(false)` if there was none.
