@@ -58,20 +58,6 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
             .await
             .map_err(|e| Refused::Invalid(e.to_string()))?;
 
-    // Replay defence first, so a refused token records nothing.
-    match app
-        .store
-        .logout_jti_status(&logout.issuer, &logout.jti, logout.fingerprint)
-        .map_err(|e| store_failed(&e))?
-    {
-        Some(SeenLogout::Repeat) => return Ok(()),
-        Some(SeenLogout::Conflict) => {
-            return Err(Refused::Invalid(
-                "logout token jti was already used by another logout token".to_string(),
-            ))
-        }
-        _ => {}
-    }
     let (kind, value) = match (&logout.sid, &logout.sub) {
         (Some(sid), _) => (Kind::Sid, sid.clone()),
         (None, Some(sub)) => (Kind::Sub, sub.clone()),
@@ -90,19 +76,6 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
         config.auth.max_token_lifetime.as_secs(),
         leeway,
     );
-    app.store
-        .revoke(NewRevocation {
-            kind,
-            issuer: logout.issuer.clone(),
-            value,
-            issued_before: Some(logout.iat),
-            expires_at,
-            reason: Some("back-channel logout".to_string()),
-            source: Source::Backchannel,
-        })
-        .await
-        .map_err(|e| store_failed(&e))?;
-    app.metrics.revocation_recorded(Source::Backchannel);
     let jti_until = match logout.exp {
         Some(exp) => exp.saturating_add(leeway),
         None => logout
@@ -110,16 +83,29 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
             .saturating_add(config.backchannel.max_age.as_secs())
             .saturating_add(leeway),
     };
+    let rev = NewRevocation {
+        kind,
+        issuer: logout.issuer.clone(),
+        value,
+        issued_before: Some(logout.iat),
+        expires_at,
+        reason: Some("back-channel logout".to_string()),
+        source: Source::Backchannel,
+    };
+    // Replay defence and revocation in one transaction: a token reusing a seen jti
+    // records nothing, even when it races the first one.
     match app
         .store
-        .remember_logout_jti(&logout.issuer, &logout.jti, logout.fingerprint, jti_until)
+        .record_logout(&rev, &logout.jti, logout.fingerprint, jti_until)
         .await
         .map_err(|e| store_failed(&e))?
     {
         SeenLogout::Conflict => Err(Refused::Invalid(
             "logout token jti was already used by another logout token".to_string(),
         )),
-        SeenLogout::New | SeenLogout::Repeat => {
+        SeenLogout::Repeat => Ok(()),
+        SeenLogout::New => {
+            app.metrics.revocation_recorded(Source::Backchannel);
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
             Ok(())
         }

@@ -252,6 +252,44 @@ fn merge(
     }
 }
 
+/// Inside a transaction over a kind tree and the expiry index: merges `rev` into the
+/// record at `key` and moves its index entry. Returns the merged record and whether it is
+/// new. Shared by plain revocations and back-channel logouts.
+fn merge_in_tx(
+    records: &sled::transaction::TransactionalTree,
+    expiry: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    rev: &NewRevocation,
+    now: u64,
+    revoked_at: Option<u64>,
+) -> TxResult<(StoredRecordV1, bool)> {
+    let kind = keys::kind_byte(rev.kind);
+    let old = match records.get(key)? {
+        Some(bytes) => match record::decode_stored(&bytes) {
+            Ok(old) => Some(old),
+            Err(e) => return abort(e),
+        },
+        None => None,
+    };
+    let old_expiry = old.as_ref().map(|o| o.expires_at);
+    let was_new = old.is_none();
+    let merged = merge(old, rev, now, revoked_at);
+    let value = match record::encode_stored(&merged) {
+        Ok(v) => v,
+        Err(e) => return abort(e),
+    };
+    if let Some(old_expiry) = old_expiry.filter(|&e| e != merged.expires_at) {
+        expiry.remove(keys::index_key(old_expiry, kind, key))?;
+    }
+    // Always (re)written: also heals a missing index entry.
+    expiry.insert(
+        keys::index_key(merged.expires_at, kind, key),
+        sled::IVec::default(),
+    )?;
+    records.insert(key, value)?;
+    Ok((merged, was_new))
+}
+
 /// How long a revocation is kept when the operator gave no explicit expiry (SPEC §1):
 /// `jti`: `token_exp + leeway` when known, else `now + max_lifetime + leeway`;
 /// `sid`/`sub`: `issued_before + max_lifetime + leeway`.
@@ -394,46 +432,23 @@ impl RevocationStore {
         revoked_at: Option<u64>,
     ) -> Result<(Record, bool), StoreError> {
         let key = keys::record_key(&rev.issuer, &rev.value)?;
-        let kind = keys::kind_byte(rev.kind);
         let now = self.inner.clock.now();
         let tree = self.tree(rev.kind);
         let (merged, was_new) = (tree, &self.inner.trees.expiry)
-            .transaction(|(records, expiry)| {
-                let old = match records.get(&key)? {
-                    Some(bytes) => match record::decode_stored(&bytes) {
-                        Ok(old) => Some(old),
-                        Err(e) => return abort(e),
-                    },
-                    None => None,
-                };
-                let old_expiry = old.as_ref().map(|o| o.expires_at);
-                let was_new = old.is_none();
-                let merged = merge(old, rev, now, revoked_at);
-                let value = match record::encode_stored(&merged) {
-                    Ok(v) => v,
-                    Err(e) => return abort(e),
-                };
-                if let Some(old_expiry) = old_expiry.filter(|&e| e != merged.expires_at) {
-                    expiry.remove(keys::index_key(old_expiry, kind, &key))?;
-                }
-                // Always (re)written: also heals a missing index entry.
-                expiry.insert(
-                    keys::index_key(merged.expires_at, kind, &key),
-                    sled::IVec::default(),
-                )?;
-                records.insert(key.as_slice(), value)?;
-                Ok((merged, was_new))
-            })
+            .transaction(|(records, expiry)| merge_in_tx(records, expiry, &key, rev, now, revoked_at))
             .map_err(tx_error)?;
+        self.recorded(rev, was_new);
+        Ok((merged.into_record(rev.kind, &rev.issuer, &rev.value)?, was_new))
+    }
+
+    /// Bookkeeping after a committed revocation: the per-kind counter and the write
+    /// sequence of the group commit.
+    fn recorded(&self, rev: &NewRevocation, was_new: bool) {
         if was_new {
-            self.inner.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+            self.inner.counts[keys::kind_byte(rev.kind) as usize].fetch_add(1, Ordering::Relaxed);
         }
         self.wrote();
-        tracing::debug!(kind = %rev.kind, merged = !was_new, expires_at = merged.expires_at, "revocation recorded");
-        Ok((
-            merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
-            was_new,
-        ))
+        tracing::debug!(kind = %rev.kind, merged = !was_new, "revocation recorded");
     }
 
     /// Imports whole records (backup restore, seeding): each merges as a revocation would
@@ -486,6 +501,59 @@ impl RevocationStore {
                 record::decode_stored(&value)?.into_record(k, issuer, val)
             })
         })
+    }
+
+    /// Records a back-channel logout: the revocation `rev` and its logout token's `jti`
+    /// (kept until `jti_expires_at`) in ONE transaction. A token whose `jti` another
+    /// token already used records nothing (`Conflict`), even when both arrive at once;
+    /// the same token again changes nothing (`Repeat`). Durable before it returns,
+    /// except for a conflict, which wrote nothing.
+    pub async fn record_logout(
+        &self,
+        rev: &NewRevocation,
+        jti: &str,
+        fingerprint: [u8; 32],
+        jti_expires_at: u64,
+    ) -> Result<SeenLogout, StoreError> {
+        let rkey = keys::record_key(&rev.issuer, &rev.value)?;
+        let jkey = keys::record_key(&rev.issuer, jti)?;
+        let seen_value = keys::encode_logout(&fingerprint, jti_expires_at);
+        let now = self.inner.clock.now();
+        let t = &self.inner.trees;
+        let outcome = (self.tree(rev.kind), &t.logout, &t.expiry)
+            .transaction(|(records, seen, expiry)| {
+                if let Some(old) = seen.get(&jkey)? {
+                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
+                        Ok(v) => v,
+                        Err(e) => return abort(e),
+                    };
+                    if old_exp >= now {
+                        return Ok(if old_fp == fingerprint {
+                            (SeenLogout::Repeat, false)
+                        } else {
+                            (SeenLogout::Conflict, false)
+                        });
+                    }
+                    expiry.remove(keys::index_key(old_exp, keys::KIND_LOGOUT, &jkey))?;
+                }
+                let (_, was_new) = merge_in_tx(records, expiry, &rkey, rev, now, None)?;
+                seen.insert(jkey.as_slice(), seen_value.as_slice())?;
+                expiry.insert(
+                    keys::index_key(jti_expires_at, keys::KIND_LOGOUT, &jkey),
+                    sled::IVec::default(),
+                )?;
+                Ok((SeenLogout::New, was_new))
+            })
+            .map_err(tx_error)?;
+        match outcome {
+            (SeenLogout::Conflict, _) => return Ok(SeenLogout::Conflict),
+            (SeenLogout::New, was_new) => self.recorded(rev, was_new),
+            (SeenLogout::Repeat, _) => {}
+        }
+        // Also for a repeat: the first delivery may still be waiting for its flush, and
+        // this 200 must not overtake it. Cheap when already covered.
+        self.flush().await?;
+        Ok(outcome.0)
     }
 
     /// Removes a revocation (record and index together). `Ok(false)` if there was none.

@@ -723,3 +723,54 @@ fn default_expiry_rules() {
         1160
     );
 }
+
+#[tokio::test]
+async fn record_logout_is_all_or_nothing() {
+    let (_dir, clock, store) = setup();
+    let first = rev(Kind::Sid, "s-a", Some(T0), T0 + 100);
+    assert_eq!(
+        store
+            .record_logout(&first, "lj", [1; 32], T0 + 60)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+    assert_eq!(store.counts().sid, 1);
+    // The same token again: nothing changes.
+    assert_eq!(
+        store
+            .record_logout(&first, "lj", [1; 32], T0 + 60)
+            .await
+            .unwrap(),
+        SeenLogout::Repeat
+    );
+    // Another token with that jti: refused, and its session is NOT recorded.
+    let other = rev(Kind::Sid, "s-b", Some(T0), T0 + 100);
+    assert_eq!(
+        store
+            .record_logout(&other, "lj", [2; 32], T0 + 60)
+            .await
+            .unwrap(),
+        SeenLogout::Conflict
+    );
+    assert_eq!(store.counts().sid, 1);
+    assert_eq!(
+        store.find_match(ISS, "x", Some("s-b"), None, T0).unwrap(),
+        None
+    );
+    assert_eq!(
+        store.logout_jti_status(ISS, "lj", [2; 32]).unwrap(),
+        Some(SeenLogout::Conflict)
+    );
+    // Once the seen jti expired, the jti may be used again.
+    clock.set(T0 + 61);
+    assert_eq!(
+        store
+            .record_logout(&other, "lj", [2; 32], T0 + 200)
+            .await
+            .unwrap(),
+        SeenLogout::New
+    );
+    assert_eq!(store.counts().sid, 2);
+    assert!(store.check_consistency(false).unwrap().index_without_record == 0);
+}

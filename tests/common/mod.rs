@@ -274,3 +274,142 @@ pub fn temp_store() -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("revgate.db");
     (dir, path)
 }
+
+// ===== Back-channel logout and revocation endpoint helpers (t-bcl) =====
+
+/// The `events` claim of a valid logout token (BCL §2.4).
+pub fn bcl_events() -> Value {
+    json!({"http://schemas.openid.net/event/backchannel-logout": {}})
+}
+
+/// A process-wide unique id with `prefix` (jti, sid, sub values that never collide).
+pub fn unique_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Claims of a valid logout token for the test issuer and `CLIENT_ID`: `iat`, `exp` =
+/// `iat + 120`, a unique `jti`, the logout event, and `sid` / `sub` when given.
+pub fn logout_claims(sid: Option<&str>, sub: Option<&str>, iat: u64) -> Value {
+    let mut c = json!({
+        "iss": ISS,
+        "aud": CLIENT_ID,
+        "iat": iat,
+        "exp": iat + 120,
+        "jti": unique_id("lt"),
+        "events": bcl_events(),
+    });
+    if let Some(sid) = sid {
+        c["sid"] = json!(sid);
+    }
+    if let Some(sub) = sub {
+        c["sub"] = json!(sub);
+    }
+    c
+}
+
+/// A logout token: RS256, kid `rsa-1`, header `typ: logout+jwt`.
+pub fn sign_logout(claims: &Value) -> String {
+    sign_with("RS256", Some("rsa-1"), Some("logout+jwt"), claims)
+}
+
+/// POSTs `body` as `application/x-www-form-urlencoded` to `url`.
+pub async fn post_form(url: &str, body: String) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("form request")
+}
+
+/// `name=value` pairs, form-encoded.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).expect("form encoding")
+}
+
+/// POSTs `logout_token=<token>` to the gateway's back-channel logout endpoint.
+pub async fn post_logout(gw: &Gateway, token: &str) -> reqwest::Response {
+    post_form(
+        &gw.url("/backchannel-logout"),
+        form(&[("logout_token", token)]),
+    )
+    .await
+}
+
+/// POSTs `token=<token>` to the gateway's revocation endpoint.
+pub async fn post_revoke(gw: &Gateway, token: &str) -> reqwest::Response {
+    post_form(&gw.url("/revoke"), form(&[("token", token)])).await
+}
+
+/// GET on the admin API: status and JSON body.
+pub async fn admin_get(gw: &Gateway, path: &str) -> (u16, Value) {
+    status_json(
+        client()
+            .get(gw.admin_url(path))
+            .send()
+            .await
+            .expect("admin request"),
+    )
+    .await
+}
+
+/// Every record `GET /v1/revocations` lists (one page, limit 1000).
+pub async fn list_revocations(gw: &Gateway) -> Vec<Value> {
+    let (status, body) = admin_get(gw, "/v1/revocations?limit=1000").await;
+    assert_eq!(status, 200, "list revocations: {body}");
+    body["items"].as_array().expect("items array").clone()
+}
+
+/// `(jti, sid, sub)` counts from `GET /v1/stats`.
+pub async fn stats_counts(gw: &Gateway) -> (u64, u64, u64) {
+    let (status, body) = admin_get(gw, "/v1/stats").await;
+    assert_eq!(status, 200, "stats: {body}");
+    let n = |k: &str| {
+        body[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats.{k}: {body}"))
+    };
+    (n("jti"), n("sid"), n("sub"))
+}
+
+/// The value of the sample `series` (name with labels, exactly as exposed) on `/metrics`.
+pub async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("metric {series} not exposed"))
+        .trim()
+        .parse()
+        .expect("numeric sample")
+}
+
+/// Status of a GET through the proxy with `token` (200: it passes, 401: refused).
+pub async fn proxy_status(gw: &Gateway, token: &str) -> u16 {
+    get_with(&gw.url("/api/x"), token).await.status().as_u16()
+}
+
+/// `config_text` with `line` added to the `[server]` section (e.g. `max_body_bytes = 1`).
+pub fn config_text_with_server(
+    upstream: SocketAddr,
+    store: &Path,
+    server_line: &str,
+    extra: &str,
+) -> String {
+    config_text(upstream, store, extra).replacen(
+        "admin_listen = \"127.0.0.1:0\"\n",
+        &format!("admin_listen = \"127.0.0.1:0\"\n{server_line}\n"),
+        1,
+    )
+}
+
+// ===== end of t-bcl helpers =====

@@ -1,0 +1,832 @@
+//! OpenID Connect Back-Channel Logout receiver (SPEC §4 "Back-Channel Logout endpoint",
+//! STANDARDS §1, §2): a real gateway on 127.0.0.1:0, real HTTP, a real sled store and
+//! logout tokens signed with the real test keys.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use revgate::clock::rfc3339;
+use serde_json::{json, Value};
+
+/// A gateway on a fresh store; keep the `TempDir` alive for the test.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    upstream: SocketAddr,
+    gw: Gateway,
+}
+
+async fn start(extra: &str) -> Fixture {
+    let (dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let gw = Gateway::start(&config_text(upstream, &store, extra)).await;
+    Fixture {
+        _dir: dir,
+        store,
+        upstream,
+        gw,
+    }
+}
+
+/// Stops `gw` and starts a new gateway on the same store with the same config.
+async fn restart(gw: Gateway, upstream: SocketAddr, store: &Path, extra: &str) -> Gateway {
+    gw.stop().await;
+    Gateway::start(&config_text(upstream, store, extra)).await
+}
+
+/// An access token of the test issuer with an explicit `iat` (valid 10 minutes from it).
+fn access(sub: &str, sid: &str, iat: u64) -> String {
+    let c = json!({
+        "iss": ISS, "aud": AUD, "sub": sub, "sid": sid, "jti": unique_id("at"),
+        "iat": iat, "exp": iat + 600, "scope": "read",
+    });
+    sign_with("RS256", Some("rsa-1"), None, &c)
+}
+
+/// Asserts a `401` whose description says `revoked`.
+async fn assert_revoked(gw: &Gateway, token: &str, what: &str) {
+    let (status, body) = status_json(get_with(&gw.url("/api/x"), token).await).await;
+    assert_eq!(status, 401, "{what}: {body}");
+    let desc = body["error_description"].as_str().unwrap_or_default();
+    assert!(desc.contains("revoked"), "{what}: description {desc:?}");
+}
+
+/// Asserts exactly `200` with `Cache-Control: no-store`.
+fn assert_ok(resp: &reqwest::Response, what: &str) {
+    assert_eq!(resp.status().as_u16(), 200, "{what}");
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "{what}: Cache-Control"
+    );
+}
+
+/// Asserts `400` `{"error":"invalid_request","error_description":...}` with
+/// `Cache-Control: no-store`; returns the description.
+async fn assert_invalid(resp: reqwest::Response, what: &str) -> String {
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("no-store".to_string()),
+        "{what}: Cache-Control"
+    );
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("application/json".to_string()),
+        "{what}: Content-Type"
+    );
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 400, "{what}: {body}");
+    assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+    let desc = body["error_description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: error_description missing: {body}"));
+    assert!(!desc.is_empty(), "{what}: empty error_description");
+    desc.to_string()
+}
+
+/// Asserts that the store holds no revocation at all and that `session_token` still passes.
+async fn assert_nothing_recorded(gw: &Gateway, session_token: &str, what: &str) {
+    assert_eq!(stats_counts(gw).await, (0, 0, 0), "{what}: stats");
+    let items = list_revocations(gw).await;
+    assert!(items.is_empty(), "{what}: recorded {items:?}");
+    assert_eq!(
+        proxy_status(gw, session_token).await,
+        200,
+        "{what}: the session's access token must still pass"
+    );
+}
+
+/// Asserts a `400 invalid_request` for the logout token `token` and that nothing changed.
+async fn assert_refused(gw: &Gateway, token: &str, session_token: &str, what: &str) {
+    assert_invalid(post_logout(gw, token).await, what).await;
+    assert_nothing_recorded(gw, session_token, what).await;
+}
+
+/// Victim session of the negative cases.
+const VICTIM_SUB: &str = "u-victim";
+const VICTIM_SID: &str = "s-victim";
+
+fn victim_claims() -> Value {
+    logout_claims(Some(VICTIM_SID), Some(VICTIM_SUB), now())
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(name);
+    claims
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+fn b64_json(v: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_by_sid_revokes_the_session_durably() {
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    let before = access("u-1", "s-1", n - 30);
+    let other_session = access("u-1", "s-2", n - 30);
+    assert_eq!(proxy_status(&gw, &before).await, 200);
+
+    let resp = post_logout(
+        &gw,
+        &sign_logout(&logout_claims(Some("s-1"), Some("u-1"), n)),
+    )
+    .await;
+    assert_ok(&resp, "valid logout token");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "",
+        "200 has no content to speak of"
+    );
+
+    assert_revoked(&gw, &before, "token of the logged-out session").await;
+    assert_eq!(
+        proxy_status(&gw, &other_session).await,
+        200,
+        "another session"
+    );
+
+    let items = list_revocations(&gw).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    let rec = &items[0];
+    assert_eq!(rec["kind"], "sid");
+    assert_eq!(rec["issuer"], ISS);
+    assert_eq!(rec["value"], "s-1");
+    assert_eq!(rec["source"], "backchannel");
+    assert_eq!(rec["issued_before"], rfc3339(n));
+    // SPEC §1: issued_before + max_token_lifetime (1h) + leeway (60 s).
+    assert_eq!(rec["expires_at"], rfc3339(n + 3600 + 60));
+    let (status, looked_up) = admin_get(&gw, "/v1/revocations/sid/s-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(&looked_up, rec);
+    assert_eq!(stats_counts(&gw).await, (0, 1, 0));
+
+    let gw = restart(gw, f.upstream, &f.store, "").await;
+    assert_revoked(&gw, &before, "after a restart").await;
+    assert_eq!(proxy_status(&gw, &other_session).await, 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_login_after_the_logout_is_not_locked_out() {
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    let old = access("u-1", "s-1", n - 40);
+    let at_cutoff = access("u-1", "s-1", n - 20);
+    let relogin = access("u-1", "s-1", n);
+    let resp = post_logout(&gw, &sign_logout(&logout_claims(Some("s-1"), None, n - 20))).await;
+    assert_ok(&resp, "logout with iat = now-20");
+    assert_revoked(&gw, &old, "issued before the logout").await;
+    assert_revoked(
+        &gw,
+        &at_cutoff,
+        "issued at the logout's iat (iat <= issued_before)",
+    )
+    .await;
+    assert_eq!(
+        proxy_status(&gw, &relogin).await,
+        200,
+        "same session, issued after the logout"
+    );
+    let items = list_revocations(&gw).await;
+    assert_eq!(items[0]["issued_before"], rfc3339(n - 20));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_with_only_sub_revokes_the_subject() {
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    let a = access("u-9", "s-a", n - 30);
+    let b = access("u-9", "s-b", n - 30);
+    let someone_else = access("u-10", "s-a", n - 30);
+    let later = access("u-9", "s-c", n + 1);
+    // A charset parameter on the form content type is fine.
+    let resp = client()
+        .post(gw.url("/backchannel-logout"))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(form(&[(
+            "logout_token",
+            &sign_logout(&logout_claims(None, Some("u-9"), n)),
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_ok(&resp, "sub-only logout token");
+    assert_revoked(&gw, &a, "session a of the user").await;
+    assert_revoked(&gw, &b, "session b of the user").await;
+    assert_eq!(proxy_status(&gw, &someone_else).await, 200);
+    assert_eq!(proxy_status(&gw, &later).await, 200, "a later login");
+
+    let items = list_revocations(&gw).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["kind"], "sub");
+    assert_eq!(items[0]["value"], "u-9");
+    assert_eq!(items[0]["source"], "backchannel");
+    assert_eq!(items[0]["issued_before"], rfc3339(n));
+    assert_eq!(stats_counts(&gw).await, (0, 0, 1));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_jti_is_refused_and_remembered_across_restarts() {
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    let first = logout_claims(Some("s-1"), Some("u-1"), n - 10);
+    let token = sign_logout(&first);
+    assert_ok(&post_logout(&gw, &token).await, "first delivery");
+    let after_first = list_revocations(&gw).await;
+    assert_eq!(after_first.len(), 1);
+
+    // The exact same token again (an OP retry): 200, nothing changes.
+    assert_ok(&post_logout(&gw, &token).await, "exact repeat");
+    assert_eq!(
+        list_revocations(&gw).await,
+        after_first,
+        "a repeat changes nothing"
+    );
+
+    // A different token reusing the jti: 400, nothing new recorded.
+    let other_session = access("u-2", "s-2", n - 30);
+    let reuse = with(first.clone(), "sid", json!("s-2"));
+    let reuse = with(reuse, "sub", json!("u-2"));
+    let reuse_token = sign_logout(&reuse);
+    let desc = assert_invalid(post_logout(&gw, &reuse_token).await, "jti reuse").await;
+    assert!(desc.contains("jti"), "{desc}");
+    assert_eq!(
+        list_revocations(&gw).await,
+        after_first,
+        "jti reuse records nothing"
+    );
+    assert_eq!(proxy_status(&gw, &other_session).await, 200);
+    // Same claims, another signature header (typ absent): another token, same jti.
+    let same_claims_other_header = sign_with("RS256", Some("rsa-1"), None, &first);
+    assert_invalid(
+        post_logout(&gw, &same_claims_other_header).await,
+        "same jti, other header",
+    )
+    .await;
+
+    // Seen jtis are neither counted nor listed.
+    assert_eq!(stats_counts(&gw).await, (0, 1, 0));
+    assert_eq!(list_revocations(&gw).await.len(), 1);
+
+    let gw = restart(gw, f.upstream, &f.store, "").await;
+    assert_invalid(
+        post_logout(&gw, &reuse_token).await,
+        "jti reuse after restart",
+    )
+    .await;
+    assert_eq!(list_revocations(&gw).await, after_first);
+    assert_eq!(proxy_status(&gw, &other_session).await, 200);
+    assert_ok(
+        &post_logout(&gw, &token).await,
+        "exact repeat after restart",
+    );
+    assert_eq!(list_revocations(&gw).await, after_first);
+    assert_eq!(stats_counts(&gw).await, (0, 1, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typ_variants_are_accepted_by_default() {
+    let f = start("").await;
+    let gw = f.gw;
+    for typ in [
+        None,
+        Some("logout+jwt"),
+        Some("application/logout+jwt"),
+        Some("JWT"),
+    ] {
+        let c = logout_claims(Some(&unique_id("s")), None, now());
+        let resp = post_logout(&gw, &sign_with("RS256", Some("rsa-1"), typ, &c)).await;
+        assert_ok(&resp, &format!("typ {typ:?}"));
+    }
+    assert_eq!(stats_counts(&gw).await, (0, 4, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_shape_is_accepted() {
+    // What the OIDF suite sends: no typ, `ignored_claim`, and an `ignored_parameter`.
+    let f = start("").await;
+    let gw = f.gw;
+    let c = with(
+        logout_claims(Some("s-suite"), Some("u-suite"), now()),
+        "ignored_claim",
+        json!("x"),
+    );
+    let token = sign_with("RS256", Some("rsa-1"), None, &c);
+    let body = form(&[("logout_token", &token), ("ignored_parameter", "y")]);
+    let resp = post_form(&gw.url("/backchannel-logout"), body).await;
+    assert_ok(&resp, "conformance-suite logout token");
+    assert_eq!(stats_counts(&gw).await, (0, 1, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_typ_accepts_only_logout_jwt() {
+    let f = start("[backchannel]\nstrict_typ = true\n").await;
+    let gw = f.gw;
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+    for typ in [None, Some("JWT")] {
+        let token = sign_with("RS256", Some("rsa-1"), typ, &victim_claims());
+        assert_refused(&gw, &token, &session, &format!("strict typ {typ:?}")).await;
+    }
+    let resp = post_logout(&gw, &sign_logout(&victim_claims())).await;
+    assert_ok(&resp, "strict typ logout+jwt");
+    assert_revoked(&gw, &session, "strict mode still revokes").await;
+    gw.stop().await;
+}
+
+const LEGACY_ISS: &str = "https://legacy-idp.test/";
+const NO_LOGOUT_ISS: &str = "https://no-logout-idp.test/";
+
+fn extra_issuers() -> String {
+    format!(
+        r#"
+[[issuer]]
+issuer = "{LEGACY_ISS}"
+audiences = ["{AUD}"]
+jwks_file = "{jwks}"
+logout_audiences = ["{CLIENT_ID}"]
+logout_require_exp = false
+
+[[issuer]]
+issuer = "{NO_LOGOUT_ISS}"
+audiences = ["{AUD}"]
+jwks_file = "{jwks}"
+"#,
+        jwks = key_path("jwks.json")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exp_is_optional_only_where_configured() {
+    let extra = extra_issuers();
+    let f = start(&extra).await;
+    let gw = f.gw;
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+
+    let default_issuer = without(victim_claims(), "exp");
+    assert_refused(&gw, &sign_logout(&default_issuer), &session, "missing exp").await;
+
+    let legacy = with(
+        without(logout_claims(Some("s-legacy"), None, now()), "exp"),
+        "iss",
+        json!(LEGACY_ISS),
+    );
+    assert_ok(
+        &post_logout(&gw, &sign_logout(&legacy)).await,
+        "no exp, logout_require_exp = false",
+    );
+    let items = list_revocations(&gw).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["issuer"], LEGACY_ISS);
+    assert_eq!(items[0]["value"], "s-legacy");
+    // Still refused when its iat is too old (max_age is the only bound left).
+    let stale = with(
+        without(logout_claims(Some("s-legacy-2"), None, now() - 600), "exp"),
+        "iss",
+        json!(LEGACY_ISS),
+    );
+    assert_invalid(
+        post_logout(&gw, &sign_logout(&stale)).await,
+        "stale, no exp",
+    )
+    .await;
+    assert_eq!(list_revocations(&gw).await.len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_claims_are_refused_and_record_nothing() {
+    let extra = extra_issuers();
+    let f = start(&extra).await;
+    let gw = f.gw;
+    let n = now();
+    let session = access(VICTIM_SUB, VICTIM_SID, n - 30);
+    let lt = victim_claims;
+    let cases: Vec<(&str, Value)> = vec![
+        ("no sid and no sub", without(without(lt(), "sid"), "sub")),
+        ("nonce present", with(lt(), "nonce", json!("n-1"))),
+        ("events missing", without(lt(), "events")),
+        (
+            "events without the logout member",
+            with(
+                lt(),
+                "events",
+                json!({"http://schemas.openid.net/event/foobar": {}}),
+            ),
+        ),
+        (
+            "events member true",
+            with(
+                lt(),
+                "events",
+                json!({"http://schemas.openid.net/event/backchannel-logout": true}),
+            ),
+        ),
+        (
+            "events member a string",
+            with(
+                lt(),
+                "events",
+                json!({"http://schemas.openid.net/event/backchannel-logout": "x"}),
+            ),
+        ),
+        (
+            "events an array",
+            with(
+                lt(),
+                "events",
+                json!(["http://schemas.openid.net/event/backchannel-logout"]),
+            ),
+        ),
+        (
+            "wrong iss",
+            with(lt(), "iss", json!(format!("{ISS}INVALID"))),
+        ),
+        (
+            "issuer without logout_audiences",
+            with(lt(), "iss", json!(NO_LOGOUT_ISS)),
+        ),
+        (
+            "wrong aud",
+            with(lt(), "aud", json!(format!("{CLIENT_ID}INVALID"))),
+        ),
+        (
+            "aud is the API, not the client",
+            with(lt(), "aud", json!(AUD)),
+        ),
+        ("missing iat", without(lt(), "iat")),
+        ("missing exp", without(lt(), "exp")),
+        ("missing jti", without(lt(), "jti")),
+        ("jti not a string", with(lt(), "jti", json!(7))),
+        (
+            "expired",
+            with(with(lt(), "iat", json!(n - 200)), "exp", json!(n - 100)),
+        ),
+        (
+            "iat in the future beyond the leeway",
+            with(with(lt(), "iat", json!(n + 120)), "exp", json!(n + 240)),
+        ),
+        (
+            "iat older than max_age",
+            with(with(lt(), "iat", json!(n - 600)), "exp", json!(n + 120)),
+        ),
+        ("sid a number", with(lt(), "sid", json!(42))),
+        ("sub a number", with(without(lt(), "sid"), "sub", json!(42))),
+        ("iat a string", with(lt(), "iat", json!(n.to_string()))),
+    ];
+    for (what, claims) in cases {
+        assert_refused(&gw, &sign_logout(&claims), &session, what).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_headers_algorithms_and_signatures_are_refused() {
+    let f = start("").await;
+    let gw = f.gw;
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+
+    // The conformance suite's "wrong alg": a valid key of the OP's own JWKS, ES256.
+    for typ in [None, Some("logout+jwt")] {
+        let t = sign_with("ES256", Some("ec256-1"), typ, &victim_claims());
+        assert_refused(
+            &gw,
+            &t,
+            &session,
+            &format!("ES256 with ec256-1, typ {typ:?}"),
+        )
+        .await;
+    }
+    // RS384 with the right RSA key: also not in logout_algorithms.
+    let t = sign_with("RS384", Some("rsa-1"), Some("logout+jwt"), &victim_claims());
+    assert_refused(&gw, &t, &session, "RS384").await;
+
+    // alg none, with and without typ, empty signature.
+    let payload = serde_json::to_string(&victim_claims()).unwrap();
+    for header in [
+        r#"{"alg":"none"}"#,
+        r#"{"alg":"none","typ":"logout+jwt"}"#,
+        r#"{"alg":"None","kid":"rsa-1"}"#,
+    ] {
+        let t = raw_jws(header, &payload, b"");
+        assert_refused(&gw, &t, &session, &format!("alg none: {header}")).await;
+    }
+
+    // Signed with a key that is not in the JWKS, under its kid.
+    assert_refused(
+        &gw,
+        &sign_forged(&victim_claims()),
+        &session,
+        "forged signature",
+    )
+    .await;
+
+    // A valid token whose payload was edited afterwards (another sid).
+    let good = sign_logout(&victim_claims());
+    let parts: Vec<&str> = good.split('.').collect();
+    let edited_claims = with(victim_claims(), "sid", json!("s-other"));
+    let edited = format!("{}.{}.{}", parts[0], b64_json(&edited_claims), parts[2]);
+    assert_refused(&gw, &edited, &session, "payload edited").await;
+    // A signature cut short.
+    let truncated = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        &parts[2][..parts[2].len() - 4]
+    );
+    assert_refused(&gw, &truncated, &session, "truncated signature").await;
+
+    // Unknown kid.
+    let t = sign_with("RS256", Some("nope"), Some("logout+jwt"), &victim_claims());
+    assert_refused(&gw, &t, &session, "unknown kid").await;
+
+    // Wrong kinds of JWT.
+    for typ in ["at+jwt", "secevent+jwt", "application/at+jwt", "JOSE"] {
+        let t = sign_with("RS256", Some("rsa-1"), Some(typ), &victim_claims());
+        assert_refused(&gw, &t, &session, &format!("typ {typ}")).await;
+    }
+
+    // Not a JWS at all.
+    for garbage in ["garbage", "a.b.c", "a.b", format!("{good}.x").as_str()] {
+        assert_refused(&gw, garbage, &session, &format!("garbage {garbage:.20}")).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_and_record_nothing() {
+    let f = start("").await;
+    let gw = f.gw;
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+    let url = gw.url("/backchannel-logout");
+    let valid = sign_logout(&victim_claims());
+
+    // Wrong content type: JSON, and a form body labelled as JSON.
+    for body in [
+        json!({ "logout_token": valid }).to_string(),
+        form(&[("logout_token", &valid)]),
+    ] {
+        let resp = client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_invalid(resp, "application/json").await;
+        assert_nothing_recorded(&gw, &session, "application/json").await;
+    }
+    // No content type at all.
+    let resp = client()
+        .post(&url)
+        .body(form(&[("logout_token", &valid)]))
+        .send()
+        .await
+        .unwrap();
+    assert_invalid(resp, "no content type").await;
+    assert_nothing_recorded(&gw, &session, "no content type").await;
+
+    // Missing, empty and repeated logout_token.
+    for (what, body) in [
+        ("missing logout_token", form(&[("other", "x")])),
+        ("empty body", String::new()),
+        ("empty logout_token", form(&[("logout_token", "")])),
+        (
+            "repeated logout_token",
+            form(&[("logout_token", &valid), ("logout_token", &valid)]),
+        ),
+    ] {
+        assert_invalid(post_form(&url, body).await, what).await;
+        assert_nothing_recorded(&gw, &session, what).await;
+    }
+
+    // 100 KiB form: over the endpoint's 64 KiB limit, under max_body_bytes (10 MiB).
+    let big = form(&[("logout_token", &valid), ("pad", &"a".repeat(100 * 1024))]);
+    assert_invalid(post_form(&url, big).await, "100 KiB body").await;
+    assert_nothing_recorded(&gw, &session, "100 KiB body").await;
+
+    // The valid token still works afterwards (nothing above consumed its jti).
+    assert_ok(&post_logout(&gw, &valid).await, "valid after the refusals");
+    assert_revoked(&gw, &session, "valid after the refusals").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_body_bytes_is_413() {
+    let (_dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let text = config_text_with_server(upstream, &store, "max_body_bytes = 4096", "");
+    let gw = Gateway::start(&text).await;
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+    let url = gw.url("/backchannel-logout");
+    let valid = sign_logout(&victim_claims());
+    let big = form(&[("logout_token", &valid), ("pad", &"a".repeat(100 * 1024))]);
+
+    // With Content-Length.
+    let resp = post_form(&url, big.clone()).await;
+    assert_eq!(resp.status().as_u16(), 413, "with Content-Length");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_nothing_recorded(&gw, &session, "413 with Content-Length").await;
+
+    // Chunked, no Content-Length: the limit is found while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .as_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let resp = client()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413, "chunked");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_nothing_recorded(&gw, &session, "413 chunked").await;
+
+    // A normal-sized logout still works under this limit.
+    assert_ok(&post_logout(&gw, &valid).await, "small body");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_are_405() {
+    let f = start("").await;
+    let gw = f.gw;
+    let url = gw.url("/backchannel-logout");
+    let valid = sign_logout(&victim_claims());
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let resp = client()
+            .request(method.clone(), &url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("logout_token", &valid)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{method}");
+        assert_eq!(resp.headers()["allow"], "POST", "{method}");
+    }
+    let session = access(VICTIM_SUB, VICTIM_SID, now() - 30);
+    assert_nothing_recorded(&gw, &session, "405").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_accepted_and_rejected_logouts() {
+    let f = start("").await;
+    let gw = f.gw;
+    let accepted = "revgate_backchannel_logouts_total{result=\"accepted\"}";
+    let rejected = "revgate_backchannel_logouts_total{result=\"rejected\"}";
+    let recorded = "revgate_revocations_total{source=\"backchannel\"}";
+    assert_eq!(metric(&gw, accepted).await, 0);
+    assert_eq!(metric(&gw, rejected).await, 0);
+    assert_eq!(metric(&gw, recorded).await, 0);
+
+    let token = sign_logout(&logout_claims(Some("s-m"), None, now()));
+    assert_ok(&post_logout(&gw, &token).await, "valid");
+    assert_eq!(metric(&gw, accepted).await, 1);
+    assert_eq!(metric(&gw, recorded).await, 1);
+    assert_eq!(metric(&gw, rejected).await, 0);
+
+    let bad = sign_logout(&with(victim_claims(), "nonce", json!("n")));
+    assert_invalid(post_logout(&gw, &bad).await, "nonce").await;
+    assert_eq!(metric(&gw, rejected).await, 1);
+    assert_eq!(metric(&gw, accepted).await, 1);
+    assert_eq!(metric(&gw, recorded).await, 1);
+    assert_eq!(
+        metric(&gw, "revgate_revocations_total{source=\"revoke_endpoint\"}").await,
+        0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tokens_sharing_a_jti_never_record_on_a_400() {
+    // Two different logout tokens with one jti, sent at the same moment: whichever loses
+    // must get 400 and must not have recorded its session.
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    for round in 0..10 {
+        let jti = unique_id("race");
+        let sids = [format!("s-race-{round}-a"), format!("s-race-{round}-b")];
+        let tokens: Vec<String> = sids
+            .iter()
+            .map(|sid| {
+                let c = with(logout_claims(Some(sid), None, n), "jti", json!(jti));
+                sign_logout(&c)
+            })
+            .collect();
+        let (a, b) = tokio::join!(post_logout(&gw, &tokens[0]), post_logout(&gw, &tokens[1]));
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        assert!(
+            statuses.contains(&200) && statuses.contains(&400),
+            "round {round}: exactly one wins: {statuses:?}"
+        );
+        for (sid, status) in sids.iter().zip(statuses) {
+            let (found, _) = admin_get(&gw, &format!("/v1/revocations/sid/{sid}")).await;
+            let expected = if status == 200 { 200 } else { 404 };
+            assert_eq!(found, expected, "round {round}: {sid} answered {status}");
+        }
+    }
+    assert_eq!(stats_counts(&gw).await, (0, 10, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_logout_arriving_late_keeps_the_later_cutoff() {
+    let f = start("").await;
+    let gw = f.gw;
+    let n = now();
+    let between = access("u-1", "s-1", n - 10);
+    let newer = sign_logout(&logout_claims(Some("s-1"), None, n));
+    let older = sign_logout(&logout_claims(Some("s-1"), None, n - 30));
+    assert_ok(&post_logout(&gw, &newer).await, "newer logout");
+    assert_ok(
+        &post_logout(&gw, &older).await,
+        "older logout, delivered late",
+    );
+    let items = list_revocations(&gw).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0]["issued_before"],
+        rfc3339(n),
+        "the later cutoff wins"
+    );
+    assert_eq!(items[0]["expires_at"], rfc3339(n + 3600 + 60));
+    assert_revoked(&gw, &between, "issued between the two logouts").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seen_jti_is_kept_until_exp_plus_leeway_then_swept() {
+    let (_dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let t0 = now();
+    let clock = revgate::clock::ManualClock::new(t0);
+    let gw = Gateway::start_with_clock(&config_text(upstream, &store, ""), clock.clone()).await;
+    let jti = unique_id("kept");
+    let first = with(logout_claims(Some("s-1"), None, t0), "jti", json!(jti));
+    assert_ok(&post_logout(&gw, &sign_logout(&first)).await, "first");
+
+    // A later, otherwise valid token reusing the jti, at exp + leeway of the first.
+    let second = with(
+        logout_claims(Some("s-2"), None, t0 + 170),
+        "jti",
+        json!(jti),
+    );
+    let second = sign_logout(&second);
+    clock.set(t0 + 120 + 60);
+    assert_invalid(post_logout(&gw, &second).await, "jti still remembered").await;
+    let (status, _) = admin_post(&gw, "/v1/sweep", &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, stats) = admin_get(&gw, "/v1/stats").await;
+    assert_eq!(stats["last_sweep"]["purged_logout_jtis"], 0, "{stats}");
+
+    // One second later the seen jti is due: the sweeper purges it and the jti is free.
+    clock.set(t0 + 120 + 61);
+    let (status, body) = admin_post(&gw, "/v1/sweep", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["purged"], 0, "no revocation is due: {body}");
+    let (_, stats) = admin_get(&gw, "/v1/stats").await;
+    assert_eq!(stats["last_sweep"]["purged_logout_jtis"], 1, "{stats}");
+    assert_eq!(stats["sid"], 1, "{stats}");
+    assert_ok(&post_logout(&gw, &second).await, "jti free again");
+    assert_eq!(stats_counts(&gw).await, (0, 2, 0));
+    gw.stop().await;
+}
