@@ -117,6 +117,10 @@ async fn serve(
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
     check_limits(config, &req).map_err(refuse)?;
 
+    let mut req = req;
+    if let Some(uri) = decode_unreserved(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     let path = req.uri().path();
     if !config.backchannel.path.is_empty() && path == config.backchannel.path {
         return Ok((crate::public::backchannel(app, req).await, Outcome::Public));
@@ -217,6 +221,49 @@ fn check_limits<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError
         }
     }
     Ok(())
+}
+
+/// The URI with percent-encoded unreserved characters in its path decoded (RFC 3986
+/// §6.2.2.2: `/admin%2Darea` and `/admin-area` are the same resource), so routes are
+/// matched, and the path forwarded, in the form the upstream will see; `None` when there is
+/// nothing to decode. Other escapes (`%2F`, `%20`, …) are kept as they are.
+fn decode_unreserved(uri: &http::Uri) -> Option<http::Uri> {
+    let path = uri.path();
+    if !path.contains('%') {
+        return None;
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len() + uri.query().map_or(0, |q| q.len() + 1));
+    let mut changed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match decoded {
+            Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                out.push(c as char);
+                changed = true;
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i] as char);
+                i += 1;
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(out.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// `.` / `..` segments (also percent-encoded) could make a path match one route here and
@@ -352,10 +399,17 @@ async fn forward(
     for h in [&X_AUTH_ISS, &X_AUTH_SUB, &X_AUTH_SID, &X_AUTH_JTI] {
         headers.remove(h);
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", remote.ip()),
-        None => remote.ip().to_string(),
-    };
+    // Several X-Forwarded-For headers are one list (RFC 9110 §5.3): keep every entry.
+    let mut forwarded_for = String::new();
+    for prev in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        forwarded_for.push_str(prev);
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&remote.ip().to_string());
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -529,6 +583,20 @@ mod tests {
             bearer_token(&h),
             Err(GatewayError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded() {
+        let decode = |s: &str| decode_unreserved(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            decode("/admin%2Darea/x?q=%2D").as_deref(),
+            Some("/admin-area/x?q=%2D")
+        );
+        assert_eq!(decode("/%61%7e%5F%2e").as_deref(), Some("/a~_."));
+        assert_eq!(decode("/a%20b%2Fc%25"), None);
+        assert_eq!(decode("/plain"), None);
+        assert_eq!(decode("/trailing%2").as_deref(), None);
+        assert_eq!(decode("/x%2D%2").as_deref(), Some("/x-%2"));
     }
 
     #[test]

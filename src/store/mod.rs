@@ -435,10 +435,15 @@ impl RevocationStore {
         let now = self.inner.clock.now();
         let tree = self.tree(rev.kind);
         let (merged, was_new) = (tree, &self.inner.trees.expiry)
-            .transaction(|(records, expiry)| merge_in_tx(records, expiry, &key, rev, now, revoked_at))
+            .transaction(|(records, expiry)| {
+                merge_in_tx(records, expiry, &key, rev, now, revoked_at)
+            })
             .map_err(tx_error)?;
         self.recorded(rev, was_new);
-        Ok((merged.into_record(rev.kind, &rev.issuer, &rev.value)?, was_new))
+        Ok((
+            merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
+            was_new,
+        ))
     }
 
     /// Bookkeeping after a committed revocation: the per-kind counter and the write

@@ -413,3 +413,350 @@ pub fn config_text_with_server(
 }
 
 // ===== end of t-bcl helpers =====
+// ============================================================================================
+// t-proxy helpers (branch t-proxy): refusal assertions, special upstreams, raw HTTP.
+// Appended as one block to ease merging; nothing above is changed by it.
+// ============================================================================================
+
+/// The `WWW-Authenticate` prefix of every `invalid_token` refusal (SPEC §4).
+pub const INVALID_TOKEN_CHALLENGE: &str =
+    "Bearer realm=\"revgate\", error=\"invalid_token\", error_description=\"";
+
+/// The `WWW-Authenticate` header of a response, or "" when absent.
+pub fn www_authenticate(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().expect("ASCII challenge").to_string())
+        .unwrap_or_default()
+}
+
+/// Asserts a SPEC §4 `invalid_token` refusal whose description (header and JSON) contains
+/// `word`; `case` names the case in failure messages. Returns the description.
+pub async fn assert_invalid_token(resp: reqwest::Response, word: &str, case: &str) -> String {
+    let www = www_authenticate(&resp);
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 401, "{case}: status (body {body})");
+    assert!(
+        www.starts_with(INVALID_TOKEN_CHALLENGE),
+        "{case}: WWW-Authenticate {www:?}"
+    );
+    assert!(
+        www[INVALID_TOKEN_CHALLENGE.len()..].contains(word),
+        "{case}: WWW-Authenticate {www:?} lacks {word:?}"
+    );
+    assert_eq!(body["error"], "invalid_token", "{case}: body {body}");
+    let description = body["error_description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case}: no error_description in {body}"))
+        .to_string();
+    assert!(
+        description.contains(word),
+        "{case}: description {description:?} lacks {word:?}"
+    );
+    description
+}
+
+/// Signs `header.payload` (raw JSON texts, base64url-encoded here) with the test key for
+/// `alg`, so malformed-but-signed tokens (duplicate claims, `crit`, …) can be built.
+pub fn sign_raw_with(alg: &str, header: &str, payload: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let algorithm: Algorithm = alg.parse().expect("known alg");
+    let key = match alg {
+        "ES256" => EncodingKey::from_ec_pem(&read_key("ec256_private.pem")).unwrap(),
+        "ES384" => EncodingKey::from_ec_pem(&read_key("ec384_private.pem")).unwrap(),
+        "EdDSA" => EncodingKey::from_ed_pem(&read_key("ed25519_private.pem")).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&read_key("rsa_private.pem")).unwrap(),
+    };
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, algorithm).expect("sign");
+    format!("{input}.{sig}")
+}
+
+/// `config` with `keys` (TOML lines) added to its `[server]` table (e.g. limits).
+pub fn with_server_keys(config: &str, keys: &str) -> String {
+    config.replacen("[server]\n", &format!("[server]\n{keys}\n"), 1)
+}
+
+/// Like [`config_text`] but with only the given `[[route]]` tables (no default routes).
+pub fn config_with_routes(store: &Path, routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "{ISS}"
+audiences = ["{AUD}", "api://two"]
+jwks_file = "{jwks}"
+algorithms = ["RS256", "ES256"]
+
+[auth]
+leeway = "60s"
+max_token_lifetime = "1h"
+
+[store]
+path = "{store}"
+sweep_interval = "1h"
+
+{routes}
+"#,
+        jwks = key_path("jwks.json"),
+        store = store.display(),
+    )
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Serves every connection accepted on `listener` with the hyper service `f`.
+async fn serve_hyper<F, Fut>(listener: tokio::net::TcpListener, f: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<hyper::Response<UpstreamBody>, std::convert::Infallible>,
+        > + Send
+        + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let f = f.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(f),
+                )
+                .await;
+        });
+    }
+}
+
+/// Body type of the test upstreams.
+type UpstreamBody =
+    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn boxed_full(bytes: impl Into<bytes::Bytes>) -> UpstreamBody {
+    use http_body_util::BodyExt as _;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An upstream that answers JSON describing the request exactly as it arrived: `method`,
+/// `path`, `query` (or null), `headers` (every header including `authorization`, repeated
+/// ones joined with ", "), `body_len` and `body_sha256` (hex).
+pub async fn start_mirror() -> SocketAddr {
+    use http_body_util::BodyExt as _;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_hyper(l, |req| async move {
+        let (parts, body) = req.into_parts();
+        let mut headers = serde_json::Map::new();
+        for name in parts.headers.keys() {
+            let joined: Vec<&str> = parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?"))
+                .collect();
+            headers.insert(name.to_string(), Value::String(joined.join(", ")));
+        }
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let answer = json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers,
+            "body_len": body.len(),
+            "body_sha256": sha256_hex(&body),
+        });
+        let mut resp = hyper::Response::new(boxed_full(answer.to_string()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }));
+    addr
+}
+
+/// An upstream that streams each request body straight back as the response body.
+pub async fn start_body_echo() -> SocketAddr {
+    use http_body_util::BodyExt as _;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_hyper(l, |req| async move {
+        // A body error (the gateway aborting the stream) ends the answer with an error.
+        let body = req.into_body().map_err(|e| e.into()).boxed();
+        Ok(hyper::Response::new(body))
+    }));
+    addr
+}
+
+/// Byte `i` of the deterministic pattern served by [`start_bytes`].
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+/// An upstream that answers every request with [`pattern`]`(len)`, streamed in 64 KiB
+/// chunks without a Content-Length (chunked).
+pub async fn start_bytes(len: usize) -> SocketAddr {
+    use http_body_util::BodyExt as _;
+    let data = bytes::Bytes::from(pattern(len));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_hyper(l, move |_req| {
+        let data = data.clone();
+        async move {
+            type Chunk =
+                Result<hyper::body::Frame<bytes::Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+            let chunks: Vec<Chunk> = (0..data.len())
+                .step_by(64 * 1024)
+                .map(|start| {
+                    let end = (start + 64 * 1024).min(data.len());
+                    Ok(hyper::body::Frame::data(data.slice(start..end)))
+                })
+                .collect();
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+            Ok(hyper::Response::new(body))
+        }
+    }));
+    addr
+}
+
+/// An upstream that accepts connections and never answers (they stay open until the test's
+/// runtime ends).
+pub async fn start_silent() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = l.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on: a port that was bound and then released.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (Null when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Sends `request` (a complete HTTP/1.1 request, which should say `Connection: close`) on a
+/// new connection to `addr` and reads the answer until the server closes, within [`WAIT`].
+/// For what reqwest cannot send: dot segments, hop-by-hop headers, huge header blocks.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The server may answer and close before reading everything: ignore write errors.
+        let _ = s.write_all(request).await;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    };
+    let buf = tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("raw HTTP answer within the bound");
+    parse_raw_response(&buf)
+}
+
+fn parse_raw_response(buf: &[u8]) -> RawResponse {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header block in {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let raw_body = &buf[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut rest = raw_body;
+        while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size_text = std::str::from_utf8(&rest[..pos]).unwrap_or("0");
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let start = pos + 2;
+            out.extend_from_slice(&rest[start..(start + size).min(rest.len())]);
+            rest = &rest[(start + size + 2).min(rest.len())..];
+        }
+        out
+    } else {
+        raw_body.to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+// ===================================== end t-proxy helpers ==================================
