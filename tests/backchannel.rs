@@ -711,7 +711,7 @@ async fn metrics_count_accepted_and_rejected_logouts() {
     let f = start("").await;
     let gw = f.gw;
     let accepted = "revgate_backchannel_logouts_total{result=\"accepted\"}";
-    let rejected = "revgate_backchannel_logouts_total{result=\"rejected\"}";
+    let rejected = "revgate_backchannel_logouts_total{result=\"rejected\",reason=\"claims\"}";
     let recorded = "revgate_revocations_total{source=\"backchannel\"}";
     assert_eq!(metric(&gw, accepted).await, 0);
     assert_eq!(metric(&gw, rejected).await, 0);
