@@ -208,7 +208,9 @@ async fn read_form(
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             if limit == global {
-                return Err(Refused::Status(Box::new(GatewayError::BodyTooLarge.into_response())));
+                return Err(Refused::Status(Box::new(
+                    GatewayError::BodyTooLarge.into_response(),
+                )));
             }
             return Err(Refused::Invalid(format!(
                 "request body larger than {limit} bytes"
