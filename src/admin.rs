@@ -639,6 +639,12 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
         None if kind == Kind::Jti => None,
         None => Some(now),
     };
+    // The field that decides the expiry, named when it lies beyond what RFC 3339 can write.
+    let expiry_field = match (&ttl, &expires_at) {
+        (Some(_), _) => "ttl",
+        (None, None) if kind != Kind::Jti => "issued_before",
+        _ => "expires_at",
+    };
     let expires_at = if let Some(ttl) = ttl {
         let d = humantime::parse_duration(ttl.trim())
             .map_err(|e| ApiError::invalid(format!("ttl: invalid duration {ttl:?}: {e}")))?;
@@ -663,6 +669,12 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, ApiErr
             config.auth.leeway.as_secs(),
         )
     };
+    if expires_at > crate::clock::MAX_RFC3339_SECS {
+        return Err(ApiError::invalid(format!(
+            "{expiry_field}: the expiry would be after {}",
+            crate::clock::rfc3339(crate::clock::MAX_RFC3339_SECS)
+        )));
+    }
     Ok(NewRevocation {
         kind,
         issuer,
@@ -698,13 +710,6 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
             "body too large",
         ));
     }
-    if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return Ok(error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        ));
-    }
     if err.find::<warp::reject::LengthRequired>().is_some() {
         return Ok(error_response(
             StatusCode::LENGTH_REQUIRED,
@@ -717,6 +722,15 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "malformed query string",
+        ));
+    }
+    // Last among the known rejections: a route whose path and method matched (and then
+    // refused the body or query) must win over sibling routes that only differ by method.
+    if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return Ok(error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
         ));
     }
     tracing::warn!(?err, "unhandled admin rejection");

@@ -57,8 +57,14 @@ pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-/// Formats seconds since the epoch as RFC 3339 (UTC, whole seconds).
+/// The last instant RFC 3339 can write, 9999-12-31T23:59:59Z (seconds since the epoch).
+/// Instants a client supplies beyond it are refused; formatting clamps to it.
+pub const MAX_RFC3339_SECS: u64 = 253_402_300_799;
+
+/// Formats seconds since the epoch as RFC 3339 (UTC, whole seconds). Instants after
+/// [`MAX_RFC3339_SECS`] are shown as it (formatting them would panic).
 pub fn rfc3339(secs: u64) -> String {
+    let secs = secs.min(MAX_RFC3339_SECS);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
@@ -113,5 +119,7 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20.75Z"), Ok(1_700_000_000));
         assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(rfc3339(MAX_RFC3339_SECS), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }

@@ -760,3 +760,329 @@ fn parse_raw_response(buf: &[u8]) -> RawResponse {
     }
 }
 // ===================================== end t-proxy helpers ==================================
+
+// ===========================================================================================
+// t-admin helpers: admin API by address, metrics, the `revgate` binary as a child process.
+// (Appended block; the functions above are unchanged.)
+// ===========================================================================================
+
+/// `config` with `store.sweep_interval` replaced.
+pub fn with_sweep_interval(config: &str, interval: &str) -> String {
+    config.replacen(
+        "sweep_interval = \"1h\"",
+        &format!("sweep_interval = \"{interval}\""),
+        1,
+    )
+}
+
+/// GET on an admin API at `admin`: status and JSON body.
+pub async fn admin_get_at(admin: SocketAddr, path: &str) -> (u16, Value) {
+    status_json(
+        client()
+            .get(format!("http://{admin}{path}"))
+            .send()
+            .await
+            .expect("admin request"),
+    )
+    .await
+}
+
+/// POST JSON to an admin API at `admin`.
+pub async fn admin_post_at(admin: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    status_json(
+        client()
+            .post(format!("http://{admin}{path}"))
+            .json(body)
+            .send()
+            .await
+            .expect("admin request"),
+    )
+    .await
+}
+
+/// DELETE on an admin API at `admin`: the status.
+pub async fn admin_delete_at(admin: SocketAddr, path: &str) -> u16 {
+    client()
+        .delete(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .expect("admin request")
+        .status()
+        .as_u16()
+}
+
+/// DELETE on the gateway's admin API: the status.
+pub async fn admin_delete(gw: &Gateway, path: &str) -> u16 {
+    admin_delete_at(gw.admin, path).await
+}
+
+/// `GET /v1/stats` (must answer 200).
+pub async fn admin_stats(gw: &Gateway) -> Value {
+    let (status, body) = admin_get(gw, "/v1/stats").await;
+    assert_eq!(status, 200, "stats: {body}");
+    body
+}
+
+/// Total records (jti + sid + sub) according to `/v1/stats` of the admin API at `admin`.
+pub async fn total_records_at(admin: SocketAddr) -> u64 {
+    let (status, body) = admin_get_at(admin, "/v1/stats").await;
+    assert_eq!(status, 200, "stats: {body}");
+    ["jti", "sid", "sub"]
+        .iter()
+        .map(|k| body[k].as_u64().expect("count"))
+        .sum()
+}
+
+/// GET `/api/resource` on a proxy listener with a bearer token: status and JSON body.
+pub async fn proxy_get_at(proxy: SocketAddr, token: &str) -> (u16, Value) {
+    status_json(get_with(&format!("http://{proxy}/api/resource"), token).await).await
+}
+
+/// GET `/api/resource` through the gateway with a bearer token.
+pub async fn proxy_get(gw: &Gateway, token: &str) -> (u16, Value) {
+    proxy_get_at(gw.proxy, token).await
+}
+
+/// Asserts a proxy answer is `401 invalid_token` naming a revocation.
+#[track_caller]
+pub fn assert_revoked(answer: &(u16, Value)) {
+    assert_eq!(answer.0, 401, "expected 401 revoked, got {answer:?}");
+    assert_eq!(answer.1["error"], "invalid_token", "{answer:?}");
+    let description = answer.1["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("revoked"), "{answer:?}");
+}
+
+/// Asserts a proxy answer is a `200` from the echo upstream.
+#[track_caller]
+pub fn assert_passes(answer: &(u16, Value)) {
+    assert_eq!(
+        answer.0, 200,
+        "expected 200 from the upstream, got {answer:?}"
+    );
+    assert_eq!(answer.1["echo"], true, "{answer:?}");
+}
+
+/// Signs default RS256 claims modified by `f`.
+pub fn token_with(sub: &str, sid: &str, jti: &str, f: impl FnOnce(&mut Value)) -> String {
+    let mut c = claims(sub, sid, jti);
+    f(&mut c);
+    sign_with("RS256", Some("rsa-1"), None, &c)
+}
+
+/// The value of the sample `name` (with labels, exactly as written) in Prometheus text.
+pub fn metric_in(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `GET /metrics` of the gateway (no admin token): the text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    let resp = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.expect("metrics text")
+}
+
+/// Parses an RFC 3339 field of a record JSON into seconds since the epoch.
+#[track_caller]
+pub fn instant(v: &Value) -> u64 {
+    revgate::clock::parse_rfc3339(v.as_str().expect("an RFC 3339 string")).expect("RFC 3339")
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The proxy and admin addresses of a `revgate listening proxy=... admin=...` log line
+/// (text or JSON log format, colours or not).
+pub fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = strip_ansi(line);
+    if !line.contains("revgate listening") {
+        return None;
+    }
+    let field = |name: &str| -> Option<SocketAddr> {
+        for pat in [format!("{name}="), format!("\"{name}\":\"")] {
+            if let Some(i) = line.find(&pat) {
+                let rest = &line[i + pat.len()..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                    .unwrap_or(rest.len());
+                if let Ok(addr) = rest[..end].parse() {
+                    return Some(addr);
+                }
+            }
+        }
+        None
+    };
+    Some((field("proxy")?, field("admin")?))
+}
+
+/// Path of the `revgate` binary built for these tests.
+pub fn revgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_revgate")
+}
+
+/// Runs the `revgate` binary to completion (bounded by [`WAIT`], killed if it overruns)
+/// in `cwd`, with `envs` set and `REVGATE_ADMIN_TOKEN` removed unless given.
+pub async fn run_revgate(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(revgate_bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("REVGATE_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn revgate");
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("revgate {args:?} did not finish within {WAIT:?}"))
+        .expect("revgate output")
+}
+
+/// `revgate serve --config FILE` as a child process; killed when dropped.
+pub struct ServeChild {
+    /// The child (kill_on_drop).
+    pub child: tokio::process::Child,
+    /// Proxy listener address (from the start-up log line).
+    pub proxy: SocketAddr,
+    /// Admin listener address (from the start-up log line).
+    pub admin: SocketAddr,
+    /// Every stderr line so far (ANSI stripped).
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ServeChild {
+    /// Starts `revgate serve --config config` and waits (bounded) for its listening line.
+    pub async fn start(config: &Path) -> ServeChild {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(revgate_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG_STYLE", "never")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn revgate serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let log2 = log.clone();
+        // Drains stderr for the child's whole life, so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let line = strip_ansi(&line);
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.recv().await {
+                if let Some(addrs) = parse_listening_line(&line) {
+                    return Some(addrs);
+                }
+            }
+            None
+        })
+        .await;
+        let (proxy, admin) = match found {
+            Ok(Some(addrs)) => addrs,
+            _ => {
+                let _ = child.start_kill();
+                panic!(
+                    "revgate serve did not log its listening line within {WAIT:?}; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        ServeChild {
+            child,
+            proxy,
+            admin,
+            log,
+            lines,
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`; false if none came.
+    pub async fn wait_for_log(&mut self, needle: &str) -> bool {
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(needle) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// SIGKILL, then reap (bounded).
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("killed child is reaped within the bound")
+            .expect("wait");
+    }
+
+    /// Sends SIGTERM with `kill -TERM <pid>`.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("child still running");
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits up to `bound` for the exit; kills the child if it overruns.
+    pub async fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(bound, self.child.wait()).await {
+            Ok(status) => Some(status.expect("wait")),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                None
+            }
+        }
+    }
+
+    /// The log so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
