@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -174,6 +174,8 @@ struct IssuerSlot {
     /// Single flight for (re)fetches of this issuer; holds the instant (clock seconds) of
     /// the last unknown-`kid` refetch, for [`UNKNOWN_KID_REFETCH_INTERVAL`].
     refetch: tokio::sync::Mutex<Option<u64>>,
+    /// The keyring's generation counter, bumped on every change of this slot's keys.
+    generation: Arc<AtomicU64>,
 }
 
 impl IssuerSlot {
@@ -182,6 +184,7 @@ impl IssuerSlot {
     }
     fn replace(&self, keys: IssuerKeys) {
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -201,6 +204,9 @@ pub struct Keyring {
     store: Option<RevocationStore>,
     clock: SharedClock,
     http: reqwest::Client,
+    /// Bumped whenever any issuer's key set changes or an issuer comes or goes, so a
+    /// verified-token cache can tell its entries were verified against older keys.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -233,7 +239,13 @@ impl Keyring {
             store,
             clock,
             http,
+            generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Changes whenever a key set changes (see the field's doc).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Loads the keys of every configured issuer at start-up.
@@ -430,6 +442,7 @@ impl Keyring {
     fn retain(&self, config: &Config) {
         let mut map = self.issuers.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|iss, _| config.issuer(iss).is_some());
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The slot of `ic`, created empty when new.
@@ -442,6 +455,7 @@ impl Keyring {
                     issuer: ic.issuer.clone(),
                     state: RwLock::new(Arc::new(IssuerKeys::empty(JwksSource::of(ic)))),
                     refetch: tokio::sync::Mutex::new(None),
+                    generation: self.generation.clone(),
                 })
             })
             .clone();
