@@ -10,7 +10,7 @@
 //! | server | max_body_bytes | 10485760 |
 //! | server | log_format | `text` (`json`) |
 //! | issuer | issuer, audiences, jwks_url / jwks_file, algorithms (`["RS256"]`), hmac_secret_file, session_claim (`sid`), require_typ (`""`), logout_audiences (`[]`), logout_algorithms (`["RS256"]`), logout_require_exp (`true`) | |
-//! | auth | leeway (`60s`), max_token_lifetime (`24h`), jwks_refresh (`10m`), forward_cors_preflight (`true`), identity_headers (`true`) | |
+//! | auth | leeway (`60s`), max_token_lifetime (`24h`), jwks_refresh (`10m`), forward_cors_preflight (`true`), identity_headers (`true`), verified_token_cache (`10000`, 0 = off) | |
 //! | route | prefix (`/`), upstream, strip_prefix (`false`), timeout (`30s`), public (`false`), scopes (`[]`) | |
 //! | backchannel | path (`/backchannel-logout`), max_age (`5m`), strict_typ (`false`) | |
 //! | revoke_endpoint | path (`/revoke`) | |
@@ -22,6 +22,11 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
+
+/// Default number of verified tokens kept by the verified-token cache.
+pub const DEFAULT_VERIFIED_TOKEN_CACHE: usize = 10_000;
+/// Largest accepted `auth.verified_token_cache`.
+pub const MAX_VERIFIED_TOKEN_CACHE: usize = 10_000_000;
 
 /// Why a configuration was refused. The message names the key and the problem;
 /// `main` turns any of these into exit status 64.
@@ -159,6 +164,9 @@ pub struct AuthConfig {
     pub forward_cors_preflight: bool,
     /// Add `X-Auth-Iss/Sub/Sid/Jti` upstream.
     pub identity_headers: bool,
+    /// Verified tokens kept so a repeat skips the signature check (0: off). The
+    /// revocation lookup is never cached.
+    pub verified_token_cache: usize,
 }
 
 /// `[[route]]`: a path prefix and where it goes.
@@ -255,6 +263,7 @@ impl Default for AuthConfig {
             jwks_refresh: Duration::from_secs(600),
             forward_cors_preflight: true,
             identity_headers: true,
+            verified_token_cache: DEFAULT_VERIFIED_TOKEN_CACHE,
         }
     }
 }
@@ -350,6 +359,7 @@ const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
     ("auth", "jwks_refresh", ScalarType::Duration),
     ("auth", "forward_cors_preflight", ScalarType::Bool),
     ("auth", "identity_headers", ScalarType::Bool),
+    ("auth", "verified_token_cache", ScalarType::Integer),
     ("backchannel", "path", ScalarType::String),
     ("backchannel", "max_age", ScalarType::Duration),
     ("backchannel", "strict_typ", ScalarType::Bool),
@@ -727,6 +737,12 @@ impl Config {
                     humantime::format_duration(a.leeway),
                     humantime::format_duration(MAX_LEEWAY)
                 ),
+            ));
+        }
+        if a.verified_token_cache > MAX_VERIFIED_TOKEN_CACHE {
+            return Err(invalid(
+                "auth.verified_token_cache",
+                &format!("must be at most {MAX_VERIFIED_TOKEN_CACHE} (0 turns the cache off)"),
             ));
         }
         if a.max_token_lifetime.is_zero() {

@@ -32,6 +32,9 @@ use crate::store::RevocationStore;
 
 pub use server::{run, Listeners};
 
+/// Bound for connecting to an upstream (the route's `timeout` bounds the whole answer).
+pub const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Everything a request handler needs, shared as `Arc<App>` by both listeners and the
 /// background tasks. The configuration sits behind a lock so it can be swapped on reload;
 /// readers clone the inner `Arc` and never hold the lock across an `.await`.
@@ -47,8 +50,18 @@ pub struct App {
     pub metrics: Metrics,
     /// Time source (injectable for tests).
     pub clock: SharedClock,
-    /// Pooled HTTP client for upstreams.
+    /// Pooled HTTPS client for `https://` upstreams.
     pub upstream: reqwest::Client,
+    /// Pooled HTTP/1.1 client for `http://` upstreams (the hot path).
+    pub upstream_http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        error::ProxyBody,
+    >,
+    /// Verified-token cache (`auth.verified_token_cache`); never caches revocations.
+    pub token_cache: auth::cache::TokenCache,
+    /// Bumped on every configuration change, so cached verifications of an older
+    /// configuration are not reused.
+    config_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for App {
@@ -71,7 +84,16 @@ impl App {
             .no_proxy()
             .build()
             .expect("HTTP client with static settings");
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        let upstream_http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector);
         let keys = Keyring::new(store.clone(), clock.clone());
+        let token_cache = auth::cache::TokenCache::new(config.auth.verified_token_cache);
         Arc::new(App {
             config: RwLock::new(Arc::new(config)),
             config_path,
@@ -80,6 +102,9 @@ impl App {
             metrics: Metrics::default(),
             clock,
             upstream,
+            upstream_http,
+            token_cache,
+            config_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -94,19 +119,31 @@ impl App {
     /// Replaces the configuration in force (reload).
     pub fn set_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.config_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Verifies an access token against every rule of SPEC §4 except the revocation check.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    /// A token verified before under the same configuration and keys, and still unexpired,
+    /// is answered from the verified-token cache (compared in full, never by a digest).
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         let config = self.config();
-        auth::verify::verify_access_token(
-            &config,
-            &self.keys,
-            &self.metrics,
-            self.clock.now(),
-            token,
-        )
-        .await
+        let now = self.clock.now();
+        let generation = (
+            self.config_generation
+                .load(std::sync::atomic::Ordering::SeqCst),
+            self.keys.generation(),
+        );
+        let leeway = config.auth.leeway.as_secs();
+        if let Some(hit) = self.token_cache.get(token, generation, now, leeway) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(
+            auth::verify::verify_access_token(&config, &self.keys, &self.metrics, now, token)
+                .await?,
+        );
+        self.token_cache.insert(token, verified.clone(), generation);
+        Ok(verified)
     }
 
     /// The issuer named by `given`, or the only configured one when `given` is `None`.

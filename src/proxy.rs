@@ -203,7 +203,12 @@ async fn serve(
 
 /// 431 / 413 before anything else (SPEC §4: on every endpoint).
 fn check_limits<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError> {
-    let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri_len = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().len())
+        .unwrap_or(1);
+    let mut size = req.method().as_str().len() + uri_len + 12;
     for (name, value) in req.headers() {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -428,11 +433,63 @@ async fn forward(
     }
 
     let limited = http_body_util::Limited::new(body, config.server.max_body_bytes as usize);
+    let answer = if url.starts_with("http://") {
+        send_plain(app, route, parts.method, &url, headers, limited).await?
+    } else {
+        send_tls(app, route, parts.method, &url, headers, limited).await?
+    };
+    let (mut parts, body) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Plain-HTTP upstreams (the common case: an API on the same VM or network) go through
+/// hyper's pooled client directly: no URL crate parsing, no header re-copying.
+async fn send_plain(
+    app: &Arc<App>,
+    route: &RouteConfig,
+    method: http::Method,
+    url: &str,
+    headers: HeaderMap,
+    body: http_body_util::Limited<Incoming>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let uri: http::Uri = url.parse().map_err(|_| {
+        tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
+        GatewayError::UpstreamUnreachable
+    })?;
+    let mut request = Request::new(body.boxed());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    match tokio::time::timeout(route.timeout, app.upstream_http.request(request)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                return Err(GatewayError::BodyTooLarge);
+            }
+            tracing::warn!(upstream = %route.upstream, error = %e, "upstream request failed");
+            Err(GatewayError::UpstreamUnreachable)
+        }
+        Ok(Ok(answer)) => {
+            Ok(answer.map(|b| b.map_err(|e| Box::new(e) as crate::error::BoxError).boxed()))
+        }
+    }
+}
+
+/// HTTPS upstreams go through reqwest (rustls).
+async fn send_tls(
+    app: &Arc<App>,
+    route: &RouteConfig,
+    method: http::Method,
+    url: &str,
+    headers: HeaderMap,
+    body: http_body_util::Limited<Incoming>,
+) -> Result<Response<ProxyBody>, GatewayError> {
     let request = app
         .upstream
-        .request(parts.method, &url)
+        .request(method, url)
         .headers(headers)
-        .body(reqwest::Body::wrap(limited))
+        .body(reqwest::Body::wrap(body))
         .build()
         .map_err(|e| {
             tracing::warn!(error = %e, "cannot build upstream request");
@@ -453,12 +510,7 @@ async fn forward(
         Ok(Ok(r)) => r,
     };
     let answer: Response<reqwest::Body> = answer.into();
-    let (mut parts, body) = answer.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let body: ProxyBody = body
-        .map_err(|e| Box::new(e) as crate::error::BoxError)
-        .boxed();
-    Ok(Response::from_parts(parts, body))
+    Ok(answer.map(|b| b.map_err(|e| Box::new(e) as crate::error::BoxError).boxed()))
 }
 
 fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
@@ -485,7 +537,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Whether an upstream failure was caused by the request body exceeding the limit.
-fn is_length_limit(err: &reqwest::Error) -> bool {
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {

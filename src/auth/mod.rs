@@ -1,5 +1,6 @@
 //! Token checks: issuer key sets ([`jwks`]), access tokens ([`verify`]).
 
+pub mod cache;
 pub mod jwks;
 pub mod logout;
 pub mod verify;
