@@ -742,7 +742,7 @@ impl Config {
         if a.verified_token_cache > MAX_VERIFIED_TOKEN_CACHE {
             return Err(invalid(
                 "auth.verified_token_cache",
-                &format!("must be at most {MAX_VERIFIED_TOKEN_CACHE} (0 turns the cache off)"),
+                format!("must be at most {MAX_VERIFIED_TOKEN_CACHE} (0 turns the cache off)"),
             ));
         }
         if a.max_token_lifetime.is_zero() {

@@ -9,7 +9,7 @@
 //! Sharded so workers rarely contend; each shard evicts an arbitrary entry when full.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use crate::auth::VerifiedToken;
@@ -54,9 +54,7 @@ impl TokenCache {
     }
 
     fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        token.hash(&mut h);
-        &self.shards[(h.finish() as usize) & (SHARDS - 1)]
+        &self.shards[(self.hasher.hash_one(token) as usize) & (SHARDS - 1)]
     }
 
     /// The verified claims of `token` if it was verified under `generation` and is still
