@@ -1,6 +1,7 @@
 //! Listeners, background tasks and shutdown: [`run`] serves the proxy and admin listeners
 //! until the shutdown future completes, then drains in-flight requests within
-//! [`SHUTDOWN_GRACE`], stops the sweeper and the JWKS refresher, and flushes the store.
+//! [`SHUTDOWN_GRACE`], stops the sweeper, the store recovery task and the JWKS refresher,
+//! and flushes the store.
 
 use std::convert::Infallible;
 use std::future::Future;
