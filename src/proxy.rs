@@ -159,6 +159,11 @@ async fn serve(
             return Err((GatewayError::InvalidToken(e.to_string()), Some(log)));
         }
     };
+    // A store that cannot persist writes is not trusted (a revocation may be missing):
+    // fail closed. One atomic load.
+    if app.store.check_durable().is_err() {
+        return Err(refuse(GatewayError::StoreUnavailable));
+    }
     match app.store.find_match(
         &verified.issuer,
         &verified.jti,

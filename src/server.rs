@@ -1,6 +1,7 @@
 //! Listeners, background tasks and shutdown: [`run`] serves the proxy and admin listeners
 //! until the shutdown future completes, then drains in-flight requests within
-//! [`SHUTDOWN_GRACE`], stops the sweeper and the JWKS refresher, and flushes the store.
+//! [`SHUTDOWN_GRACE`], stops the sweeper, the store recovery task and the JWKS refresher,
+//! and flushes the store.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -79,6 +80,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         config.store.sweep_interval,
         stop_rx.clone(),
     ));
+    let recovery = tokio::spawn(crate::store::run_recovery(
+        app.store.clone(),
+        stop_rx.clone(),
+    ));
     let refresher = tokio::spawn(crate::auth::Keyring::run_refresher(
         app.clone(),
         stop_rx.clone(),
@@ -134,6 +139,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sweeper).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, refresher).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, recovery).await;
     if let Err(e) = app.store.flush().await {
         tracing::error!(error = %e, "final store flush failed");
     }

@@ -20,11 +20,11 @@ mod sweeper;
 
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
 pub use record::{Kind, Record, Source};
-pub use sweeper::{run_sweeper, MIN_SWEEP_INTERVAL, SWEEP_BATCH};
+pub use sweeper::{run_recovery, run_sweeper, MIN_SWEEP_INTERVAL, RECOVERY_INTERVAL, SWEEP_BATCH};
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sled::transaction::{
@@ -50,6 +50,9 @@ pub enum StoreError {
     /// A caller error detected by the store (e.g. a cursor that does not decode).
     #[error("{0}")]
     Invalid(String),
+    /// The store cannot serve right now (it is degraded or being reopened).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A revocation to record (merged with any existing record of the same key).
@@ -144,9 +147,24 @@ struct FlushState {
     flushed_seq: u64,
 }
 
-struct Inner {
+/// One open sled database and its trees. Replaced as a whole when the store is reopened
+/// after an I/O failure (sled keeps its first I/O error forever: only a reopen clears it).
+struct Handles {
     db: sled::Db,
     trees: Trees,
+}
+
+struct Inner {
+    /// Where the database lives and its cache size (to reopen it).
+    path: std::path::PathBuf,
+    cache_bytes: u64,
+    /// The open database; `None` only while [`RevocationStore::recover`] reopens it.
+    /// Readers clone the `Arc` and never hold the lock across an `.await`.
+    handles: std::sync::RwLock<Option<Arc<Handles>>>,
+    /// Set when a write or flush failed with an I/O error: the store cannot make writes
+    /// durable. Read on every proxied request (one atomic load); cleared by a successful
+    /// [`RevocationStore::recover`] or flush.
+    degraded: AtomicBool,
     clock: SharedClock,
     /// Records per kind (index = kind byte); initialised by one scan at open.
     counts: [AtomicU64; 3],
@@ -313,68 +331,79 @@ pub fn default_expires_at(
     }
 }
 
+/// How long [`RevocationStore::recover`] waits for the old database to be released.
+pub const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Poll period while waiting for the old database to be released.
+const REOPEN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Opens the sled database at `path` and its trees; creates the schema version or checks it.
+fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(ref io) if io.to_string().contains(SLED_LOCK_MESSAGE) => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => StoreError::Sled(other),
+        })?;
+    let trees = Trees {
+        jti: db.open_tree("jti")?,
+        sid: db.open_tree("sid")?,
+        sub: db.open_tree("sub")?,
+        logout: db.open_tree("logout_jti")?,
+        expiry: db.open_tree("expiry")?,
+        jwks: db.open_tree("jwks")?,
+        meta: db.open_tree("meta")?,
+    };
+    match trees.meta.get(META_SCHEMA)? {
+        None => {
+            trees
+                .meta
+                .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
+            db.flush()?;
+            tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "created revocation store");
+        }
+        Some(v) => {
+            let version = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("malformed schema version".to_string()))?;
+            if version != SCHEMA_VERSION {
+                return Err(StoreError::Corrupt(format!(
+                    "store schema version {version} is not supported (expected {SCHEMA_VERSION})"
+                )));
+            }
+        }
+    }
+    Ok(Handles { db, trees })
+}
+
 impl RevocationStore {
     /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`.
     /// Fails with [`StoreError::Locked`] when another process has it open.
     pub fn open(path: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains(SLED_LOCK_MESSAGE) => {
-                    StoreError::Locked(path.display().to_string())
-                }
-                other => StoreError::Sled(other),
-            })?;
-        let trees = Trees {
-            jti: db.open_tree("jti")?,
-            sid: db.open_tree("sid")?,
-            sub: db.open_tree("sub")?,
-            logout: db.open_tree("logout_jti")?,
-            expiry: db.open_tree("expiry")?,
-            jwks: db.open_tree("jwks")?,
-            meta: db.open_tree("meta")?,
-        };
-
-        match trees.meta.get(META_SCHEMA)? {
-            None => {
-                trees
-                    .meta
-                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
-                db.flush()?;
-                tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "created revocation store");
-            }
-            Some(v) => {
-                let version = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("malformed schema version".to_string()))?;
-                if version != SCHEMA_VERSION {
-                    return Err(StoreError::Corrupt(format!(
-                        "store schema version {version} is not supported (expected {SCHEMA_VERSION})"
-                    )));
-                }
-            }
-        }
-
+        let h = open_handles(path, cache_bytes)?;
         // Tree::len is a full scan: done once here, then kept as counters.
         let counts = [
-            AtomicU64::new(trees.jti.len() as u64),
-            AtomicU64::new(trees.sid.len() as u64),
-            AtomicU64::new(trees.sub.len() as u64),
+            AtomicU64::new(h.trees.jti.len() as u64),
+            AtomicU64::new(h.trees.sid.len() as u64),
+            AtomicU64::new(h.trees.sub.len() as u64),
         ];
         tracing::info!(
             path = %path.display(),
             jti = counts[0].load(Ordering::Relaxed),
             sid = counts[1].load(Ordering::Relaxed),
             sub = counts[2].load(Ordering::Relaxed),
-            recovered = db.was_recovered(),
+            recovered = h.db.was_recovered(),
             "revocation store open"
         );
         Ok(RevocationStore {
             inner: Arc::new(Inner {
-                db,
-                trees,
+                path: path.to_path_buf(),
+                cache_bytes,
+                handles: std::sync::RwLock::new(Some(Arc::new(h))),
+                degraded: AtomicBool::new(false),
                 clock,
                 counts,
                 write_seq: AtomicU64::new(0),
@@ -385,6 +414,129 @@ impl RevocationStore {
                 swept: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The open database, or [`StoreError::Unavailable`] while it is being reopened.
+    fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        self.inner
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is being reopened".to_string()))
+    }
+
+    /// Passes `e` through, marking the store degraded when it is an I/O failure (a full or
+    /// read-only disk...): from then on the proxy fails closed until [`recover`](Self::recover)
+    /// succeeds.
+    fn failed(&self, e: StoreError) -> StoreError {
+        if matches!(e, StoreError::Sled(sled::Error::Io(_))) {
+            self.mark_degraded(&e.to_string());
+        }
+        e
+    }
+
+    fn mark_degraded(&self, msg: &str) {
+        if !self.inner.degraded.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %msg, "revocation store cannot persist writes: failing closed until it recovers");
+        }
+        self.set_flush_failure(Some(msg.to_string()));
+    }
+
+    /// Cheap check for the hot path (one atomic load): `Err` while the store cannot make
+    /// writes durable (a write or flush failed with an I/O error and no recovery
+    /// succeeded since). The proxy answers 503 then instead of trusting the store.
+    pub fn check_durable(&self) -> Result<(), StoreError> {
+        if self.inner.degraded.load(Ordering::Relaxed) {
+            Err(StoreError::Unavailable(
+                "the last write to disk failed".to_string(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the store is degraded (see [`check_durable`](Self::check_durable)).
+    pub fn is_degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Tries to leave the degraded state: sled keeps its first I/O error for the life of
+    /// the database, so the database is closed and reopened (replaying its log: every
+    /// acknowledged write is there, unacknowledged ones may not be), then a flush must
+    /// succeed. Waits at most [`REOPEN_WAIT`] for other users (an export stream...) to let
+    /// go of the old database; on any failure the store stays degraded and the caller
+    /// retries later. `Ok(true)` when the store is healthy again.
+    pub async fn recover(&self) -> Result<bool, StoreError> {
+        if !self.is_degraded() {
+            return Ok(true);
+        }
+        // No flush may run while the database is swapped.
+        let mut state = self.inner.flush_state.lock().await;
+        let old = self
+            .inner
+            .handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(old) = old {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            let deadline = tokio::time::Instant::now() + REOPEN_WAIT;
+            while weak.strong_count() > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    // Still in use: put it back, try again later.
+                    if let Some(old) = weak.upgrade() {
+                        *self
+                            .inner
+                            .handles
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(old);
+                    }
+                    return Ok(false);
+                }
+                tokio::time::sleep(REOPEN_POLL).await;
+            }
+        }
+        let path = self.inner.path.clone();
+        let cache = self.inner.cache_bytes;
+        let opened = tokio::task::spawn_blocking(move || -> Result<Handles, StoreError> {
+            let h = open_handles(&path, cache)?;
+            // The reopened log must accept a write before anyone trusts it.
+            h.trees
+                .meta
+                .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
+            h.db.flush()?;
+            Ok(h)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("reopen task failed: {e}"))));
+        let h = match opened {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation store still unusable; retrying later");
+                self.set_flush_failure(Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        // Writes that never reached the disk are gone: recount.
+        for (i, tree) in [&h.trees.jti, &h.trees.sid, &h.trees.sub]
+            .iter()
+            .enumerate()
+        {
+            self.inner.counts[i].store(tree.len() as u64, Ordering::Relaxed);
+        }
+        *self
+            .inner
+            .handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(h));
+        state.flushed_seq = self.inner.write_seq.load(Ordering::SeqCst);
+        drop(state);
+        self.set_flush_failure(None);
+        self.inner.degraded.store(false, Ordering::SeqCst);
+        tracing::info!(path = %self.inner.path.display(), "revocation store reopened and writable again");
+        Ok(true)
     }
 
     /// Records a revocation, merging with an existing record of the same key (the later
@@ -431,14 +583,15 @@ impl RevocationStore {
         rev: &NewRevocation,
         revoked_at: Option<u64>,
     ) -> Result<(Record, bool), StoreError> {
+        let h = self.handles()?;
         let key = keys::record_key(&rev.issuer, &rev.value)?;
         let now = self.inner.clock.now();
-        let tree = self.tree(rev.kind);
-        let (merged, was_new) = (tree, &self.inner.trees.expiry)
+        let tree = h.trees.tree(rev.kind);
+        let (merged, was_new) = (tree, &h.trees.expiry)
             .transaction(|(records, expiry)| {
                 merge_in_tx(records, expiry, &key, rev, now, revoked_at)
             })
-            .map_err(tx_error)?;
+            .map_err(|e| self.failed(tx_error(e)))?;
         self.recorded(rev, was_new);
         Ok((
             merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
@@ -498,14 +651,20 @@ impl RevocationStore {
             Some(k) => vec![k],
             None => Kind::ALL.to_vec(),
         };
-        let store = self.clone();
-        kinds.into_iter().flat_map(move |k| {
-            store.tree(k).iter().map(move |entry| {
-                let (key, value) = entry?;
-                let (issuer, val) = keys::split_stored_key(&key)?;
-                record::decode_stored(&value)?.into_record(k, issuer, val)
+        // The stream keeps this database open until it ends (a reopen waits for it).
+        let (h, failure) = match self.handles() {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        failure.into_iter().chain(h.into_iter().flat_map(move |h| {
+            kinds.clone().into_iter().flat_map(move |k| {
+                h.trees.tree(k).iter().map(move |entry| {
+                    let (key, value) = entry?;
+                    let (issuer, val) = keys::split_stored_key(&key)?;
+                    record::decode_stored(&value)?.into_record(k, issuer, val)
+                })
             })
-        })
+        }))
     }
 
     /// Records a back-channel logout: the revocation `rev` and its logout token's `jti`
@@ -520,12 +679,13 @@ impl RevocationStore {
         fingerprint: [u8; 32],
         jti_expires_at: u64,
     ) -> Result<SeenLogout, StoreError> {
+        let h = self.handles()?;
         let rkey = keys::record_key(&rev.issuer, &rev.value)?;
         let jkey = keys::record_key(&rev.issuer, jti)?;
         let seen_value = keys::encode_logout(&fingerprint, jti_expires_at);
         let now = self.inner.clock.now();
-        let t = &self.inner.trees;
-        let outcome = (self.tree(rev.kind), &t.logout, &t.expiry)
+        let t = &h.trees;
+        let outcome = (h.trees.tree(rev.kind), &t.logout, &t.expiry)
             .transaction(|(records, seen, expiry)| {
                 if let Some(old) = seen.get(&jkey)? {
                     let (old_fp, old_exp) = match keys::decode_logout(&old) {
@@ -549,7 +709,7 @@ impl RevocationStore {
                 )?;
                 Ok((SeenLogout::New, was_new))
             })
-            .map_err(tx_error)?;
+            .map_err(|e| self.failed(tx_error(e)))?;
         match outcome {
             (SeenLogout::Conflict, _) => return Ok(SeenLogout::Conflict),
             (SeenLogout::New, was_new) => self.recorded(rev, was_new),
@@ -569,6 +729,7 @@ impl RevocationStore {
         issuer: &str,
         value: &str,
     ) -> Result<bool, StoreError> {
+        let h = self.handles()?;
         let key = match keys::record_key(issuer, value) {
             Ok(key) => key,
             // Such a key cannot have been stored.
@@ -576,7 +737,7 @@ impl RevocationStore {
             Err(e) => return Err(e),
         };
         let kb = keys::kind_byte(kind);
-        let removed = (self.tree(kind), &self.inner.trees.expiry)
+        let removed = (h.trees.tree(kind), &h.trees.expiry)
             .transaction(|(records, expiry)| {
                 let Some(bytes) = records.remove(key.as_slice())? else {
                     return Ok(false);
@@ -588,7 +749,7 @@ impl RevocationStore {
                 }
                 Ok(true)
             })
-            .map_err(tx_error)?;
+            .map_err(|e| self.failed(tx_error(e)))?;
         if removed {
             self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
             self.wrote();
@@ -600,12 +761,13 @@ impl RevocationStore {
 
     /// The record of that key, if any (expired-but-unswept records included).
     pub fn get(&self, kind: Kind, issuer: &str, value: &str) -> Result<Option<Record>, StoreError> {
+        let h = self.handles()?;
         let key = match keys::record_key(issuer, value) {
             Ok(key) => key,
             Err(StoreError::Invalid(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        match self.tree(kind).get(&key)? {
+        match h.trees.tree(kind).get(&key)? {
             None => Ok(None),
             Some(bytes) => record::decode_stored(&bytes)?
                 .into_record(kind, issuer, value)
@@ -624,6 +786,7 @@ impl RevocationStore {
         sub: Option<&str>,
         iat: u64,
     ) -> Result<Option<Kind>, StoreError> {
+        let h = self.handles()?;
         if issuer.len() > keys::MAX_ISSUER_BYTES {
             return Ok(None); // cannot have been stored
         }
@@ -644,7 +807,7 @@ impl RevocationStore {
             }
             key.truncate(prefix);
             key.extend_from_slice(value.as_bytes());
-            let Some(bytes) = self.tree(kind).get(&key)? else {
+            let Some(bytes) = h.trees.tree(kind).get(&key)? else {
                 continue;
             };
             let head = record::decode_head(&bytes)?;
@@ -672,6 +835,7 @@ impl RevocationStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Record>, Option<String>), StoreError> {
+        let h = self.handles()?;
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let start = after.map(keys::decode_cursor).transpose()?;
         let one;
@@ -688,10 +852,11 @@ impl RevocationStore {
         'kinds: for &k in kinds {
             let iter = match &start {
                 Some((ck, _)) if *ck > k => continue,
-                Some((ck, ckey)) if *ck == k => self
+                Some((ck, ckey)) if *ck == k => h
+                    .trees
                     .tree(k)
                     .range::<&[u8], _>((Bound::Excluded(ckey.as_slice()), Bound::Unbounded)),
-                _ => self.tree(k).iter(),
+                _ => h.trees.tree(k).iter(),
             };
             for entry in iter {
                 let (key, value) = entry?;
@@ -725,9 +890,10 @@ impl RevocationStore {
     /// `batch`; each entry is removed with its index entry in one transaction that
     /// re-checks the expiry. Durable before it returns.
     pub async fn sweep_due(&self, now: u64, batch: usize) -> Result<SweepReport, StoreError> {
+        let h = self.handles()?;
         let started = std::time::Instant::now();
         let batch = batch.max(1);
-        let t = &self.inner.trees;
+        let t = &h.trees;
         // Keys sort by big-endian expiry first: everything before `now_be` has
         // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
         let now_be = now.to_be_bytes();
@@ -780,7 +946,7 @@ impl RevocationStore {
                     }
                     Ok(removed)
                 })
-                .map_err(tx_error)?;
+                .map_err(|e| self.failed(tx_error(e)))?;
             self.wrote();
             for (kind, n) in removed.iter().enumerate() {
                 purged[kind] += n;
@@ -807,7 +973,9 @@ impl RevocationStore {
             bincode::serde::encode_to_vec(report, bincode::config::standard())
                 .map_err(|e| StoreError::Corrupt(format!("cannot encode sweep report: {e}")))?,
         );
-        t.meta.insert(META_LAST_SWEEP, stored)?;
+        t.meta
+            .insert(META_LAST_SWEEP, stored)
+            .map_err(|e| self.failed(e.into()))?;
         self.wrote();
         self.flush().await?;
         if report.purged + report.purged_logout_jtis > 0 {
@@ -825,7 +993,8 @@ impl RevocationStore {
 
     /// The last sweep's report (persisted in `meta`).
     pub fn last_sweep(&self) -> Option<SweepReport> {
-        let bytes = match self.inner.trees.meta.get(META_LAST_SWEEP) {
+        let h = self.handles().ok()?;
+        let bytes = match h.trees.meta.get(META_LAST_SWEEP) {
             Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
@@ -855,10 +1024,11 @@ impl RevocationStore {
     /// entry must point at a record with that expiry. With `repair`, orphan index entries
     /// are removed and missing ones re-created (never losing a revocation), then flushed.
     pub fn check_consistency(&self, repair: bool) -> Result<ConsistencyReport, StoreError> {
-        let t = &self.inner.trees;
+        let h = self.handles()?;
+        let t = &h.trees;
         let mut report = ConsistencyReport::default();
         let mut missing: Vec<(u8, sled::IVec)> = Vec::new();
-        for (kind, tree) in self.record_trees() {
+        for (kind, tree) in h.trees.record_trees() {
             for entry in tree.iter() {
                 let (key, value) = entry?;
                 report.records += 1;
@@ -881,7 +1051,7 @@ impl RevocationStore {
         if repair && (!missing.is_empty() || !orphans.is_empty()) {
             let mut fixed = 0u64;
             for (kind, key) in &missing {
-                let Some(tree) = self.record_tree(*kind) else {
+                let Some(tree) = h.trees.record_tree(*kind) else {
                     continue;
                 };
                 // Re-check in a transaction: the record may have changed meanwhile.
@@ -901,12 +1071,13 @@ impl RevocationStore {
                         expiry.insert(ikey, sled::IVec::default())?;
                         Ok(true)
                     })
-                    .map_err(tx_error)?;
+                    .map_err(|e| self.failed(tx_error(e)))?;
                 fixed += u64::from(created);
             }
             for ikey in &orphans {
-                let target = keys::split_index_key(ikey)
-                    .and_then(|(exp, kind, rkey)| Some((exp, kind, rkey, self.record_tree(kind)?)));
+                let target = keys::split_index_key(ikey).and_then(|(exp, kind, rkey)| {
+                    Some((exp, kind, rkey, h.trees.record_tree(kind)?))
+                });
                 let removed = match target {
                     // Not a well-formed index key of a known tree: nothing can refer to it.
                     None => t.expiry.remove(ikey)?.is_some(),
@@ -918,7 +1089,7 @@ impl RevocationStore {
                             };
                             Ok(!valid && expiry.remove(ikey)?.is_some())
                         })
-                        .map_err(tx_error)?,
+                        .map_err(|e| self.failed(tx_error(e)))?,
                 };
                 fixed += u64::from(removed);
             }
@@ -938,10 +1109,11 @@ impl RevocationStore {
 
     /// Whether an expiry-index key points at a record with that expiry.
     fn index_entry_valid(&self, ikey: &[u8]) -> Result<bool, StoreError> {
+        let h = self.handles()?;
         let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
             return Ok(false);
         };
-        let Some(tree) = self.record_tree(kind) else {
+        let Some(tree) = h.trees.record_tree(kind) else {
             return Ok(false);
         };
         match tree.get(rkey)? {
@@ -952,19 +1124,19 @@ impl RevocationStore {
 
     /// Keeps the last good JWKS document of `issuer` (durably).
     pub async fn save_jwks(&self, issuer: &str, jwks: &[u8]) -> Result<(), StoreError> {
-        self.inner.trees.jwks.insert(issuer.as_bytes(), jwks)?;
+        let h = self.handles()?;
+        h.trees
+            .jwks
+            .insert(issuer.as_bytes(), jwks)
+            .map_err(|e| self.failed(e.into()))?;
         self.wrote();
         self.flush().await
     }
 
     /// The last good JWKS document of `issuer`, if one was saved.
     pub fn load_jwks(&self, issuer: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .inner
-            .trees
-            .jwks
-            .get(issuer.as_bytes())?
-            .map(|v| v.to_vec()))
+        let h = self.handles()?;
+        Ok(h.trees.jwks.get(issuer.as_bytes())?.map(|v| v.to_vec()))
     }
 
     /// Read-only replay check for a logout token: `None` when its `jti` was not seen (or
@@ -976,9 +1148,10 @@ impl RevocationStore {
         jti: &str,
         fingerprint: [u8; 32],
     ) -> Result<Option<SeenLogout>, StoreError> {
+        let h = self.handles()?;
         let key = keys::record_key(issuer, jti)?;
         let now = self.inner.clock.now();
-        match self.inner.trees.logout.get(&key)? {
+        match h.trees.logout.get(&key)? {
             None => Ok(None),
             Some(old) => {
                 let (old_fp, old_exp) = keys::decode_logout(&old)?;
@@ -1003,10 +1176,11 @@ impl RevocationStore {
         fingerprint: [u8; 32],
         expires_at: u64,
     ) -> Result<SeenLogout, StoreError> {
+        let h = self.handles()?;
         let key = keys::record_key(issuer, jti)?;
         let now = self.inner.clock.now();
         let value = keys::encode_logout(&fingerprint, expires_at);
-        let t = &self.inner.trees;
+        let t = &h.trees;
         let outcome = (&t.logout, &t.expiry)
             .transaction(|(seen, expiry)| {
                 if let Some(old) = seen.get(&key)? {
@@ -1030,7 +1204,7 @@ impl RevocationStore {
                 )?;
                 Ok(SeenLogout::New)
             })
-            .map_err(tx_error)?;
+            .map_err(|e| self.failed(tx_error(e)))?;
         if outcome == SeenLogout::New {
             self.wrote();
         }
@@ -1047,27 +1221,35 @@ impl RevocationStore {
     /// Group commit: a caller whose writes were covered by a flush that started after
     /// them returns without its own fsync. A failed flush is an error for every caller
     /// that needed it, and [`probe`](Self::probe) reports it until a flush succeeds.
+    ///
+    /// While the store is degraded every flush fails at once: nothing is acknowledged
+    /// until [`recover`](Self::recover) has reopened the database.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         let mine = inner.write_seq.load(Ordering::SeqCst);
+        self.check_durable()?;
         let mut state = inner.flush_state.lock().await;
+        // Checked again under the lock: a flush that failed meanwhile covers us too.
+        self.check_durable()?;
         if state.flushed_seq >= mine {
             return Ok(());
         }
         let target = inner.write_seq.load(Ordering::SeqCst);
-        let result = inner.db.flush_async().await;
+        let h = self.handles()?;
+        let result = h.db.flush_async().await;
+        drop(h);
         inner.flushes.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(_) => {
                 state.flushed_seq = target;
                 drop(state);
-                self.set_flush_failure(None);
                 Ok(())
             }
             Err(e) => {
-                drop(state);
+                // Marked before the lock is released, so a waiting writer cannot pass.
                 tracing::warn!(error = %e, "store flush failed; writes are not durable");
-                self.set_flush_failure(Some(e.to_string()));
+                self.mark_degraded(&e.to_string());
+                drop(state);
                 Err(StoreError::Sled(e))
             }
         }
@@ -1075,7 +1257,8 @@ impl RevocationStore {
 
     /// Synchronous flush for the offline paths (`check-store`).
     fn flush_blocking(&self) -> Result<(), StoreError> {
-        let result = self.inner.db.flush();
+        let h = self.handles()?;
+        let result = h.db.flush();
         self.inner.flushes.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(_) => {
@@ -1100,7 +1283,8 @@ impl RevocationStore {
     /// A cheap read that fails when the store is unusable (for `/healthz`).
     /// Also fails while the last flush failed (writes could not be made durable).
     pub fn probe(&self) -> Result<(), StoreError> {
-        if self.inner.trees.meta.get(META_SCHEMA)?.is_none() {
+        let h = self.handles()?;
+        if h.trees.meta.get(META_SCHEMA)?.is_none() {
             return Err(StoreError::Corrupt("schema version missing".to_string()));
         }
         let failure = self
@@ -1119,7 +1303,10 @@ impl RevocationStore {
 
     /// Bytes used on disk (0 when sled cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.handles()
+            .ok()
+            .and_then(|h| h.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 
     /// Number of fsyncs (flushes) attempted since open, failed ones included; for metrics
@@ -1138,37 +1325,41 @@ impl RevocationStore {
         self.inner.write_seq.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Raw access to a tree, to damage the store on purpose in tests.
+    #[cfg(test)]
+    fn raw_tree(&self, name: &str) -> sled::Tree {
+        self.handles()
+            .expect("store open")
+            .db
+            .open_tree(name)
+            .expect("tree")
+    }
+}
+
+impl Trees {
     fn tree(&self, kind: Kind) -> &sled::Tree {
-        let t = &self.inner.trees;
         match kind {
-            Kind::Jti => &t.jti,
-            Kind::Sid => &t.sid,
-            Kind::Sub => &t.sub,
+            Kind::Jti => &self.jti,
+            Kind::Sid => &self.sid,
+            Kind::Sub => &self.sub,
         }
     }
 
     /// The tree holding entries of kind byte `kind` (revocations and seen logout jtis).
     fn record_tree(&self, kind: u8) -> Option<&sled::Tree> {
         match kind {
-            keys::KIND_LOGOUT => Some(&self.inner.trees.logout),
+            keys::KIND_LOGOUT => Some(&self.logout),
             k => keys::kind_from_byte(k).map(|k| self.tree(k)),
         }
     }
 
     fn record_trees(&self) -> [(u8, &sled::Tree); 4] {
-        let t = &self.inner.trees;
         [
-            (keys::KIND_JTI, &t.jti),
-            (keys::KIND_SID, &t.sid),
-            (keys::KIND_SUB, &t.sub),
-            (keys::KIND_LOGOUT, &t.logout),
+            (keys::KIND_JTI, &self.jti),
+            (keys::KIND_SID, &self.sid),
+            (keys::KIND_SUB, &self.sub),
+            (keys::KIND_LOGOUT, &self.logout),
         ]
-    }
-
-    /// Raw access to a tree, to damage the store on purpose in tests.
-    #[cfg(test)]
-    fn raw_tree(&self, name: &str) -> sled::Tree {
-        self.inner.db.open_tree(name).expect("tree")
     }
 }
 

@@ -46,6 +46,40 @@ pub async fn run_sweeper(
     tracing::debug!("sweeper stopped");
 }
 
+/// How often a degraded store (a write to disk failed) tries to recover by reopening
+/// its database.
+pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown` flips to `true` (or its sender is dropped): every
+/// [`RECOVERY_INTERVAL`], when the store is degraded, tries
+/// [`RevocationStore::recover`]. A healthy store costs one atomic load per tick.
+pub async fn run_recovery(
+    store: RevocationStore,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECOVERY_INTERVAL) => {
+                if store.is_degraded() {
+                    match store.recover().await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::debug!("store still in use; reopen retried at the next tick"),
+                        Err(e) => tracing::debug!(error = %e, "store recovery failed; retrying"),
+                    }
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

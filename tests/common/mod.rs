@@ -1086,3 +1086,118 @@ impl ServeChild {
         self.log.lock().unwrap().join("\n")
     }
 }
+
+// ===========================================================================================
+// t-robust helpers (branch robust): randomness without a crate, child process figures
+// (RSS, open fds), a small tmpfs for disk-full faults. Appended block; nothing above changes.
+// ===========================================================================================
+
+/// A random `u64` from the standard library's per-process random hash keys and the clock.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// A random duration in `[low, high)` (millisecond resolution).
+pub fn random_between(low: Duration, high: Duration) -> Duration {
+    let span = (high.as_millis() - low.as_millis()).max(1) as u64;
+    low + Duration::from_millis(random_u64() % span)
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd dir")
+        .count()
+}
+
+impl ServeChild {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child still running")
+    }
+}
+
+/// Writes `text` to `dir/revgate.toml` and returns the path.
+pub fn write_config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("revgate.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A tmpfs of a few MiB mounted on a fresh directory; unmounted when dropped. Needs root
+/// (CAP_SYS_ADMIN): [`TmpfsMount::try_new`] answers `None` where mounting is not allowed.
+pub struct TmpfsMount {
+    /// Keeps the mount point alive.
+    dir: Option<tempfile::TempDir>,
+    /// The mount point.
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size_mib` MiB, or `None` when `mount` is refused here.
+    pub fn try_new(size_mib: u32) -> Option<TmpfsMount> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().to_path_buf();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size_mib}m,mode=0700"))
+            .arg("tmpfs")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TmpfsMount {
+            dir: Some(dir),
+            path,
+        })
+    }
+
+    /// Fills the file system with `path/filler` until it is full; returns the filler path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("create filler");
+        for chunk in [1 << 16, 4096, 512, 1] {
+            let buf = vec![0u8; chunk];
+            while f.write_all(&buf).is_ok() {}
+        }
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let done = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !done {
+            // Still busy (a test failed with the store open): detach it anyway.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+        drop(self.dir.take());
+    }
+}
+// ===================================== end t-robust helpers =================================
