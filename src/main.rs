@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::CheckConfig { config } => match load_config(&config) {
+        Command::CheckConfig { config } => match check_config(&config) {
             Ok(c) => {
                 println!("# {}: OK", config.display());
                 print!("{}", c.effective_toml());
@@ -99,6 +99,14 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Config file plus its local keys, exactly as a reload checks it (exit 64 when bad).
+fn check_config(path: &Path) -> Result<Config, ExitCode> {
+    revgate::reload::check_file(path).map_err(|e| {
+        eprintln!("revgate: {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -112,7 +120,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
+    let config = match check_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -145,12 +153,6 @@ fn serve(path: &Path) -> ExitCode {
         if let Err(e) = app.keys.load_all(&app.config(), &app.metrics).await {
             return fail(&e);
         }
-        tracing::info!(
-            proxy = %listeners.proxy_addr(),
-            admin = %listeners.admin_addr(),
-            store = %app.config().store.path.display(),
-            "revgate listening"
-        );
         revgate::run(app, listeners, revgate::server::shutdown_signal()).await;
         ExitCode::SUCCESS
     })

@@ -20,7 +20,7 @@ mod sweeper;
 
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
 pub use record::{Kind, Record, Source};
-pub use sweeper::{run_sweeper, MIN_SWEEP_INTERVAL, SWEEP_BATCH};
+pub use sweeper::{run_sweeper, run_sweeper_following, MIN_SWEEP_INTERVAL, SWEEP_BATCH};
 
 use std::ops::Bound;
 use std::path::Path;
