@@ -33,7 +33,9 @@ fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
     for _ in 0..16 {
         match v.get("$ref").and_then(Value::as_str) {
             Some(r) => {
-                let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("non-local $ref {r}"));
+                let pointer = r
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("non-local $ref {r}"));
                 v = doc
                     .pointer(pointer)
                     .unwrap_or_else(|| panic!("$ref {r} does not resolve"));
@@ -78,19 +80,35 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
         return;
     }
     if let Some(n) = value.as_f64() {
-        if schema.get("minimum").and_then(Value::as_f64).is_some_and(|m| n < m) {
+        if schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n < m)
+        {
             errors.push(format!("{at}: {n} below minimum {}", schema["minimum"]));
         }
-        if schema.get("maximum").and_then(Value::as_f64).is_some_and(|m| n > m) {
+        if schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n > m)
+        {
             errors.push(format!("{at}: {n} above maximum {}", schema["maximum"]));
         }
     }
     if let Some(s) = value.as_str() {
         let len = s.chars().count() as u64;
-        if schema.get("minLength").and_then(Value::as_u64).is_some_and(|m| len < m) {
+        if schema
+            .get("minLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| len < m)
+        {
             errors.push(format!("{at}: shorter than minLength"));
         }
-        if schema.get("maxLength").and_then(Value::as_u64).is_some_and(|m| len > m) {
+        if schema
+            .get("maxLength")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| len > m)
+        {
             errors.push(format!("{at}: longer than maxLength"));
         }
         if schema["format"] == "date-time" && revgate::clock::parse_rfc3339(s).is_err() {
@@ -98,7 +116,12 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
         }
     }
     if let Some(obj) = value.as_object() {
-        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let r = r.as_str().expect("required names are strings");
             if !obj.contains_key(r) {
                 errors.push(format!("{at}: required property {r} missing in {value}"));
@@ -127,7 +150,10 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
 fn assert_schema(doc: &Value, schema: &Value, value: &Value, what: &str) {
     let mut errors = Vec::new();
     check(doc, schema, value, "$", &mut errors);
-    assert!(errors.is_empty(), "{what}: {value} does not match its schema: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "{what}: {value} does not match its schema: {errors:#?}"
+    );
 }
 
 /// One documented operation.
@@ -183,7 +209,10 @@ impl Operation {
             .filter(|p| p["in"] == "query")
             .filter_map(|p| {
                 let v = p.get("example")?;
-                let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
                 Some(format!("{}={v}", p["name"].as_str().unwrap()))
             })
             .collect();
@@ -273,7 +302,13 @@ async fn send(
 }
 
 /// Checks status, media type and body of `resp` against response `status` of `op`.
-async fn assert_documented(doc: &Value, op: &Operation, resp: reqwest::Response, status: u16, case: &str) {
+async fn assert_documented(
+    doc: &Value,
+    op: &Operation,
+    resp: reqwest::Response,
+    status: u16,
+    case: &str,
+) {
     let got = resp.status().as_u16();
     let media = resp
         .headers()
@@ -287,7 +322,10 @@ async fn assert_documented(doc: &Value, op: &Operation, resp: reqwest::Response,
         .response(doc, status)
         .unwrap_or_else(|| panic!("{what}: status {status} is not documented"));
     let Some(content) = documented.get("content").and_then(Value::as_object) else {
-        assert!(text.is_empty(), "{what}: documented without a body, got {text}");
+        assert!(
+            text.is_empty(),
+            "{what}: documented without a body, got {text}"
+        );
         return;
     };
     let (doc_media, media_obj) = content
@@ -309,7 +347,10 @@ async fn assert_documented(doc: &Value, op: &Operation, resp: reqwest::Response,
                 assert_schema(doc, schema, &value, &what);
                 lines += 1;
             }
-            assert!(lines > 0, "{what}: the export should hold the seeded record");
+            assert!(
+                lines > 0,
+                "{what}: the export should hold the seeded record"
+            );
         }
         "text/plain" => assert!(!text.is_empty(), "{what}: empty text"),
         other => panic!("{what}: the checker does not know media type {other}"),
@@ -329,7 +370,12 @@ async fn seed(doc: &Value, gw: &Gateway) {
         true,
     )
     .await;
-    assert_eq!(resp.status().as_u16(), 201, "seeding: {:?}", resp.text().await);
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "seeding: {:?}",
+        resp.text().await
+    );
 }
 
 #[tokio::test]
@@ -397,11 +443,19 @@ async fn every_documented_operation_answers_as_documented() {
             assert_documented(&doc, op, resp, 401, "no admin token").await;
         } else {
             let resp = send(&op.method, &url, None, false).await;
-            assert_eq!(resp.status().as_u16(), op.success_status(), "{} without token", op.id());
+            assert_eq!(
+                resp.status().as_u16(),
+                op.success_status(),
+                "{} without token",
+                op.id()
+            );
         }
 
         if op.response(&doc, 404).is_some() {
-            let missing = op.path.replace("{kind}", "sid").replace("{value}", "no-such-value");
+            let missing = op
+                .path
+                .replace("{kind}", "sid")
+                .replace("{value}", "no-such-value");
             let resp = send(&op.method, &gw.admin_url(&missing), None, true).await;
             assert_documented(&doc, op, resp, 404, "unknown record").await;
         }
@@ -421,8 +475,14 @@ async fn every_documented_operation_answers_as_documented() {
         if op.response(&doc, 400).is_some() {
             let example_path = op.example_path();
             let (url, body): (String, Option<(String, String)>) = match op.id() {
-                "createRevocation" => (url.clone(), Some(("application/json".into(), r#"{"kind":"jti"}"#.into()))),
-                "revokeToken" => (url.clone(), Some(("application/json".into(), r#"{"token":"a.b.c"}"#.into()))),
+                "createRevocation" => (
+                    url.clone(),
+                    Some(("application/json".into(), r#"{"kind":"jti"}"#.into())),
+                ),
+                "revokeToken" => (
+                    url.clone(),
+                    Some(("application/json".into(), r#"{"token":"a.b.c"}"#.into())),
+                ),
                 "listRevocations" => (gw.admin_url(&format!("{example_path}?limit=0")), None),
                 "getRevocation" | "deleteRevocation" => (
                     gw.admin_url(&op.path.replace("{kind}", "nope").replace("{value}", "x")),
@@ -435,7 +495,7 @@ async fn every_documented_operation_answers_as_documented() {
                 ),
                 "reload" => {
                     let good = std::fs::read_to_string(&path).unwrap();
-                    write_config(&path, &format!("{good}\n[auth]\nbogus = 1\n"));
+                    write_config(&path, &with_server_keys(&good, "bogus = 1"));
                     (url.clone(), None)
                 }
                 other => panic!("{other} documents 400: add a bad request for it here"),
@@ -443,9 +503,10 @@ async fn every_documented_operation_answers_as_documented() {
             let resp = send(&op.method, &url, body, true).await;
             assert_documented(&doc, op, resp, 400, "bad request").await;
             if op.id() == "reload" {
-                let good = std::fs::read_to_string(&path).unwrap();
-                let good = good.split("\n[auth]\nbogus = 1\n").next().unwrap().to_string();
-                write_config(&path, &good);
+                let bad = std::fs::read_to_string(&path).unwrap();
+                write_config(&path, &bad.replacen("bogus = 1\n", "", 1));
+                let (status, body) = admin_reload_at(gw.admin, Some(ADMIN_TOKEN)).await;
+                assert_eq!(status, 200, "the restored file reloads: {body}");
             }
         }
     }
@@ -463,11 +524,21 @@ async fn every_served_route_is_documented_and_nothing_else_answers() {
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
-    assert_eq!(served.len(), revgate::admin::ROUTES.len(), "ROUTES has duplicates");
+    assert_eq!(
+        served.len(),
+        revgate::admin::ROUTES.len(),
+        "ROUTES has duplicates"
+    );
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
-    assert!(undocumented.is_empty(), "served but not documented: {undocumented:?}");
-    assert!(unserved.is_empty(), "documented but not served: {unserved:?}");
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "documented but not served: {unserved:?}"
+    );
 
     let (_dir, _path, gw) = start().await;
     let concrete = |p: &str| p.replace("{kind}", "sid").replace("{value}", "probe");
