@@ -75,14 +75,14 @@ pub async fn reload(app: &App) -> Result<ReloadReport, String> {
         Ok(report) => {
             tracing::info!(
                 config = %path.display(),
-                changed = ?report.changed,
+                changed = %report.changed.join(","),
                 routes = report.routes,
                 issuers = report.issuers,
                 "configuration reloaded"
             );
             if !report.needs_restart.is_empty() {
                 tracing::warn!(
-                    keys = ?report.needs_restart,
+                    keys = %report.needs_restart.join(","),
                     "configuration reloaded, but these keys need a restart; their running values stay"
                 );
             }
