@@ -46,9 +46,18 @@ path = "{}"
 
 fn token(alg: Algorithm, now: u64, i: u64) -> String {
     let (k, kid) = match alg {
-        Algorithm::ES256 => (EncodingKey::from_ec_pem(&key("ec256_private.pem")).unwrap(), "ec256-1"),
-        Algorithm::EdDSA => (EncodingKey::from_ed_pem(&key("ed25519_private.pem")).unwrap(), "ed-1"),
-        _ => (EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(), "rsa-1"),
+        Algorithm::ES256 => (
+            EncodingKey::from_ec_pem(&key("ec256_private.pem")).unwrap(),
+            "ec256-1",
+        ),
+        Algorithm::EdDSA => (
+            EncodingKey::from_ed_pem(&key("ed25519_private.pem")).unwrap(),
+            "ed-1",
+        ),
+        _ => (
+            EncodingKey::from_rsa_pem(&key("rsa_private.pem")).unwrap(),
+            "rsa-1",
+        ),
     };
     let mut h = Header::new(alg);
     h.kid = Some(kid.into());
@@ -58,7 +67,10 @@ fn token(alg: Algorithm, now: u64, i: u64) -> String {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir.path().join("db"));
     let clock = revgate::clock::system();
@@ -68,16 +80,31 @@ fn benches(c: &mut Criterion) {
     rt.block_on(keys.load_all(&cfg, &metrics)).unwrap();
 
     let mut group = c.benchmark_group("verify");
-    for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+    ] {
         let t = token(alg, now, 1);
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{alg:?}")), &t, |b, t| {
-            b.iter(|| rt.block_on(revgate::auth::verify_access_token(&cfg, &keys, &metrics, now, t)).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{alg:?}")),
+            &t,
+            |b, t| {
+                b.iter(|| {
+                    rt.block_on(revgate::auth::verify_access_token(
+                        &cfg, &keys, &metrics, now, t,
+                    ))
+                    .unwrap()
+                })
+            },
+        );
     }
     group.finish();
 
     // A store with 100k revocations, none matching the benchmark token.
-    let store = RevocationStore::open(&cfg.store.path, cfg.store.cache_bytes, clock.clone()).unwrap();
+    let store =
+        RevocationStore::open(&cfg.store.path, cfg.store.cache_bytes, clock.clone()).unwrap();
     let records: Vec<Record> = (0..100_000u64)
         .map(|i| Record {
             kind: [Kind::Jti, Kind::Sid, Kind::Sub][(i % 3) as usize],
@@ -97,7 +124,11 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     group.bench_function("uncached_rs256", |b| {
         b.iter(|| {
-            let v = rt.block_on(revgate::auth::verify_access_token(&cfg, &keys, &metrics, now, &t)).unwrap();
+            let v = rt
+                .block_on(revgate::auth::verify_access_token(
+                    &cfg, &keys, &metrics, now, &t,
+                ))
+                .unwrap();
             assert!(store
                 .find_match(&v.issuer, &v.jti, v.sid.as_deref(), v.sub.as_deref(), v.iat)
                 .unwrap()
@@ -107,7 +138,8 @@ fn benches(c: &mut Criterion) {
     let mut cached_cfg = cfg.clone();
     cached_cfg.auth.verified_token_cache = 10_000;
     let app = revgate::App::new(cached_cfg, None, store.clone(), clock.clone());
-    rt.block_on(app.keys.load_all(&app.config(), &app.metrics)).unwrap();
+    rt.block_on(app.keys.load_all(&app.config(), &app.metrics))
+        .unwrap();
     group.bench_function("cached_rs256", |b| {
         b.iter(|| {
             let v = rt.block_on(app.verify(&t)).unwrap();

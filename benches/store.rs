@@ -37,7 +37,13 @@ fn record(kind: Kind, i: u64, expires_at: u64) -> Record {
 }
 
 /// A store holding `n` entries (jti 80 %, sid 15 %, sub 5 %), all expiring at `expires_at`.
-fn filled(rt: &tokio::runtime::Runtime, dir: &std::path::Path, n: u64, expires_at: u64, clock: SharedClock) -> RevocationStore {
+fn filled(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    n: u64,
+    expires_at: u64,
+    clock: SharedClock,
+) -> RevocationStore {
     let store = RevocationStore::open(&dir.join("db"), 64 << 20, clock).unwrap();
     rt.block_on(async {
         let mut batch = Vec::with_capacity(4096);
@@ -68,7 +74,13 @@ fn lookup(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("miss", n), &n, |b, _| {
             b.iter(|| {
                 store
-                    .find_match(ISS, "jti-not-revoked", Some("sid-not-revoked"), Some("user-x"), NOW - 10)
+                    .find_match(
+                        ISS,
+                        "jti-not-revoked",
+                        Some("sid-not-revoked"),
+                        Some("user-x"),
+                        NOW - 10,
+                    )
                     .unwrap()
             })
         });
@@ -86,40 +98,46 @@ fn writes(c: &mut Criterion) {
     group.sample_size(10);
     for writers in [1usize, 8, 64] {
         let dir = tempfile::tempdir().unwrap();
-        let store = RevocationStore::open(&dir.path().join("db"), 64 << 20, revgate::clock::system()).unwrap();
+        let store =
+            RevocationStore::open(&dir.path().join("db"), 64 << 20, revgate::clock::system())
+                .unwrap();
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
         group.throughput(criterion::Throughput::Elements(writers as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |b, &writers| {
-            b.to_async(&rt).iter(|| {
-                let store = store.clone();
-                let counter = counter.clone();
-                async move {
-                    let tasks: Vec<_> = (0..writers)
-                        .map(|_| {
-                            let store = store.clone();
-                            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tokio::spawn(async move {
-                                store
-                                    .revoke(NewRevocation {
-                                        kind: Kind::Jti,
-                                        issuer: ISS.to_string(),
-                                        value: format!("w-{i}"),
-                                        issued_before: None,
-                                        expires_at: NOW + 86_400,
-                                        reason: None,
-                                        source: Source::Admin,
-                                    })
-                                    .await
-                                    .unwrap()
+        group.bench_with_input(
+            BenchmarkId::from_parameter(writers),
+            &writers,
+            |b, &writers| {
+                b.to_async(&rt).iter(|| {
+                    let store = store.clone();
+                    let counter = counter.clone();
+                    async move {
+                        let tasks: Vec<_> = (0..writers)
+                            .map(|_| {
+                                let store = store.clone();
+                                let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tokio::spawn(async move {
+                                    store
+                                        .revoke(NewRevocation {
+                                            kind: Kind::Jti,
+                                            issuer: ISS.to_string(),
+                                            value: format!("w-{i}"),
+                                            issued_before: None,
+                                            expires_at: NOW + 86_400,
+                                            reason: None,
+                                            source: Source::Admin,
+                                        })
+                                        .await
+                                        .unwrap()
+                                })
                             })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
                     }
-                }
-            })
-        });
+                })
+            },
+        );
         let flushes = store.flush_count();
         let written = counter.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!(

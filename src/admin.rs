@@ -12,8 +12,13 @@
 //! - `POST   /v1/sweep`                        sweep now → `{"purged":n}`
 //! - `GET    /v1/export?kind=`                 every record as NDJSON, streamed
 //! - `POST   /v1/import?dry_run=`              NDJSON records merged in; durable before the answer
+//! - `POST   /v1/reload`                       re-read the config file → 200 report / 400, old kept
+//! - `GET    /v1/openapi.json`                 the OpenAPI 3 document of this API ([`OPENAPI`])
 //! - `GET    /healthz`                         200 when the store is usable and every issuer has keys
 //! - `GET    /metrics`                         Prometheus text
+//!
+//! [`ROUTES`] lists the same routes for the OpenAPI conformance test (`tests/openapi.rs`),
+//! which checks them against `data/openapi.json` in both directions.
 //!
 //! Every route tree ends in the one [`handle_rejection`].
 
@@ -41,6 +46,27 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 /// Entries purged per sweep transaction when a sweep is requested.
 pub const SWEEP_BATCH: usize = 1024;
+
+/// Every route this module serves, as (method, OpenAPI path template). Kept in step with
+/// [`routes`] and with `data/openapi.json` (checked by `tests/openapi.rs`).
+pub const ROUTES: [(&str, &str); 13] = [
+    ("POST", "/v1/revocations"),
+    ("GET", "/v1/revocations"),
+    ("POST", "/v1/revocations/token"),
+    ("GET", "/v1/revocations/{kind}/{value}"),
+    ("DELETE", "/v1/revocations/{kind}/{value}"),
+    ("GET", "/v1/stats"),
+    ("POST", "/v1/sweep"),
+    ("GET", "/v1/export"),
+    ("POST", "/v1/import"),
+    ("POST", "/v1/reload"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+];
+
+/// The OpenAPI 3 description of the admin API, served at `GET /v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../data/openapi.json");
 
 /// An admin API error: status, stable code and a description naming the field.
 #[derive(Debug)]
@@ -124,6 +150,10 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(export(app.clone()))
             .unify()
             .or(import(app.clone()))
+            .unify()
+            .or(reload(app.clone()))
+            .unify()
+            .or(openapi())
             .unify(),
     );
     healthz(app)
@@ -474,6 +504,29 @@ where
     }
 }
 
+/// POST /v1/reload
+fn reload(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "reload")
+        .and(warp::post())
+        .and(with_app(app))
+        .and_then(|app: Arc<App>| async move {
+            match crate::reload::reload(&app).await {
+                Ok(report) => Ok::<_, Rejection>(json_reply(
+                    StatusCode::OK,
+                    &serde_json::to_value(&report).unwrap_or_default(),
+                )),
+                Err(e) => Err(warp::reject::custom(ApiError::invalid(e))),
+            }
+        })
+}
+
+/// GET /v1/openapi.json
+fn openapi() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "openapi.json").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+    })
+}
+
 /// GET /healthz
 fn healthz(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("healthz")
@@ -505,12 +558,10 @@ fn metrics(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejectio
         .and(warp::get())
         .and(with_app(app))
         .map(|app: Arc<App>| {
-            warp::reply::with_header(
-                app.metrics.render(&app.store),
-                "content-type",
-                "text/plain; version=0.0.4",
-            )
-            .into_response()
+            let mut text = app.metrics.render(&app.store);
+            app.route_metrics().render(&mut text);
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
         })
 }
 

@@ -18,16 +18,18 @@ pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod public;
+pub mod reload;
 pub mod server;
 pub mod store;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::auth::{Keyring, TokenError, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::store::RevocationStore;
 
 pub use server::{run, Listeners};
@@ -35,11 +37,22 @@ pub use server::{run, Listeners};
 /// Bound for connecting to an upstream (the route's `timeout` bounds the whole answer).
 pub const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The configuration in force and the per-route counters built for its routes; swapped
+/// together on reload so a route position always indexes the right counters.
+struct Live {
+    config: Arc<Config>,
+    routes: Arc<RouteMetrics>,
+}
+
 /// Everything a request handler needs, shared as `Arc<App>` by both listeners and the
 /// background tasks. The configuration sits behind a lock so it can be swapped on reload;
 /// readers clone the inner `Arc` and never hold the lock across an `.await`.
 pub struct App {
-    config: RwLock<Arc<Config>>,
+    live: RwLock<Live>,
+    /// `store.sweep_interval` in force; the sweeper follows it (reload).
+    sweep_interval: tokio::sync::watch::Sender<Duration>,
+    /// Serialises reloads (`SIGHUP`, `POST /v1/reload`).
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// Where the config came from (for reload); `None` for configs built in memory.
     pub config_path: Option<PathBuf>,
     /// The revocation store.
@@ -94,8 +107,15 @@ impl App {
                 .build(connector);
         let keys = Keyring::new(store.clone(), clock.clone());
         let token_cache = auth::cache::TokenCache::new(config.auth.verified_token_cache);
+        let (sweep_interval, _) = tokio::sync::watch::channel(config.store.sweep_interval);
+        let routes = Arc::new(RouteMetrics::for_routes(&config.routes, None));
         Arc::new(App {
-            config: RwLock::new(Arc::new(config)),
+            live: RwLock::new(Live {
+                config: Arc::new(config),
+                routes,
+            }),
+            sweep_interval,
+            reload_lock: tokio::sync::Mutex::new(()),
             config_path,
             store,
             keys,
@@ -110,17 +130,50 @@ impl App {
 
     /// The configuration in force (a cheap `Arc` clone).
     pub fn config(&self) -> Arc<Config> {
-        self.config
+        self.live
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .config
             .clone()
     }
 
-    /// Replaces the configuration in force (reload).
+    /// The configuration in force and the per-route counters of its routes, read together
+    /// (one lock acquisition; the proxy's per-request snapshot).
+    pub fn snapshot(&self) -> (Arc<Config>, Arc<RouteMetrics>) {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (live.config.clone(), live.routes.clone())
+    }
+
+    /// The per-route request counters of the configuration in force.
+    pub fn route_metrics(&self) -> Arc<RouteMetrics> {
+        self.snapshot().1
+    }
+
+    /// Replaces the configuration in force (reload; see [`reload::reload`], which checks it
+    /// first). Per-route counters are rebuilt for the new routes (counts of kept prefixes
+    /// carry over) and the sweeper picks up a new `store.sweep_interval`.
     pub fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        let interval = config.store.sweep_interval;
+        {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            let routes = Arc::new(RouteMetrics::for_routes(&config.routes, Some(&live.routes)));
+            *live = Live {
+                config: Arc::new(config),
+                routes,
+            };
+        }
         self.config_generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.sweep_interval.send_if_modified(|current| {
+            let changed = *current != interval;
+            *current = interval;
+            changed
+        });
+    }
+
+    /// Follows `store.sweep_interval` across reloads (for the sweeper).
+    pub fn sweep_interval(&self) -> tokio::sync::watch::Receiver<Duration> {
+        self.sweep_interval.subscribe()
     }
 
     /// Verifies an access token against every rule of SPEC §4 except the revocation check.

@@ -23,26 +23,35 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the gateway (default config: ./revgate.toml).
+    /// Run the gateway (default config: ./revgate.toml)
+    ///
+    /// Serves the proxy listener (server.listen) and the admin API (server.admin_listen).
+    /// SIGHUP (or POST /v1/reload) re-reads the config file without a restart; SIGTERM /
+    /// SIGINT drain in-flight requests, flush the store and exit 0. Exit 64: bad config.
     Serve {
         /// Configuration file.
-        #[arg(long, default_value = "revgate.toml")]
+        #[arg(long, value_name = "FILE", default_value = "revgate.toml")]
         config: PathBuf,
     },
     /// Self-contained demo: gateway (127.0.0.1:8080), admin (:9090), echo upstream (:8081),
     /// dev signing key; prints a valid token and commands to try revocation; store under data/.
     Demo,
-    /// Validate a config file and print the effective settings.
+    /// Validate a config file and print the effective settings
+    ///
+    /// Runs exactly the checks a reload runs (TOML, unknown keys, values, REVGATE_*
+    /// overrides, every jwks_file and hmac_secret_file loaded; jwks_url is not fetched).
+    /// Exit 0 and the effective settings (admin_token shown as "<set>"), or exit 64 and one
+    /// line naming the key and the problem.
     CheckConfig {
         /// Configuration file.
-        #[arg(long, default_value = "revgate.toml")]
+        #[arg(long, value_name = "FILE", default_value = "revgate.toml")]
         config: PathBuf,
     },
     /// Offline: verify every record has its expiry-index entry and vice versa; report
     /// counts; --repair removes orphans. Exit 0 when consistent (or repaired), 1 otherwise.
     CheckStore {
         /// Configuration file (for store.path).
-        #[arg(long, default_value = "revgate.toml")]
+        #[arg(long, value_name = "FILE", default_value = "revgate.toml")]
         config: PathBuf,
         /// Repair: remove orphan index entries, re-index orphan records.
         #[arg(long)]
@@ -63,7 +72,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::CheckConfig { config } => match load_config(&config) {
+        Command::CheckConfig { config } => match check_config(&config) {
             Ok(c) => {
                 println!("# {}: OK", config.display());
                 print!("{}", c.effective_toml());
@@ -99,6 +108,14 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Config file plus its local keys, exactly as a reload checks it (exit 64 when bad).
+fn check_config(path: &Path) -> Result<Config, ExitCode> {
+    revgate::reload::check_file(path).map_err(|e| {
+        eprintln!("revgate: {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -112,7 +129,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    let config = match load_config(path) {
+    let config = match check_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -145,12 +162,6 @@ fn serve(path: &Path) -> ExitCode {
         if let Err(e) = app.keys.load_all(&app.config(), &app.metrics).await {
             return fail(&e);
         }
-        tracing::info!(
-            proxy = %listeners.proxy_addr(),
-            admin = %listeners.admin_addr(),
-            store = %app.config().store.path.display(),
-            "revgate listening"
-        );
         revgate::run(app, listeners, revgate::server::shutdown_signal()).await;
         ExitCode::SUCCESS
     })

@@ -3,10 +3,38 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::config::RouteConfig;
 use crate::store::RevocationStore;
 
-/// Outcome of one request on the proxy listener (label `outcome`).
+/// Number of [`Outcome`] values (one counter each per route).
+pub const OUTCOMES: usize = 11;
+
+/// Upper bounds, in seconds, of the `revgate_decision_seconds` histogram buckets (the
+/// `+Inf` bucket is implicit). A decision without a JWKS refetch takes tens of µs.
+pub const DECISION_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+];
+/// [`DECISION_BUCKETS`] in nanoseconds, for the hot path (no float arithmetic there).
+const DECISION_BUCKET_NANOS: [u64; 12] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    500_000_000,
+    2_500_000_000,
+];
+
+/// Outcome of one request on the proxy listener (label `outcome`). Declared in the order
+/// of `Outcome::ALL`: `outcome as usize` indexes counter arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Forwarded upstream with a verified token.
@@ -34,7 +62,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 11] = [
+    const ALL: [Outcome; OUTCOMES] = [
         Outcome::Allowed,
         Outcome::Public,
         Outcome::Unauthenticated,
@@ -67,7 +95,12 @@ impl Outcome {
 /// Counters shared by every part of the gateway.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [AtomicU64; 11],
+    requests: [AtomicU64; OUTCOMES],
+    /// `revgate_decision_seconds`: per-bucket counts (not cumulative; the last one is
+    /// `+Inf` only), summed at render time.
+    decision_buckets: [AtomicU64; DECISION_BUCKETS.len() + 1],
+    /// Sum of every observed decision, in nanoseconds.
+    decision_nanos: AtomicU64,
     revocation_hits: [AtomicU64; 3],
     revocations_by_source: [AtomicU64; 3],
     /// Back-channel logouts accepted.
@@ -177,6 +210,7 @@ impl Metrics {
                 self.requests[i].load(Ordering::Relaxed)
             );
         }
+        self.render_decision(&mut out);
         let _ = writeln!(out, "# HELP revgate_revocation_hits_total Requests refused because a revocation matched, by kind.");
         let _ = writeln!(out, "# TYPE revgate_revocation_hits_total counter");
         for k in crate::store::Kind::ALL {
@@ -266,9 +300,233 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Starts timing one token decision (parse → verify → revocation lookup → scopes);
+    /// the time is recorded in `revgate_decision_seconds` when the guard is dropped, so
+    /// every early return is counted.
+    pub fn decision_timer(&self) -> DecisionTimer<'_> {
+        DecisionTimer {
+            metrics: self,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records one token decision that took `elapsed`. Lock-free: two atomic adds.
+    pub fn observe_decision(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = DECISION_BUCKET_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(DECISION_BUCKET_NANOS.len());
+        self.decision_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.decision_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Token decisions observed so far.
+    pub fn decisions(&self) -> u64 {
+        self.decision_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn render_decision(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP revgate_decision_seconds Time of the token decision on the proxy listener \
+             (parse, verify, revocation lookup, scopes)."
+        );
+        let _ = writeln!(out, "# TYPE revgate_decision_seconds histogram");
+        let mut cumulative = 0u64;
+        for (i, le) in DECISION_BUCKETS.iter().enumerate() {
+            cumulative += self.decision_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "revgate_decision_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.decision_buckets[DECISION_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "revgate_decision_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.decision_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "revgate_decision_seconds_sum {sum}");
+        let _ = writeln!(out, "revgate_decision_seconds_count {cumulative}");
+    }
+}
+
+/// Times one token decision; see [`Metrics::decision_timer`].
+#[derive(Debug)]
+pub struct DecisionTimer<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+}
+
+impl Drop for DecisionTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.observe_decision(self.started.elapsed());
+    }
+}
+
+/// `revgate_route_requests_total{route,outcome}`: proxy-listener requests per configured
+/// route (label `route` = the route's `prefix`, `none` when no route matched) and outcome.
+///
+/// Built from the routes whenever the configuration is (re)loaded and swapped together
+/// with it, so the hot path only indexes a slice by the matched route's position: no
+/// allocation, no lock of its own. A route that survives a reload (same prefix) keeps its
+/// very counters (shared rows), so no count is lost while requests straddle the swap.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// Prefix of each configured route, in configuration order.
+    prefixes: Vec<String>,
+    /// One row per route, plus a last row for requests that matched no route.
+    counts: Vec<Arc<[AtomicU64; OUTCOMES]>>,
+}
+
+impl RouteMetrics {
+    /// Counters for `routes`; prefixes already in `previous` keep their counters.
+    pub fn for_routes(routes: &[RouteConfig], previous: Option<&RouteMetrics>) -> RouteMetrics {
+        let prefixes: Vec<String> = routes.iter().map(|r| r.prefix.clone()).collect();
+        let row_of = |row: Option<usize>| -> Arc<[AtomicU64; OUTCOMES]> {
+            match (previous, row) {
+                (Some(prev), Some(row)) => prev.counts[row].clone(),
+                _ => Arc::new(Default::default()),
+            }
+        };
+        let mut counts: Vec<Arc<[AtomicU64; OUTCOMES]>> = prefixes
+            .iter()
+            .map(|p| row_of(previous.and_then(|prev| prev.prefixes.iter().position(|q| q == p))))
+            .collect();
+        counts.push(row_of(previous.map(|prev| prev.prefixes.len())));
+        RouteMetrics { prefixes, counts }
+    }
+
+    /// Counts one request on the route at position `route` of the configuration this was
+    /// built from (`None`: no route matched).
+    pub fn count(&self, route: Option<usize>, outcome: Outcome) {
+        let row = route
+            .filter(|&i| i < self.prefixes.len())
+            .unwrap_or(self.prefixes.len());
+        self.counts[row][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted for the route with `prefix` (`None`: no route) and `outcome`.
+    pub fn get(&self, prefix: Option<&str>, outcome: Outcome) -> u64 {
+        let row = match prefix {
+            Some(p) => match self.prefixes.iter().position(|q| q == p) {
+                Some(i) => i,
+                None => return 0,
+            },
+            None => self.prefixes.len(),
+        };
+        self.counts[row][outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Appends the Prometheus text of these counters to `out`.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP revgate_route_requests_total Requests on the proxy listener by route \
+             (prefix, or none) and outcome."
+        );
+        let _ = writeln!(out, "# TYPE revgate_route_requests_total counter");
+        let labels = self
+            .prefixes
+            .iter()
+            .map(|p| escape_label(p))
+            .chain(std::iter::once("none".to_string()));
+        for (row, route) in labels.enumerate() {
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "revgate_route_requests_total{{route=\"{route}\",outcome=\"{}\"}} {}",
+                    o.label(),
+                    self.counts[row][o as usize].load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_discriminants_index_all() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn decision_histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_decision(Duration::from_micros(10));
+        m.observe_decision(Duration::from_micros(700));
+        m.observe_decision(Duration::from_secs(10));
+        let mut out = String::new();
+        m.render_decision(&mut out);
+        assert!(
+            out.contains("revgate_decision_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("revgate_decision_seconds_bucket{le=\"0.001\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("revgate_decision_seconds_bucket{le=\"2.5\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("revgate_decision_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("revgate_decision_seconds_count 3\n"), "{out}");
+        assert_eq!(m.decisions(), 3);
+    }
+
+    #[test]
+    fn route_counts_survive_a_reload_of_the_same_prefix() {
+        let route = |prefix: &str| RouteConfig {
+            prefix: prefix.into(),
+            upstream: "http://127.0.0.1:1".into(),
+            strip_prefix: false,
+            timeout: Duration::from_secs(1),
+            public: false,
+            scopes: vec![],
+        };
+        let first = RouteMetrics::for_routes(&[route("/"), route("/a\"b")], None);
+        first.count(Some(0), Outcome::Allowed);
+        first.count(Some(1), Outcome::Revoked);
+        first.count(None, Outcome::NoRoute);
+        first.count(Some(7), Outcome::NoRoute);
+        let second = RouteMetrics::for_routes(&[route("/new"), route("/")], Some(&first));
+        assert_eq!(second.get(Some("/"), Outcome::Allowed), 1);
+        assert_eq!(second.get(Some("/new"), Outcome::Allowed), 0);
+        assert_eq!(second.get(Some("/a\"b"), Outcome::Revoked), 0);
+        assert_eq!(second.get(None, Outcome::NoRoute), 2);
+        let mut out = String::new();
+        first.render(&mut out);
+        assert!(
+            out.contains("revgate_route_requests_total{route=\"/a\\\"b\",outcome=\"revoked\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("revgate_route_requests_total{route=\"none\",outcome=\"no_route\"} 2\n"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn backchannel_reasons_are_classified() {

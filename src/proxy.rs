@@ -53,15 +53,18 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<ProxyBody> {
-    let config = app.config();
+    let (config, route_metrics) = app.snapshot();
     let request_id = request_id(req.headers());
-    let mut resp = match serve(&app, &config, req, remote, &request_id).await {
+    let mut matched = None;
+    let mut resp = match serve(&app, &config, req, remote, &request_id, &mut matched).await {
         Ok((resp, outcome)) => {
             app.metrics.request(outcome);
+            route_metrics.count(matched, outcome);
             resp
         }
         Err((err, log)) => {
             app.metrics.request(outcome_of(&err));
+            route_metrics.count(matched, outcome_of(&err));
             if let Some(log) = log {
                 tracing::info!(
                     request_id = %request_id,
@@ -114,6 +117,7 @@ async fn serve(
     req: Request<Incoming>,
     remote: SocketAddr,
     request_id: &str,
+    matched: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
     check_limits(config, &req).map_err(refuse)?;
 
@@ -133,7 +137,10 @@ async fn serve(
             "path contains dot segments".to_string(),
         )));
     }
-    let route = match_route(&config.routes, path).ok_or_else(|| refuse(GatewayError::NoRoute))?;
+    let index =
+        match_route_index(&config.routes, path).ok_or_else(|| refuse(GatewayError::NoRoute))?;
+    *matched = Some(index);
+    let route = &config.routes[index];
 
     let preflight = config.auth.forward_cors_preflight
         && req.method() == http::Method::OPTIONS
@@ -147,14 +154,17 @@ async fn serve(
         return Ok((resp, Outcome::Public));
     }
 
+    // Parse → verify → revocation lookup → scopes, timed as one decision.
+    let decision = app.metrics.decision_timer();
     let token = bearer_token(req.headers()).map_err(refuse)?;
     let verified = match app.verify(token).await {
         Ok(v) => v,
         Err(e) => {
+            let (kid, jti) = unverified_ids(token);
             let log = RejectLog {
                 reason: e.to_string(),
-                kid: None,
-                jti: None,
+                kid,
+                jti,
             };
             return Err((GatewayError::InvalidToken(e.to_string()), Some(log)));
         }
@@ -200,6 +210,7 @@ async fn serve(
         };
         return Err((GatewayError::InsufficientScope(reason), Some(log)));
     }
+    drop(decision);
     let resp = forward(app, config, route, req, remote, request_id, Some(&verified))
         .await
         .map_err(refuse)?;
@@ -288,10 +299,51 @@ fn has_dot_segment(path: &str) -> bool {
 
 /// The route whose prefix matches `path` by whole segments; the longest wins.
 pub fn match_route<'a>(routes: &'a [RouteConfig], path: &str) -> Option<&'a RouteConfig> {
+    match_route_index(routes, path).map(|i| &routes[i])
+}
+
+/// Position in `routes` of the route [`match_route`] picks.
+pub fn match_route_index(routes: &[RouteConfig], path: &str) -> Option<usize> {
     routes
         .iter()
-        .filter(|r| prefix_matches(&r.prefix, path))
-        .max_by_key(|r| r.prefix.len())
+        .enumerate()
+        .filter(|(_, r)| prefix_matches(&r.prefix, path))
+        .max_by_key(|(_, r)| r.prefix.len())
+        .map(|(i, _)| i)
+}
+
+/// Longest `kid` / `jti` copied from a refused token into its log line.
+const MAX_LOGGED_ID_LEN: usize = 128;
+
+/// `kid` (header) and `jti` (claims) of a token that failed verification, for its log line
+/// only: unverified, so cut to [`MAX_LOGGED_ID_LEN`] printable ASCII characters (no log
+/// injection); `None` when absent or unreadable. Runs on the refusal path only.
+fn unverified_ids(token: &str) -> (Option<String>, Option<String>) {
+    let mut parts = token.split('.');
+    let header = parts.next();
+    let claims = parts.next();
+    (
+        unverified_member(header, "kid"),
+        unverified_member(claims, "jti"),
+    )
+}
+
+/// The string member `name` of the base64url JSON object `part`, sanitised for a log line.
+fn unverified_member(part: Option<&str>, name: &str) -> Option<String> {
+    use base64::Engine as _;
+    let part = part.filter(|p| p.len() <= crate::auth::MAX_TOKEN_BYTES)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let id: String = value
+        .get(name)?
+        .as_str()?
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(MAX_LOGGED_ID_LEN)
+        .collect();
+    (!id.is_empty()).then_some(id)
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -592,6 +644,26 @@ mod tests {
         let only_api = vec![route("/api", "http://b", false)];
         assert!(match_route(&only_api, "/apix").is_none());
         assert!(match_route(&only_api, "/").is_none());
+    }
+
+    #[test]
+    fn refused_tokens_log_their_kid_and_jti_only() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256","kid":"k-1\nforged line"}"#),
+            b64(r#"{"jti":"j-1","sub":"x"}"#)
+        );
+        assert_eq!(
+            unverified_ids(&token),
+            (Some("k-1forgedline".into()), Some("j-1".into()))
+        );
+        assert_eq!(unverified_ids("garbage"), (None, None));
+        assert_eq!(
+            unverified_ids(&format!("{}.%%%.x", b64(r#"{"alg":"none"}"#))),
+            (None, None)
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! until the shutdown future completes, then drains in-flight requests within
 //! [`SHUTDOWN_GRACE`], stops the sweeper, the store recovery task and the JWKS refresher,
 //! and flushes the store.
+//! While it runs, `SIGHUP` reloads the configuration ([`crate::reload::reload`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -72,12 +73,21 @@ impl Listeners {
 
 /// Serves both listeners until `shutdown` completes; then drains and flushes.
 /// Keys must have been loaded (`app.keys.load_all`) before.
+///
+/// The `SIGHUP` handler is installed before the `revgate listening` line is logged, so a
+/// supervisor that waits for that line may send `SIGHUP` from then on.
 pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let config = app.config();
-    let sweeper = tokio::spawn(crate::store::run_sweeper(
+    let hangup = reload_on_hangup(app.clone(), stop_rx.clone());
+    tracing::info!(
+        proxy = %listeners.proxy_addr(),
+        admin = %listeners.admin_addr(),
+        store = %app.config().store.path.display(),
+        "revgate listening"
+    );
+    let sweeper = tokio::spawn(crate::store::run_sweeper_following(
         app.store.clone(),
-        config.store.sweep_interval,
+        app.sweep_interval(),
         stop_rx.clone(),
     ));
     let recovery = tokio::spawn(crate::store::run_recovery(
@@ -140,6 +150,9 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sweeper).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, refresher).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, recovery).await;
+    if let Some(hangup) = hangup {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, hangup).await;
+    }
     if let Err(e) = app.store.flush().await {
         tracing::error!(error = %e, "final store flush failed");
     }
@@ -164,6 +177,50 @@ fn builder(app: &App) -> http1::Builder {
 async fn accept_failed(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+}
+
+/// Installs the `SIGHUP` handler now and spawns the task that reloads the configuration on
+/// each `SIGHUP` until `stop` flips. `None` where there are no Unix signals (or the handler
+/// cannot be installed, which is logged).
+fn reload_on_hangup(
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler: reload only through POST /v1/reload");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    received = hangup.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        // The outcome is logged by reload itself.
+                        let _ = crate::reload::reload(&app).await;
+                    }
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, &mut stop);
+        None
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

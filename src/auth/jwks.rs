@@ -670,6 +670,31 @@ impl Keyring {
     }
 }
 
+/// Checks, without touching any keyring, that every issuer's local key material loads:
+/// each `jwks_file` reads and parses as a JWK Set with a usable signing key (or is allowed
+/// to have none because the issuer uses an HMAC secret), each `hmac_secret_file` reads.
+/// `jwks_url` issuers are not fetched: an unreachable IdP is not a configuration error
+/// (the last good keys are kept). The error names the key, like a config error:
+/// `issuer[0].jwks_file: ...`. Shared by `check-config` and reload, so both refuse the same.
+pub fn check_local_keys(config: &Config) -> Result<(), String> {
+    for (i, ic) in config.issuers.iter().enumerate() {
+        if let Some(path) = &ic.hmac_secret_file {
+            read_hmac_secret(path)
+                .map_err(|e| format!("issuer[{i}].hmac_secret_file: {}: {e}", path.display()))?;
+        }
+        if let (None, Some(path)) = (&ic.jwks_url, &ic.jwks_file) {
+            let key = format!("issuer[{i}].jwks_file");
+            let doc = read_jwks_file(path).map_err(|e| format!("{key}: {e}"))?;
+            let keys = parse_jwks(&doc, &ic.issuer)
+                .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+            if keys.is_empty() && ic.hmac_secret_file.is_none() {
+                return Err(format!("{key}: {}: no usable signing key", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unknown_kid() -> TokenError {
     TokenError::Signature("unknown signing key (kid)".into())
 }

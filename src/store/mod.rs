@@ -20,7 +20,10 @@ mod sweeper;
 
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
 pub use record::{Kind, Record, Source};
-pub use sweeper::{run_recovery, run_sweeper, MIN_SWEEP_INTERVAL, RECOVERY_INTERVAL, SWEEP_BATCH};
+pub use sweeper::{
+    run_recovery, run_sweeper, run_sweeper_following, MIN_SWEEP_INTERVAL, RECOVERY_INTERVAL,
+    SWEEP_BATCH,
+};
 
 use std::ops::Bound;
 use std::path::Path;

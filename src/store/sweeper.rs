@@ -17,22 +17,46 @@ pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every `interval`
 /// (at least [`MIN_SWEEP_INTERVAL`]), purges everything due. A failed sweep is logged and
-/// retried at the next tick; it never stops the loop.
+/// retried at the next tick; it never stops the loop. For an interval that can change
+/// while running (config reload), see [`run_sweeper_following`].
 pub async fn run_sweeper(
     store: RevocationStore,
     interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (_fixed, interval) = tokio::sync::watch::channel(interval);
+    run_sweeper_following(store, interval, shutdown).await;
+}
+
+/// Like [`run_sweeper`], with the interval read from `interval`: when it changes (a
+/// reloaded `store.sweep_interval`), the pending wait is restarted with the new period, so
+/// a shorter interval applies at once. A dropped `interval` sender keeps the last value.
+pub async fn run_sweeper_following(
+    store: RevocationStore,
+    mut interval: tokio::sync::watch::Receiver<Duration>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let interval = interval.max(MIN_SWEEP_INTERVAL);
-    tracing::debug!(interval_ms = interval.as_millis() as u64, "sweeper started");
+    let mut follow = true;
     loop {
         if *shutdown.borrow_and_update() {
             break;
         }
+        let period = (*interval.borrow_and_update()).max(MIN_SWEEP_INTERVAL);
+        tracing::debug!(interval_ms = period.as_millis() as u64, "sweeper waiting");
         tokio::select! {
-            () = tokio::time::sleep(interval) => {
+            () = tokio::time::sleep(period) => {
                 if let Err(e) = store.sweep_due(store.now(), SWEEP_BATCH).await {
                     tracing::warn!(error = %e, "sweep failed; retrying at the next tick");
+                }
+            }
+            changed = interval.changed(), if follow => {
+                match changed {
+                    Ok(()) => tracing::info!(
+                        interval = %humantime::format_duration(*interval.borrow()),
+                        "sweep interval changed"
+                    ),
+                    // Nobody can change it any more: keep the last one.
+                    Err(_) => follow = false,
                 }
             }
             changed = shutdown.changed() => {
@@ -114,6 +138,34 @@ mod tests {
         }
         assert_eq!(store.counts().jti, 0);
         assert!(store.sweep_totals().0 >= 1);
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("sweeper stops")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shorter_interval_applies_without_waiting_for_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let store = RevocationStore::open(dir.path(), 1 << 20, clock.clone()).unwrap();
+        let (interval_tx, interval_rx) = tokio::sync::watch::channel(Duration::from_secs(3600));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_sweeper_following(store.clone(), interval_rx, rx));
+        interval_tx.send(Duration::from_secs(1)).unwrap();
+        // With the old hour-long wait nothing would run within the bound.
+        let mut waited = 0;
+        while store.sweep_totals().0 == 0 && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert!(
+            store.sweep_totals().0 >= 1,
+            "no sweep after the interval changed"
+        );
+        // A dropped interval sender keeps the last interval and does not spin or stop.
+        drop(interval_tx);
         tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
