@@ -15,6 +15,7 @@
 //! after `flush_async` covered it; concurrent writers share one flush (group commit).
 
 mod keys;
+mod presence;
 mod record;
 mod sweeper;
 
@@ -182,6 +183,8 @@ struct Inner {
     sweep_runs: AtomicU64,
     /// Entries (records and seen logout jtis) purged since open.
     swept: AtomicU64,
+    /// Presence filter in front of the record trees (misses skip sled).
+    presence: Arc<presence::Presence>,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -415,8 +418,38 @@ impl RevocationStore {
                 flush_failure: std::sync::Mutex::new(None),
                 sweep_runs: AtomicU64::new(0),
                 swept: AtomicU64::new(0),
+                presence: Arc::new(presence::Presence::default()),
             }),
         })
+        .inspect(|store| store.fill_presence())
+    }
+
+    /// Fills the presence filter from the record trees in a background thread, then marks
+    /// it ready; until then lookups go to sled (see [`presence`]).
+    fn fill_presence(&self) {
+        let Ok(h) = self.handles() else { return };
+        let presence = self.inner.presence.clone();
+        let spawned = std::thread::Builder::new()
+            .name("presence-fill".into())
+            .spawn(move || {
+                for kind in Kind::ALL {
+                    let kb = keys::kind_byte(kind);
+                    for key in h.trees.tree(kind).iter().keys() {
+                        match key {
+                            Ok(key) => presence.insert(kb, &key),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "presence filter scan failed; lookups keep asking the store");
+                                return;
+                            }
+                        }
+                    }
+                }
+                presence.mark_ready();
+                tracing::debug!("presence filter ready");
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the presence filter scan; lookups keep asking the store");
+        }
     }
 
     /// The open database, or [`StoreError::Unavailable`] while it is being reopened.
@@ -590,11 +623,24 @@ impl RevocationStore {
         let key = keys::record_key(&rev.issuer, &rev.value)?;
         let now = self.inner.clock.now();
         let tree = h.trees.tree(rev.kind);
-        let (merged, was_new) = (tree, &h.trees.expiry)
+        let kb = keys::kind_byte(rev.kind);
+        // Raised before the commit: no reader may see the record while the filter says no.
+        self.inner.presence.insert(kb, &key);
+        let result = (tree, &h.trees.expiry)
             .transaction(|(records, expiry)| {
                 merge_in_tx(records, expiry, &key, rev, now, revoked_at)
             })
-            .map_err(|e| self.failed(tx_error(e)))?;
+            .map_err(|e| self.failed(tx_error(e)));
+        let (merged, was_new) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.inner.presence.remove(kb, &key);
+                return Err(e);
+            }
+        };
+        if !was_new {
+            self.inner.presence.remove(kb, &key);
+        }
         self.recorded(rev, was_new);
         Ok((
             merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
@@ -688,6 +734,8 @@ impl RevocationStore {
         let seen_value = keys::encode_logout(&fingerprint, jti_expires_at);
         let now = self.inner.clock.now();
         let t = &h.trees;
+        let kb = keys::kind_byte(rev.kind);
+        self.inner.presence.insert(kb, &rkey);
         let outcome = (h.trees.tree(rev.kind), &t.logout, &t.expiry)
             .transaction(|(records, seen, expiry)| {
                 if let Some(old) = seen.get(&jkey)? {
@@ -712,7 +760,17 @@ impl RevocationStore {
                 )?;
                 Ok((SeenLogout::New, was_new))
             })
-            .map_err(|e| self.failed(tx_error(e)))?;
+            .map_err(|e| self.failed(tx_error(e)));
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                self.inner.presence.remove(kb, &rkey);
+                return Err(e);
+            }
+        };
+        if !matches!(outcome, (SeenLogout::New, true)) {
+            self.inner.presence.remove(kb, &rkey);
+        }
         match outcome {
             (SeenLogout::Conflict, _) => return Ok(SeenLogout::Conflict),
             (SeenLogout::New, was_new) => self.recorded(rev, was_new),
@@ -754,6 +812,7 @@ impl RevocationStore {
             })
             .map_err(|e| self.failed(tx_error(e)))?;
         if removed {
+            self.inner.presence.remove(kb, &key);
             self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
             self.wrote();
             self.flush().await?;
@@ -810,6 +869,9 @@ impl RevocationStore {
             }
             key.truncate(prefix);
             key.extend_from_slice(value.as_bytes());
+            if !self.inner.presence.may_contain(keys::kind_byte(kind), &key) {
+                continue;
+            }
             let Some(bytes) = h.trees.tree(kind).get(&key)? else {
                 continue;
             };
@@ -917,6 +979,7 @@ impl RevocationStore {
             let removed = (&t.jti, &t.sid, &t.sub, &t.logout, &t.expiry)
                 .transaction(|(jti, sid, sub, logout, expiry)| {
                     let mut removed = [0u64; 4];
+                    let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
                     for ikey in &due {
                         let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
                             // Not an index key at all: drop it.
@@ -943,13 +1006,20 @@ impl RevocationStore {
                             if current == exp {
                                 records.remove(rkey)?;
                                 removed[kind as usize] += 1;
+                                if kind != keys::KIND_LOGOUT {
+                                    gone.push((kind, rkey.to_vec()));
+                                }
                             }
                         }
                         expiry.remove(ikey)?;
                     }
-                    Ok(removed)
+                    Ok((removed, gone))
                 })
                 .map_err(|e| self.failed(tx_error(e)))?;
+            let (removed, gone) = removed;
+            for (kind, rkey) in &gone {
+                self.inner.presence.remove(*kind, rkey);
+            }
             self.wrote();
             for (kind, n) in removed.iter().enumerate() {
                 purged[kind] += n;
