@@ -791,3 +791,7 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
         "bad request",
     ))
 }
+
+/// Property tests on hostile input.
+#[cfg(test)]
+mod proptests;

@@ -338,3 +338,7 @@ pub fn export_stream(
     });
     rx
 }
+
+/// Property tests on hostile input.
+#[cfg(test)]
+mod proptests;

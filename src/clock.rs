@@ -87,9 +87,8 @@ fn split_offset(text: &str) -> (&str, i64) {
     if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
         return (base, 0);
     }
-    let bytes = text.as_bytes();
-    if bytes.len() > 6 {
-        let tail = &text[text.len() - 6..];
+    // `get`, not indexing: the last six bytes may start inside a multi-byte character.
+    if let Some(tail) = text.get(text.len().max(6) - 6..).filter(|_| text.len() > 6) {
         let tb = tail.as_bytes();
         if (tb[0] == b'+' || tb[0] == b'-') && tb[3] == b':' && text.contains('T') {
             if let (Ok(h), Ok(m)) = (tail[1..3].parse::<i64>(), tail[4..6].parse::<i64>()) {

@@ -1461,3 +1461,7 @@ upstream = "http://127.0.0.1:8081"
         assert_eq!(again.effective_toml(), plain);
     }
 }
+
+/// Property tests on hostile input.
+#[cfg(test)]
+mod proptests;

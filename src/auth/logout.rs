@@ -283,3 +283,7 @@ impl<'de> Visitor<'de> for UniqueMap {
         Ok(map)
     }
 }
+
+/// Property tests on hostile input.
+#[cfg(test)]
+mod proptests;

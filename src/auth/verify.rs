@@ -615,3 +615,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Property tests; their runner and JSON generators serve the other parsers' too.
+#[cfg(test)]
+pub(crate) mod proptests;
