@@ -390,12 +390,19 @@ impl RevocationStore {
     /// Fails with [`StoreError::Locked`] when another process has it open.
     pub fn open(path: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self, StoreError> {
         let h = open_handles(path, cache_bytes)?;
-        // Tree::len is a full scan: done once here, then kept as counters.
-        let counts = [
-            AtomicU64::new(h.trees.jti.len() as u64),
-            AtomicU64::new(h.trees.sid.len() as u64),
-            AtomicU64::new(h.trees.sub.len() as u64),
-        ];
+        // One scan of the record trees at open: the per-kind counters (Tree::len would be
+        // a scan too) and the presence filter, which is then ready before any request.
+        let presence = Arc::new(presence::Presence::default());
+        let mut scanned = [0u64; 3];
+        for kind in Kind::ALL {
+            let kb = keys::kind_byte(kind);
+            for key in h.trees.tree(kind).iter().keys() {
+                presence.insert(kb, &key?);
+                scanned[kb as usize] += 1;
+            }
+        }
+        presence.mark_ready();
+        let counts = scanned.map(AtomicU64::new);
         tracing::info!(
             path = %path.display(),
             jti = counts[0].load(Ordering::Relaxed),
@@ -418,38 +425,9 @@ impl RevocationStore {
                 flush_failure: std::sync::Mutex::new(None),
                 sweep_runs: AtomicU64::new(0),
                 swept: AtomicU64::new(0),
-                presence: Arc::new(presence::Presence::default()),
+                presence,
             }),
         })
-        .inspect(|store| store.fill_presence())
-    }
-
-    /// Fills the presence filter from the record trees in a background thread, then marks
-    /// it ready; until then lookups go to sled (see [`presence`]).
-    fn fill_presence(&self) {
-        let Ok(h) = self.handles() else { return };
-        let presence = self.inner.presence.clone();
-        let spawned = std::thread::Builder::new()
-            .name("presence-fill".into())
-            .spawn(move || {
-                for kind in Kind::ALL {
-                    let kb = keys::kind_byte(kind);
-                    for key in h.trees.tree(kind).iter().keys() {
-                        match key {
-                            Ok(key) => presence.insert(kb, &key),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "presence filter scan failed; lookups keep asking the store");
-                                return;
-                            }
-                        }
-                    }
-                }
-                presence.mark_ready();
-                tracing::debug!("presence filter ready");
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the presence filter scan; lookups keep asking the store");
-        }
     }
 
     /// The open database, or [`StoreError::Unavailable`] while it is being reopened.

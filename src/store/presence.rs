@@ -13,8 +13,8 @@
 //!   is only ever an over-count);
 //! - a counter that reaches 255 sticks there (never lowered), so it cannot wrap.
 //!
-//! Until the start-up scan has filled the filter, `may_contain` answers `true` (sled
-//! decides), so a restart serves its first request without waiting for the scan.
+//! The store fills the filter in the one scan it makes at open (which also counts the
+//! records); until `mark_ready`, `may_contain` answers `true` (sled decides).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
