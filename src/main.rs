@@ -88,12 +88,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime. `TOKIO_WORKER_THREADS` sizes the worker pool (default: one per
+/// CPU); with exactly one worker the single-threaded scheduler is used, which saves the
+/// work-stealing machinery when the gateway is pinned to one core (blocking work such as
+/// store flushes still runs on the blocking pool).
 fn runtime() -> tokio::runtime::Runtime {
-    // TOKIO_WORKER_THREADS sizes the worker pool (the bench script sets it).
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 fn fail(msg: &str) -> ExitCode {
