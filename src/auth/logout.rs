@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::auth::verify::{decode_part, split_compact, MAX_TOKEN_BYTES};
+use crate::auth::verify::{decode_part, media_subtype, split_compact, MAX_TOKEN_BYTES};
 use crate::auth::Keyring;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -237,15 +237,6 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
             }
         }
         Some(_) => Err(refuse(format!("{name} must be a NumericDate"))),
-    }
-}
-
-/// `typ` without an `application/` prefix (RFC 7515 §4.1.9).
-fn media_subtype(typ: &str) -> &str {
-    const PREFIX: &str = "application/";
-    match typ.get(..PREFIX.len()) {
-        Some(p) if p.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
-        _ => typ,
     }
 }
 

@@ -251,7 +251,7 @@ pub fn token_id(token: &str) -> String {
 }
 
 /// `typ` with an `application/` prefix (any case) removed (RFC 7515 §4.1.9).
-fn media_subtype(typ: &str) -> &str {
+pub(crate) fn media_subtype(typ: &str) -> &str {
     const PREFIX: &str = "application/";
     match typ.get(..PREFIX.len()) {
         Some(p) if p.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
