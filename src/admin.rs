@@ -44,8 +44,6 @@ pub const MAX_REASON_BYTES: usize = 1024;
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page size of `GET /v1/revocations`.
 pub const MAX_PAGE: usize = 1000;
-/// Entries purged per sweep transaction when a sweep is requested.
-pub const SWEEP_BATCH: usize = 1024;
 
 /// Every route this module serves, as (method, OpenAPI path template). Kept in step with
 /// [`routes`] and with `data/openapi.json` (checked by `tests/openapi.rs`).
@@ -392,7 +390,7 @@ fn sweep(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection>
             let now = app.clock.now();
             let report = app
                 .store
-                .sweep_due(now, SWEEP_BATCH)
+                .sweep_due(now, crate::store::SWEEP_BATCH)
                 .await
                 .map_err(|e| warp::reject::custom(ApiError::store(e)))?;
             Ok::<_, Rejection>(json_reply(
