@@ -24,6 +24,8 @@ pub enum GatewayError {
     InvalidRequest(String),
     /// A token that failed a check (`invalid_token`); the text is the `error_description`.
     InvalidToken(String),
+    /// A valid token that a revocation of this kind matches (`invalid_token`, "revoked").
+    Revoked(crate::store::Kind),
     /// Token lacks a required scope.
     InsufficientScope(String),
     /// No route matches the path.
@@ -46,7 +48,9 @@ impl GatewayError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NoCredentials | GatewayError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::NoCredentials
+            | GatewayError::InvalidToken(_)
+            | GatewayError::Revoked(_) => StatusCode::UNAUTHORIZED,
             GatewayError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
@@ -65,6 +69,7 @@ impl GatewayError {
             GatewayError::NoCredentials => ("unauthorized", "missing bearer token".to_string()),
             GatewayError::InvalidRequest(d) => ("invalid_request", d.clone()),
             GatewayError::InvalidToken(d) => ("invalid_token", d.clone()),
+            GatewayError::Revoked(kind) => ("invalid_token", format!("token revoked ({kind})")),
             GatewayError::InsufficientScope(d) => ("insufficient_scope", d.clone()),
             GatewayError::NoRoute => ("not_found", "no route for this path".to_string()),
             GatewayError::HeadersTooLarge => (
@@ -99,9 +104,9 @@ impl GatewayError {
                 "Bearer realm=\"revgate\", error=\"invalid_request\", error_description=\"{}\"",
                 quoted_string_safe(d)
             )),
-            GatewayError::InvalidToken(d) => Some(format!(
+            GatewayError::InvalidToken(_) | GatewayError::Revoked(_) => Some(format!(
                 "Bearer realm=\"revgate\", error=\"invalid_token\", error_description=\"{}\"",
-                quoted_string_safe(d)
+                quoted_string_safe(&description)
             )),
             GatewayError::InsufficientScope(d) => Some(format!(
                 "Bearer realm=\"revgate\", error=\"insufficient_scope\", error_description=\"{}\"",
@@ -163,6 +168,17 @@ mod tests {
         assert_eq!(
             resp.headers()[WWW_AUTHENTICATE],
             "Bearer realm=\"revgate\", error=\"invalid_token\", error_description=\"token expired\""
+        );
+    }
+
+    #[test]
+    fn revoked_is_an_invalid_token_naming_the_kind() {
+        let err = GatewayError::Revoked(crate::store::Kind::Sid);
+        assert_eq!(err.status(), 401);
+        let resp = err.into_response();
+        assert_eq!(
+            resp.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"revgate\", error=\"invalid_token\", error_description=\"token revoked (sid)\""
         );
     }
 

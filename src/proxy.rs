@@ -101,7 +101,7 @@ fn outcome_of(err: &GatewayError) -> Outcome {
     match err {
         GatewayError::NoCredentials => Outcome::Unauthenticated,
         GatewayError::InvalidRequest(_) | GatewayError::MethodNotAllowed => Outcome::BadRequest,
-        GatewayError::InvalidToken(d) if d.contains("revoked") => Outcome::Revoked,
+        GatewayError::Revoked(_) => Outcome::Revoked,
         GatewayError::InvalidToken(_) => Outcome::InvalidToken,
         GatewayError::InsufficientScope(_) => Outcome::Forbidden,
         GatewayError::NoRoute => Outcome::NoRoute,
@@ -184,13 +184,13 @@ async fn serve(
         Ok(None) => {}
         Ok(Some(kind)) => {
             app.metrics.revocation_hit(kind);
-            let reason = format!("token revoked ({kind})");
+            let err = GatewayError::Revoked(kind);
             let log = RejectLog {
-                reason: reason.clone(),
+                reason: err.code_and_description().1,
                 kid: verified.kid.clone(),
                 jti: Some(verified.jti.clone()),
             };
-            return Err((GatewayError::InvalidToken(reason), Some(log)));
+            return Err((err, Some(log)));
         }
         Err(e) => {
             tracing::error!(error = %e, "revocation store unreadable: refusing request");

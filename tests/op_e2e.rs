@@ -12,12 +12,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use revgate::config::Config;
-use revgate::App;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -193,35 +190,6 @@ path = "{store}"
     )
 }
 
-/// A gateway on already-bound listeners (the provider must know the logout URL first).
-async fn start_gateway(
-    config_text: &str,
-    listeners: revgate::Listeners,
-) -> (
-    Arc<App>,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let config = Config::parse(config_text, |_| None).expect("config");
-    let clock = revgate::clock::system();
-    let store = revgate::store::RevocationStore::open(
-        &config.store.path,
-        config.store.cache_bytes,
-        clock.clone(),
-    )
-    .expect("store");
-    let app = App::new(config, None, store, clock);
-    app.keys
-        .load_all(&app.config(), &app.metrics)
-        .await
-        .expect("keys");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(revgate::run(app.clone(), listeners, async move {
-        let _ = rx.await;
-    }));
-    (app, tx, task)
-}
-
 async fn call(proxy: std::net::SocketAddr, token: &str) -> (u16, Value) {
     status_json(get_with(&format!("http://{proxy}/api/orders"), token).await).await
 }
@@ -248,7 +216,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
     let issuer = format!("http://127.0.0.1:{op_port}");
 
     let config_text = gateway_config(&issuer, upstream, &store);
-    let (app, stop, task) = start_gateway(&config_text, listeners).await;
+    let gw = Gateway::start_on(&config_text, listeners).await;
 
     // Log in at the provider: a JWT access token carrying the session's sid.
     let (code, login) = op(&peer, &logout_uri, &["login", "--issuer", &issuer]).await;
@@ -298,7 +266,8 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
             .contains("revoked"),
         "{body}"
     );
-    let record = app
+    let record = gw
+        .app
         .store
         .get(revgate::store::Kind::Sid, &issuer, &sid)
         .unwrap()
@@ -313,12 +282,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
 
     // Restart revgate with the provider gone: keys come from the stored last good JWKS,
     // and the revocation from the store.
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("gateway stops")
-        .unwrap();
-    drop(app);
+    gw.stop().await;
     provider.kill().await.unwrap();
     let listeners = revgate::Listeners::bind(
         "127.0.0.1:0".parse().unwrap(),
@@ -327,7 +291,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
     .await
     .unwrap();
     let proxy = listeners.proxy_addr();
-    let (_app, stop, task) = start_gateway(&config_text, listeners).await;
+    let gw = Gateway::start_on(&config_text, listeners).await;
     let (status, body) = call(proxy, &access_token).await;
     assert_eq!(status, 401, "still refused after a restart: {body}");
     assert!(
@@ -342,9 +306,5 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
         status, 200,
         "the new session still passes with the stored JWKS: {body}"
     );
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("gateway stops")
-        .unwrap();
+    gw.stop().await;
 }

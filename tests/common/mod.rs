@@ -176,18 +176,35 @@ impl Gateway {
     /// Starts a gateway from config text with the given clock.
     pub async fn start_with_clock(config_text: &str, clock: SharedClock) -> Gateway {
         let config = Config::parse(config_text, |_| None).expect("valid test config");
+        let listeners = revgate::Listeners::bind(config.server.listen, config.server.admin_listen)
+            .await
+            .expect("bind");
+        Gateway::launch(config, None, clock, listeners).await
+    }
+
+    /// Starts a gateway from config text on listeners bound beforehand (when a peer must
+    /// know the gateway's address before the gateway's config can be written).
+    pub async fn start_on(config_text: &str, listeners: revgate::Listeners) -> Gateway {
+        let config = Config::parse(config_text, |_| None).expect("valid test config");
+        Gateway::launch(config, None, revgate::clock::system(), listeners).await
+    }
+
+    /// Opens the store, loads the keys and runs the gateway on `listeners`.
+    async fn launch(
+        config: Config,
+        path: Option<PathBuf>,
+        clock: SharedClock,
+        listeners: revgate::Listeners,
+    ) -> Gateway {
         let store = revgate::store::RevocationStore::open(
             &config.store.path,
             config.store.cache_bytes,
             clock.clone(),
         )
         .expect("open store");
-        let listeners = revgate::Listeners::bind(config.server.listen, config.server.admin_listen)
-            .await
-            .expect("bind");
         let proxy = listeners.proxy_addr();
         let admin = listeners.admin_addr();
-        let app = App::new(config, None, store, clock);
+        let app = App::new(config, path, store, clock);
         app.keys
             .load_all(&app.config(), &app.metrics)
             .await
@@ -1211,34 +1228,16 @@ impl Gateway {
     /// and a reload check it), with the system clock. Its `POST /v1/reload` re-reads `path`.
     pub async fn start_from_file(path: &Path) -> Gateway {
         let config = revgate::reload::check_file(path).expect("valid test config file");
-        let clock = revgate::clock::system();
-        let store = revgate::store::RevocationStore::open(
-            &config.store.path,
-            config.store.cache_bytes,
-            clock.clone(),
-        )
-        .expect("open store");
         let listeners = revgate::Listeners::bind(config.server.listen, config.server.admin_listen)
             .await
             .expect("bind");
-        let proxy = listeners.proxy_addr();
-        let admin = listeners.admin_addr();
-        let app = App::new(config, Some(path.to_path_buf()), store, clock);
-        app.keys
-            .load_all(&app.config(), &app.metrics)
-            .await
-            .expect("keys");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(revgate::run(app.clone(), listeners, async move {
-            let _ = rx.await;
-        }));
-        Gateway {
-            proxy,
-            admin,
-            app,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Gateway::launch(
+            config,
+            Some(path.to_path_buf()),
+            revgate::clock::system(),
+            listeners,
+        )
+        .await
     }
 }
 
