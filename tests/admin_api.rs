@@ -809,6 +809,8 @@ async fn healthz_and_metrics_move() {
     assert_eq!(health["status"], "ok", "{health}");
 
     let allowed = "revgate_requests_total{outcome=\"allowed\"}";
+    let revoked = "revgate_requests_total{outcome=\"revoked\"}";
+    let invalid = "revgate_requests_total{outcome=\"invalid_token\"}";
     let hits = "revgate_revocation_hits_total{kind=\"jti\"}";
     let sid_entries = "revgate_store_entries{kind=\"sid\"}";
     let sweeps = "revgate_sweeps_total";
@@ -823,7 +825,7 @@ async fn healthz_and_metrics_move() {
         .to_string();
     assert!(ct.starts_with("text/plain"), "{ct}");
     let m0 = resp.text().await.unwrap();
-    for name in [allowed, hits, sid_entries, sweeps] {
+    for name in [allowed, revoked, invalid, hits, sid_entries, sweeps] {
         assert!(metric_in(&m0, name).is_some(), "{name} missing in:\n{m0}");
     }
     assert!(m0.contains("# TYPE revgate_requests_total counter"), "{m0}");
@@ -856,6 +858,12 @@ async fn healthz_and_metrics_move() {
     let m1 = metrics_text(&gw).await;
     let delta = |name: &str| metric_in(&m1, name).unwrap() - metric_in(&m0, name).unwrap();
     assert_eq!(delta(allowed), 1.0, "{m1}");
+    assert_eq!(
+        delta(revoked),
+        1.0,
+        "a revocation refusal counts as revoked: {m1}"
+    );
+    assert_eq!(delta(invalid), 0.0, "and not as invalid_token: {m1}");
     assert_eq!(delta(hits), 1.0, "{m1}");
     assert_eq!(delta(sid_entries), 1.0, "{m1}");
     assert!(delta(sweeps) >= 1.0, "{m1}");
