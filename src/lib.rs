@@ -199,6 +199,29 @@ impl App {
         Ok(verified)
     }
 
+    /// Which revocation (if any) matches a verified token (SPEC §1). A token without `jti`
+    /// is looked up by its signing-input digest and then by the whole-token digest older
+    /// releases stored, so their records keep matching the same token until they expire.
+    pub fn find_revocation(
+        &self,
+        token: &VerifiedToken,
+    ) -> Result<Option<store::Kind>, store::StoreError> {
+        let found = self.store.find_match(
+            &token.issuer,
+            &token.jti,
+            token.sid.as_deref(),
+            token.sub.as_deref(),
+            token.iat,
+        )?;
+        match (&found, &token.legacy_jti) {
+            (None, Some(legacy)) => {
+                self.store
+                    .find_match(&token.issuer, legacy, None, None, token.iat)
+            }
+            _ => Ok(found),
+        }
+    }
+
     /// The issuer named by `given`, or the only configured one when `given` is `None`.
     pub fn resolve_issuer(&self, given: Option<&str>) -> Result<String, String> {
         let config = self.config();

@@ -174,13 +174,7 @@ async fn serve(
     if app.store.check_durable().is_err() {
         return Err(refuse(GatewayError::StoreUnavailable));
     }
-    match app.store.find_match(
-        &verified.issuer,
-        &verified.jti,
-        verified.sid.as_deref(),
-        verified.sub.as_deref(),
-        verified.iat,
-    ) {
+    match app.find_revocation(&verified) {
         Ok(None) => {}
         Ok(Some(kind)) => {
             app.metrics.revocation_hit(kind);

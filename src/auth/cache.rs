@@ -122,6 +122,7 @@ mod tests {
             sub: None,
             sid: None,
             jti: "j".into(),
+            legacy_jti: None,
             iat: 0,
             exp,
             scopes: vec![],

@@ -47,8 +47,15 @@ pub struct VerifiedToken {
     pub sub: Option<String>,
     /// The issuer's session claim, if present.
     pub sid: Option<String>,
-    /// `jti`, or `sha256:<digest>` of the compact token when it has none.
+    /// `jti`, or, when the token has none, `sha256:<digest>` of its JWS signing input
+    /// (`header.payload`, SPEC §1): the signature is left out because ECDSA signatures are
+    /// malleable, so a digest over it would let anyone mint an unrevoked twin.
     pub jti: String,
+    /// For a token without `jti` only: the digest of the whole compact token, the
+    /// identifier releases before the signing-input digest wrote. Revocations stored under
+    /// it keep matching this very token until they expire; `None` when the token has a
+    /// `jti`.
+    pub legacy_jti: Option<String>,
     /// `iat`.
     pub iat: u64,
     /// `exp`.
@@ -213,9 +220,9 @@ pub async fn verify_access_token(
         Some((_, Loose::Str(sid))) => Some(sid.to_string()),
         Some(_) => return Err(malformed("session claim must be a string")),
     };
-    let jti = match &claims.jti {
-        None => token_id(token),
-        Some(Loose::Str(jti)) if !jti.is_empty() => jti.to_string(),
+    let (jti, legacy_jti) = match &claims.jti {
+        None => (sha256_id(signing_input), Some(sha256_id(token.as_bytes()))),
+        Some(Loose::Str(jti)) if !jti.is_empty() => (jti.to_string(), None),
         Some(_) => return Err(malformed("jti must be a non-empty string")),
     };
     let scopes = match (&claims.scope, &claims.scp) {
@@ -233,6 +240,7 @@ pub async fn verify_access_token(
         sub,
         sid,
         jti,
+        legacy_jti,
         iat,
         exp,
         scopes,
@@ -241,9 +249,17 @@ pub async fn verify_access_token(
 }
 
 /// The identifier of a token without `jti` (SPEC §1): `sha256:` + unpadded base64url of the
-/// SHA-256 of the whole compact token.
+/// SHA-256 of its JWS signing input, the compact form up to the last `.` (`header.payload`).
+/// Every signature over the same header and claims (an ECDSA `(r, n−s)` twin, another
+/// base64url spelling of the signature) gives the same identifier.
 pub fn token_id(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
+    let signing_input = token.rsplit_once('.').map_or(token, |(input, _)| input);
+    sha256_id(signing_input.as_bytes())
+}
+
+/// `sha256:` + unpadded base64url of the SHA-256 of `bytes`.
+fn sha256_id(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let mut id = String::with_capacity(7 + 43);
     id.push_str("sha256:");
     URL_SAFE_NO_PAD.encode_string(digest, &mut id);

@@ -426,8 +426,21 @@ async fn jti_less_token_is_identified_by_its_digest() {
     let mut c = claims();
     c.as_object_mut().unwrap().remove("jti");
     let t = rs256(&c);
-    let expected = format!("sha256:{}", b64(&Sha256::digest(t.as_bytes())));
-    assert_eq!(check(&config, &t).await.unwrap().jti, expected);
+    // SPEC §1: the digest of the signing input `header.payload`, not of the whole token.
+    let signing_input = &t[..t.rfind('.').unwrap()];
+    let expected = format!("sha256:{}", b64(&Sha256::digest(signing_input.as_bytes())));
+    let verified = check(&config, &t).await.unwrap();
+    assert_eq!(verified.jti, expected);
+    assert_eq!(token_id(&t), expected);
+    // The older whole-token digest is kept beside it, so records written under it match.
+    let legacy = format!("sha256:{}", b64(&Sha256::digest(t.as_bytes())));
+    assert_eq!(verified.legacy_jti.as_deref(), Some(legacy.as_str()));
+    assert_ne!(legacy, expected);
+    // A token with a jti has no second identifier.
+    assert_eq!(
+        check(&config, &rs256(&claims())).await.unwrap().legacy_jti,
+        None
+    );
     c["jti"] = json!(42);
     refused(check(&config, &rs256(&c)).await, "malformed");
 }
