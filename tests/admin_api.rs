@@ -326,8 +326,10 @@ async fn revoke_by_token() {
         use sha2::Digest as _;
         format!(
             "sha256:{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(sha2::Sha256::digest(nojti.as_bytes()))
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(
+                // SPEC §1: the JWS signing input `header.payload`.
+                &nojti.as_bytes()[..nojti.rfind('.').unwrap()],
+            ))
         )
     };
     assert_eq!(record["value"], expected.as_str());

@@ -49,11 +49,14 @@ async fn assert_nothing_revoked(gw: &Gateway, what: &str) {
     assert!(items.is_empty(), "{what}: recorded {items:?}");
 }
 
-/// `sha256:` + unpadded base64url of the SHA-256 of the compact token (SPEC §1).
+/// `sha256:` + unpadded base64url of the SHA-256 of the token's JWS signing input
+/// `header.payload` (SPEC §1).
 fn token_digest_id(token: &str) -> String {
+    let signing_input = &token[..token.rfind('.').unwrap()];
     format!(
         "sha256:{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(signing_input))
     )
 }
 

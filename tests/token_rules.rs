@@ -376,9 +376,11 @@ async fn a_token_without_jti_is_identified_by_its_digest() {
     let (gw, _dir) = gateway().await;
     let t = rs256(&without("jti"));
     let headers = assert_passes(call(&gw, &t).await, "no jti").await;
+    // SPEC §1: the digest of the JWS signing input `header.payload`.
+    let signing_input = &t[..t.rfind('.').unwrap()];
     let expected = format!(
         "sha256:{}",
-        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(t.as_bytes()))
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(signing_input.as_bytes()))
     );
     assert_eq!(headers["x-auth-jti"], expected.as_str());
     assert_eq!(expected.len(), 7 + 43, "unpadded base64url of 32 bytes");

@@ -5,14 +5,12 @@
 //! Order: never trust claims before the signature checks out, except `iss` (to pick the
 //! issuer and its keys) and the header (to pick the algorithm and key).
 
-use std::str::FromStr;
-
-use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::auth::verify::{decode_part, media_subtype, split_compact, MAX_TOKEN_BYTES};
+use crate::auth::jws::{self, AlgorithmProblem, Compact, JwsError};
+use crate::auth::verify::media_subtype;
 use crate::auth::Keyring;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,6 +25,19 @@ pub struct LogoutError(pub String);
 
 fn refuse(why: impl Into<String>) -> LogoutError {
     LogoutError(why.into())
+}
+
+/// The logout endpoint's words for a failed JWS step.
+fn refuse_jws(e: JwsError) -> LogoutError {
+    match e {
+        JwsError::Malformed(d) => refuse(format!("malformed token: {d}")),
+        JwsError::Algorithm(AlgorithmProblem::Unsigned) => refuse("algorithm none is refused"),
+        JwsError::Algorithm(AlgorithmProblem::NotAllowed) => {
+            refuse("algorithm not allowed for logout tokens of this issuer")
+        }
+        JwsError::Algorithm(AlgorithmProblem::Unsupported) => refuse("unsupported algorithm"),
+        JwsError::Signature(d) => refuse(format!("invalid signature: {d}")),
+    }
 }
 
 /// A logout token that passed every check.
@@ -56,19 +67,9 @@ pub async fn validate_logout_token(
     now: u64,
     token: &str,
 ) -> Result<LogoutToken, LogoutError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(refuse("token too large"));
-    }
-    let (header_b64, payload_b64, signature_b64) =
-        split_compact(token).map_err(|e| refuse(e.to_string()))?;
-    let header = parse_object(
-        &decode_part(header_b64, "header").map_err(|e| refuse(e.to_string()))?,
-        "header",
-    )?;
-    let claims = parse_object(
-        &decode_part(payload_b64, "claims").map_err(|e| refuse(e.to_string()))?,
-        "claims",
-    )?;
+    let jws = Compact::decode(token).map_err(refuse_jws)?;
+    let header = parse_object(&jws.header_json, "header")?;
+    let claims = parse_object(&jws.payload_json, "claims")?;
 
     // Header.
     if header.contains_key("crit") {
@@ -113,32 +114,19 @@ pub async fn validate_logout_token(
         ));
     }
 
-    // Algorithm: pinned per issuer, never none (BCL §2.6 step 3).
-    if alg_name.eq_ignore_ascii_case("none") {
-        return Err(refuse("algorithm none is refused"));
-    }
-    if !issuer.logout_algorithms.iter().any(|a| a == alg_name) {
-        return Err(refuse(
-            "algorithm not allowed for logout tokens of this issuer",
-        ));
-    }
-    let alg = Algorithm::from_str(alg_name).map_err(|_| refuse("unsupported algorithm"))?;
-
-    // Signature with the issuer's keys.
-    let key = keys
-        .key_for(&issuer.issuer, kid, alg, metrics)
-        .await
-        .map_err(|e| refuse(e.to_string()))?;
-    if key.decoding_key().family() != alg.family() {
-        return Err(refuse(
-            "invalid signature: key does not match the algorithm",
-        ));
-    }
-    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-    match jsonwebtoken::crypto::verify(signature_b64, signing_input, key.decoding_key(), alg) {
-        Ok(true) => {}
-        _ => return Err(refuse("invalid signature")),
-    }
+    // Algorithm: pinned per issuer, never none (BCL §2.6 step 3); signature with the
+    // issuer's keys.
+    jws::verify_signature(
+        keys,
+        metrics,
+        &issuer.issuer,
+        &issuer.logout_algorithms,
+        alg_name,
+        kid,
+        &jws,
+    )
+    .await
+    .map_err(refuse_jws)?;
 
     // Audience.
     let aud_ok = match claims.get("aud") {

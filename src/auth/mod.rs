@@ -1,7 +1,9 @@
-//! Token checks: issuer key sets ([`jwks`]), access tokens ([`verify`]).
+//! Token checks: issuer key sets ([`jwks`]), the JWS steps every token goes through
+//! ([`jws`]), access tokens ([`verify`]) and logout tokens ([`logout`]).
 
 pub mod cache;
 pub mod jwks;
+pub(crate) mod jws;
 pub mod logout;
 pub mod verify;
 
@@ -9,4 +11,5 @@ pub mod verify;
 pub(crate) mod testutil;
 
 pub use jwks::Keyring;
-pub use verify::{verify_access_token, TokenError, VerifiedToken, MAX_TOKEN_BYTES};
+pub use jws::MAX_TOKEN_BYTES;
+pub use verify::{verify_access_token, TokenError, VerifiedToken};

@@ -21,22 +21,17 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::Algorithm;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::auth::jws::{self, AlgorithmProblem, Compact, JwsError};
 use crate::auth::Keyring;
 use crate::config::{Config, IssuerConfig};
 use crate::metrics::Metrics;
-
-/// Longest accepted compact token, in bytes. Real access tokens are 1–2 KiB; the cap bounds
-/// the work an unauthenticated request can cause (decoding, parsing, hashing).
-pub const MAX_TOKEN_BYTES: usize = 8192;
 
 /// The claims of a token that passed every check.
 #[derive(Debug, Clone)]
@@ -102,6 +97,36 @@ pub enum TokenError {
     Revoked,
 }
 
+impl TokenError {
+    /// The description without the cause word's prefix (for a caller that words it anew).
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            TokenError::Malformed(d)
+            | TokenError::Algorithm(d)
+            | TokenError::Signature(d)
+            | TokenError::Claims(d) => d.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<JwsError> for TokenError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Malformed(d) => TokenError::Malformed(d.to_string()),
+            JwsError::Algorithm(p) => TokenError::Algorithm(
+                match p {
+                    AlgorithmProblem::Unsigned => "unsigned tokens (none) are refused",
+                    AlgorithmProblem::NotAllowed => "not allowed for this issuer",
+                    AlgorithmProblem::Unsupported => "unsupported algorithm",
+                }
+                .to_string(),
+            ),
+            JwsError::Signature(d) => TokenError::Signature(d),
+        }
+    }
+}
+
 fn malformed(why: &str) -> TokenError {
     TokenError::Malformed(why.to_string())
 }
@@ -115,17 +140,10 @@ pub async fn verify_access_token(
     now: u64,
     token: &str,
 ) -> Result<VerifiedToken, TokenError> {
-    // 1. Size.
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(malformed("token too large"));
-    }
-
-    // 2. Compact JWS.
-    let (header_b64, payload_b64, signature_b64) = split_compact(token)?;
-    let header_json = decode_part(header_b64, "header")?;
-    let header: Header<'_> = parse_object(&header_json, HeaderSeed, "header")?;
-    let payload_json = decode_part(payload_b64, "claims")?;
-    let claims: Claims<'_> = parse_object(&payload_json, ClaimsSeed { config }, "claims")?;
+    // 1–2. Size; compact JWS; header and claims as strict JSON.
+    let jws = Compact::decode(token)?;
+    let header: Header<'_> = parse_object(&jws.header_json, HeaderSeed, "header")?;
+    let claims: Claims<'_> = parse_object(&jws.payload_json, ClaimsSeed { config }, "claims")?;
 
     // 3. Header.
     if header.crit {
@@ -145,30 +163,18 @@ pub async fn verify_access_token(
         _ => return Err(TokenError::Issuer),
     };
 
-    // 5. Algorithm: the allow-list is compared case-sensitively (RFC 8725 §3.1).
-    if alg_name.eq_ignore_ascii_case("none") {
-        return Err(TokenError::Algorithm(
-            "unsigned tokens (none) are refused".into(),
-        ));
-    }
-    if !issuer.algorithms.iter().any(|a| a == alg_name) {
-        return Err(TokenError::Algorithm("not allowed for this issuer".into()));
-    }
-    let alg = Algorithm::from_str(alg_name)
-        .map_err(|_| TokenError::Algorithm("unsupported algorithm".into()))?;
-
-    // 6. Signature. HS* get only the issuer's HMAC secret, all else only JWKS keys.
-    let key = keys.key_for(&issuer.issuer, kid, alg, metrics).await?;
-    if key.decoding_key().family() != alg.family() {
-        return Err(TokenError::Signature(
-            "key does not match the algorithm".into(),
-        ));
-    }
-    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-    match jsonwebtoken::crypto::verify(signature_b64, signing_input, key.decoding_key(), alg) {
-        Ok(true) => {}
-        _ => return Err(TokenError::Signature("verification failed".into())),
-    }
+    // 5–6. Algorithm (the issuer's allow-list) and signature (the issuer's key).
+    jws::verify_signature(
+        keys,
+        metrics,
+        &issuer.issuer,
+        &issuer.algorithms,
+        alg_name,
+        kid,
+        &jws,
+    )
+    .await?;
+    let signing_input = jws.signing_input();
 
     // 7. Token type.
     check_typ(issuer, typ)?;
@@ -323,32 +329,6 @@ fn numeric_date(value: &Option<Loose<'_>>, name: &str) -> Result<Option<u64>, To
             "{name} must be a non-negative NumericDate"
         ))),
     }
-}
-
-/// The three parts of a compact JWS; each may only hold base64url characters.
-pub(crate) fn split_compact(token: &str) -> Result<(&str, &str, &str), TokenError> {
-    if let Some(bad) = token.bytes().find(|b| !is_base64url_or_dot(*b)) {
-        return Err(if bad == b'=' {
-            malformed("base64 padding is not allowed")
-        } else {
-            malformed("not a compact JWS (characters outside base64url)")
-        });
-    }
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) => Ok((h, p, s)),
-        _ => Err(malformed("not a compact JWS (need exactly three parts)")),
-    }
-}
-
-fn is_base64url_or_dot(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
-}
-
-pub(crate) fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed(format!("{what} is not valid base64url")))
 }
 
 /// Parses a whole JSON text (nothing after it) with `seed`.

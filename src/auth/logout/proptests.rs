@@ -14,6 +14,7 @@ use crate::auth::verify::proptests::{
     cases, deep, json_string, json_value, object_text, runner, Members, NAMES,
 };
 use crate::clock::ManualClock;
+use jsonwebtoken::Algorithm;
 
 /// The `aud` logout tokens must name.
 const CLIENT: &str = "client-1";

@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::auth::testutil::{self, config, ISS, NOW};
+use crate::auth::MAX_TOKEN_BYTES;
 use crate::clock::ManualClock;
+use jsonwebtoken::Algorithm;
 
 /// Cases per property: `PROPTEST_CASES` when set, else 256 (fast enough for CI).
 pub(crate) fn cases() -> u32 {

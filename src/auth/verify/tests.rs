@@ -2,9 +2,12 @@
 
 use super::*;
 use crate::auth::testutil::*;
+use crate::auth::MAX_TOKEN_BYTES;
 use crate::clock::ManualClock;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::EncodingKey;
 use serde_json::json;
+use std::str::FromStr;
 
 const ALL_ALGS: [&str; 10] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
