@@ -57,10 +57,10 @@ pub struct App {
     pub config_path: Option<PathBuf>,
     /// The revocation store.
     pub store: RevocationStore,
-    /// Signing keys of every configured issuer.
-    pub keys: Keyring,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    /// Signing keys of every configured issuer (shared with the JWKS refresher).
+    pub keys: Arc<Keyring>,
+    /// Counters for `/metrics` (shared with the JWKS refresher).
+    pub metrics: Arc<Metrics>,
     /// Time source (injectable for tests).
     pub clock: SharedClock,
     /// Pooled HTTPS client for `https://` upstreams.
@@ -105,7 +105,7 @@ impl App {
                 .pool_idle_timeout(std::time::Duration::from_secs(90))
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector);
-        let keys = Keyring::new(store.clone(), clock.clone());
+        let keys = Arc::new(Keyring::new(store.clone(), clock.clone()));
         let token_cache = auth::cache::TokenCache::new(config.auth.verified_token_cache);
         let (sweep_interval, _) = tokio::sync::watch::channel(config.store.sweep_interval);
         let routes = Arc::new(RouteMetrics::for_routes(&config.routes, None));
@@ -119,7 +119,7 @@ impl App {
             config_path,
             store,
             keys,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             clock,
             upstream,
             upstream_http,

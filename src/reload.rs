@@ -54,11 +54,11 @@ pub struct ReloadReport {
 }
 
 /// Reads and checks a config file as start-up, reload and `check-config` all do: the
-/// configuration, then its local key material (see [`crate::auth::jwks::check_local_keys`]).
+/// configuration, then its local key material (see [`crate::auth::keys::check_local_keys`]).
 /// The error is one line naming the key and the problem.
 pub fn check_file(path: &Path) -> Result<Config, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    crate::auth::jwks::check_local_keys(&config)?;
+    crate::auth::keys::check_local_keys(&config)?;
     Ok(config)
 }
 

@@ -94,10 +94,15 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         app.store.clone(),
         stop_rx.clone(),
     ));
-    let refresher = tokio::spawn(crate::auth::Keyring::run_refresher(
-        app.clone(),
-        stop_rx.clone(),
-    ));
+    let refresher = {
+        let live = app.clone();
+        tokio::spawn(crate::auth::Keyring::run_refresher(
+            app.keys.clone(),
+            app.metrics.clone(),
+            move || live.config(),
+            stop_rx.clone(),
+        ))
+    };
     let admin_filter = crate::admin::routes(app.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

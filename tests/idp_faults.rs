@@ -17,7 +17,7 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// Bound of one JWKS fetch (`revgate::auth::jwks::JWKS_FETCH_TIMEOUT`).
+/// Bound of one JWKS fetch (`revgate::auth::keys::JWKS_FETCH_TIMEOUT`).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the fake IdP does with a JWKS request.

@@ -1,15 +1,15 @@
-//! Token checks: issuer key sets ([`jwks`]), the JWS steps every token goes through
+//! Token checks: issuer key sets ([`keys`]), the JWS steps every token goes through
 //! ([`jws`]), access tokens ([`verify`]) and logout tokens ([`logout`]).
 
 pub mod cache;
-pub mod jwks;
 pub(crate) mod jws;
+pub mod keys;
 pub mod logout;
 pub mod verify;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use jwks::Keyring;
 pub use jws::MAX_TOKEN_BYTES;
+pub use keys::Keyring;
 pub use verify::{verify_access_token, TokenError, VerifiedToken};
