@@ -329,6 +329,8 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 
 #[tokio::test]
 async fn forwarding_headers_and_authorization_are_set() {
+    // 127.0.0.1 is not in trusted_proxies (empty by default): the client's forwarding
+    // headers are replaced by the gateway's own (SPEC §4).
     let (gw, _dir, _) = start("", "").await;
     let t = good_token();
     let resp = client()
@@ -336,6 +338,27 @@ async fn forwarding_headers_and_authorization_are_set() {
         .bearer_auth(&t)
         .header("X-Forwarded-For", "203.0.113.7")
         .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 200);
+    let h = &body["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.proxy.to_string());
+    assert_eq!(h["authorization"], format!("Bearer {t}"));
+
+    let h = mirrored(&gw, "/api/fwd").await["headers"].clone();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    gw.stop().await;
+
+    // From a trusted proxy the list is kept and the peer appended.
+    let (gw, _dir, _) = start("", "trusted_proxies = [\"127.0.0.1\"]").await;
+    let resp = client()
+        .get(gw.url("/api/fwd"))
+        .bearer_auth(&t)
+        .header("X-Forwarded-For", "203.0.113.7")
         .send()
         .await
         .unwrap();
