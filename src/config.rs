@@ -1483,7 +1483,12 @@ upstream = "http://127.0.0.1:8081"
         assert!(nets[0].contains("10.9.8.7".parse().unwrap()));
         assert!(nets[3].contains("::1".parse().unwrap()));
         let shown = c.effective_toml();
-        for entry in ["\"10.0.0.0/8\",", "\"192.0.2.7\",", "\"2001:db8::/32\",", "\"::1\","] {
+        for entry in [
+            "\"10.0.0.0/8\",",
+            "\"192.0.2.7\",",
+            "\"2001:db8::/32\",",
+            "\"::1\",",
+        ] {
             assert!(shown.contains(entry), "{entry} in {shown}");
         }
         assert_eq!(
@@ -1498,7 +1503,10 @@ upstream = "http://127.0.0.1:8081"
             ("\"\"", "not an IP address"),
         ] {
             assert_err(
-                &with_section("server", &format!("trusted_proxies = [\"127.0.0.1\", {bad}]")),
+                &with_section(
+                    "server",
+                    &format!("trusted_proxies = [\"127.0.0.1\", {bad}]"),
+                ),
                 &["server.trusted_proxies", why, "line 2"],
             );
         }

@@ -695,7 +695,9 @@ fn remove_underscore_spellings(headers: &mut HeaderMap, preflight: bool) {
         if !n.as_bytes().contains(&b'_') {
             continue;
         }
-        let guarded = UNDERSCORE_GUARDED.iter().any(|g| same_but_underscores(n, g))
+        let guarded = UNDERSCORE_GUARDED
+            .iter()
+            .any(|g| same_but_underscores(n, g))
             || (preflight
                 && METHOD_OVERRIDE
                     .iter()
@@ -1120,7 +1122,10 @@ mod tests {
             ("x-auth-subject", "kept"),
             ("x_auth_sub_", "kept"),
         ] {
-            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         let mut preflight = h.clone();
         remove_underscore_spellings(&mut h, false);
@@ -1168,7 +1173,10 @@ mod tests {
 
         let mut h = client_headers();
         set_forwarding_headers(&mut h, true, "2001:db8::7".parse().unwrap(), host.clone());
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 198.51.100.2, 2001:db8::7");
+        assert_eq!(
+            h[&X_FORWARDED_FOR],
+            "203.0.113.7, 198.51.100.2, 2001:db8::7"
+        );
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
         assert_eq!(h[&FORWARDED], "for=192.0.2.1");

@@ -24,8 +24,11 @@ async fn start(server_keys: &str, auth_keys: &str) -> (Gateway, tempfile::TempDi
          [[route]]\nprefix = \"/admin-ish\"\nupstream = \"http://{mirror}\"\nscopes = [\"admin\"]\n\n\
          [[route]]\nprefix = \"/api\"\nupstream = \"http://{mirror}\"\n"
     );
-    let config = with_server_keys(&config_with_routes(&store, &routes), server_keys)
-        .replacen("[auth]\n", &format!("[auth]\n{auth_keys}\n"), 1);
+    let config = with_server_keys(&config_with_routes(&store, &routes), server_keys).replacen(
+        "[auth]\n",
+        &format!("[auth]\n{auth_keys}\n"),
+        1,
+    );
     (Gateway::start(&config).await, dir)
 }
 
@@ -59,7 +62,10 @@ fn assert_refused(resp: &RawResponse, word: &str, case: &str) {
 fn mirrored(resp: &RawResponse, case: &str) -> Value {
     let body = resp.json();
     assert_eq!(resp.status, 200, "{case}: {body}");
-    assert!(body["headers"].is_object(), "{case}: not the mirror: {body}");
+    assert!(
+        body["headers"].is_object(),
+        "{case}: not the mirror: {body}"
+    );
     body
 }
 
@@ -215,11 +221,17 @@ fn assert_no_underscore_spellings(body: &Value, case: &str) {
 async fn underscore_spellings_of_gateway_headers_never_reach_the_upstream() {
     let (gw, _dir) = start("", "").await;
     // A public route: no identity headers at all.
-    let body = mirrored(&raw_get(&gw, "/pub/x", UNDERSCORE_SPELLINGS).await, "public");
+    let body = mirrored(
+        &raw_get(&gw, "/pub/x", UNDERSCORE_SPELLINGS).await,
+        "public",
+    );
     assert_no_underscore_spellings(&body, "public");
     assert!(upstream_headers(&body).get("x-auth-sub").is_none());
     // A token route: only the gateway's own identity headers.
-    let auth = format!("Authorization: Bearer {}\r\n{UNDERSCORE_SPELLINGS}", read_token());
+    let auth = format!(
+        "Authorization: Bearer {}\r\n{UNDERSCORE_SPELLINGS}",
+        read_token()
+    );
     let body = mirrored(&raw_get(&gw, "/api/x", &auth).await, "token");
     assert_no_underscore_spellings(&body, "token");
     let h = upstream_headers(&body);
@@ -230,7 +242,10 @@ async fn underscore_spellings_of_gateway_headers_never_reach_the_upstream() {
 
     // From a trusted proxy too: a proxy never sends these spellings.
     let (gw, _dir) = start("trusted_proxies = [\"127.0.0.1\"]", "").await;
-    let body = mirrored(&raw_get(&gw, "/pub/x", UNDERSCORE_SPELLINGS).await, "trusted");
+    let body = mirrored(
+        &raw_get(&gw, "/pub/x", UNDERSCORE_SPELLINGS).await,
+        "trusted",
+    );
     assert_no_underscore_spellings(&body, "trusted");
     assert_eq!(upstream_headers(&body)["x-forwarded-for"], "127.0.0.1");
     gw.stop().await;
@@ -268,9 +283,16 @@ async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
         let req = format!("GET /pub/nohost HTTP/1.0\r\n{CLIENT_FORWARDING}\r\n");
         let body = mirrored(&raw_http(gw.proxy, req.as_bytes()).await, &case("no Host"));
         let h = upstream_headers(&body);
-        assert!(h.get("x-forwarded-host").is_none(), "{}: {body}", case("no Host"));
+        assert!(
+            h.get("x-forwarded-host").is_none(),
+            "{}: {body}",
+            case("no Host")
+        );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none(), "{body}");
+        assert!(
+            h.get("forwarded").is_none() && h.get("x-real-ip").is_none(),
+            "{body}"
+        );
         // An absolute-form target names the host.
         let req = format!("GET http://abs.example/pub/abs HTTP/1.0\r\n{CLIENT_FORWARDING}\r\n");
         let body = mirrored(&raw_http(gw.proxy, req.as_bytes()).await, &case("absolute"));
@@ -397,7 +419,10 @@ fn assert_bare_preflight(body: &Value, case: &str) {
         "cookie",
         "x-auth-sub",
     ] {
-        assert!(!h.contains_key(name), "{case}: {name} reached the upstream: {body}");
+        assert!(
+            !h.contains_key(name),
+            "{case}: {name} reached the upstream: {body}"
+        );
     }
     assert_eq!(h["origin"], "https://app.example", "{case}");
     assert_eq!(h["access-control-request-method"], "DELETE", "{case}");
@@ -407,7 +432,8 @@ fn assert_bare_preflight(body: &Value, case: &str) {
 #[tokio::test]
 async fn only_a_real_preflight_passes_without_a_token_and_it_carries_nothing() {
     let (gw, _dir) = start("", "").await;
-    let preflight_headers = "Origin: https://app.example\r\nAccess-Control-Request-Method: DELETE\r\n\
+    let preflight_headers =
+        "Origin: https://app.example\r\nAccess-Control-Request-Method: DELETE\r\n\
          Access-Control-Request-Headers: x-thing\r\n";
     let payload = "{\"delete\":\"everything\"}";
 
@@ -501,7 +527,10 @@ async fn a_preflight_body_is_never_read_as_the_next_request() {
     );
     let out = one_connection(gw.proxy, bytes.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(!out.contains("/api/smuggled"), "smuggled request answered: {out}");
+    assert!(
+        !out.contains("/api/smuggled"),
+        "smuggled request answered: {out}"
+    );
     // Whether the connection carried on (the body skipped) or was closed, the one request
     // that followed is either answered as itself or not at all.
     let answers = out.matches("HTTP/1.1 ").count();

@@ -23,7 +23,8 @@ impl IpNet {
     /// what a dual-stack `[::]` listener reports for an IPv4 peer) is also compared as the
     /// IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.contains_exact(ip) || (ip.to_canonical() != ip && self.contains_exact(ip.to_canonical()))
+        self.contains_exact(ip)
+            || (ip.to_canonical() != ip && self.contains_exact(ip.to_canonical()))
     }
 
     fn contains_exact(&self, ip: IpAddr) -> bool {
@@ -42,11 +43,15 @@ impl IpNet {
 }
 
 fn mask_u32(prefix_len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0)
 }
 
 fn mask_u128(prefix_len: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0)
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix_len))
+        .unwrap_or(0)
 }
 
 impl FromStr for IpNet {
@@ -184,7 +189,13 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for text in ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1", "0.0.0.0/0"] {
+        for text in [
+            "10.0.0.0/8",
+            "192.0.2.7",
+            "2001:db8::/32",
+            "::1",
+            "0.0.0.0/0",
+        ] {
             assert_eq!(net(text).to_string(), text);
         }
         assert_eq!(net("192.0.2.7/32").to_string(), "192.0.2.7");
