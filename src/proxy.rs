@@ -1,5 +1,7 @@
-//! The proxy listener (`server.listen`, SPEC §4): limits, routing, the token decision
-//! (verify → revocation lookup → scopes) and forwarding with streamed bodies.
+//! The proxy listener (`server.listen`, SPEC §4): limits, the path rules (checked before
+//! routing, on every path), routing, the token decision (verify → revocation lookup →
+//! scopes), the CORS preflight exception, and forwarding with streamed bodies: identity,
+//! forwarding (`server.trusted_proxies`) and hop-by-hop header rules.
 //!
 //! The decision runs on every request and is the hot path: no locks across `.await`,
 //! no logging above `debug` for accepted requests, one store lookup per request.
@@ -47,7 +49,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const FORWARDED: HeaderName = header::FORWARDED;
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// `X-Forwarded-Proto` the gateway sets: the scheme of the proxy listener, plain HTTP
-/// (a TLS listener sets `https` here).
+/// (with a TLS listener, `forward` passes `https` instead).
 const LISTENER_SCHEME: HeaderValue = HeaderValue::from_static("http");
 
 /// Headers the gateway sets, or removes from untrusted peers, whose `_` spellings
@@ -643,7 +645,7 @@ async fn forward(
         .trusted_proxies
         .iter()
         .any(|net| net.contains(remote.ip()));
-    set_forwarding_headers(&mut headers, trusted, remote.ip(), host);
+    set_forwarding_headers(&mut headers, trusted, remote.ip(), LISTENER_SCHEME, host);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
@@ -724,11 +726,13 @@ fn same_but_underscores(name: &str, canonical: &str) -> bool {
 /// client's are kept, the peer is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` /
 /// `X-Forwarded-Host` pass as sent (set by the gateway only when absent). From any other
 /// peer `Forwarded` and `X-Real-IP` are removed and the three `X-Forwarded-*` are the
-/// gateway's own: the peer, [`LISTENER_SCHEME`], the request's host (`host`; none without).
+/// gateway's own: the peer, `scheme` (the listener's), the request's host (`host`; none
+/// without one).
 fn set_forwarding_headers(
     headers: &mut HeaderMap,
     trusted: bool,
     peer: std::net::IpAddr,
+    scheme: HeaderValue,
     host: Option<HeaderValue>,
 ) {
     let peer = peer.to_canonical();
@@ -747,7 +751,7 @@ fn set_forwarding_headers(
         if let Ok(v) = HeaderValue::from_bytes(peer_text) {
             headers.insert(X_FORWARDED_FOR, v);
         }
-        headers.insert(X_FORWARDED_PROTO, LISTENER_SCHEME);
+        headers.insert(X_FORWARDED_PROTO, scheme);
         match host {
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
             None => headers.remove(X_FORWARDED_HOST),
@@ -765,7 +769,7 @@ fn set_forwarding_headers(
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, LISTENER_SCHEME);
+        headers.insert(X_FORWARDED_PROTO, scheme);
     }
     if let (false, Some(host)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
         headers.insert(X_FORWARDED_HOST, host);
@@ -1161,18 +1165,19 @@ mod tests {
         let peer: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
 
         let mut h = client_headers();
-        set_forwarding_headers(&mut h, false, peer, host.clone());
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, host.clone());
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example");
         assert!(!h.contains_key(&FORWARDED) && !h.contains_key(&X_REAL_IP));
         let mut h = client_headers();
-        set_forwarding_headers(&mut h, false, peer, None);
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, None);
         assert!(!h.contains_key(&X_FORWARDED_HOST));
 
         let mut h = client_headers();
-        set_forwarding_headers(&mut h, true, "2001:db8::7".parse().unwrap(), host.clone());
+        let v6 = "2001:db8::7".parse().unwrap();
+        set_forwarding_headers(&mut h, true, v6, LISTENER_SCHEME, host.clone());
         assert_eq!(
             h[&X_FORWARDED_FOR],
             "203.0.113.7, 198.51.100.2, 2001:db8::7"
@@ -1182,7 +1187,7 @@ mod tests {
         assert_eq!(h[&FORWARDED], "for=192.0.2.1");
         assert_eq!(h[&X_REAL_IP], "192.0.2.1");
         let mut h = HeaderMap::new();
-        set_forwarding_headers(&mut h, true, peer, host);
+        set_forwarding_headers(&mut h, true, peer, LISTENER_SCHEME, host);
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example");
