@@ -168,7 +168,8 @@ pub struct AuthConfig {
     /// Periodic JWKS refetch.
     #[serde(with = "humantime_serde_compat")]
     pub jwks_refresh: Duration,
-    /// OPTIONS with `Access-Control-Request-Method` passes without a token.
+    /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// passes without a token, forwarded with no body, method override or credentials.
     pub forward_cors_preflight: bool,
     /// Add `X-Auth-Iss/Sub/Sid/Jti` upstream.
     pub identity_headers: bool,
