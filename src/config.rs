@@ -9,6 +9,7 @@
 //! | server | max_header_bytes | 16384 |
 //! | server | max_body_bytes | 10485760 |
 //! | server | log_format | `text` (`json`) |
+//! | server | trusted_proxies | `[]` (IPs / CIDR blocks whose forwarding headers are kept) |
 //! | issuer | issuer, audiences, jwks_url / jwks_file, algorithms (`["RS256"]`), hmac_secret_file, session_claim (`sid`), require_typ (`""`), logout_audiences (`[]`), logout_algorithms (`["RS256"]`), logout_require_exp (`true`) | |
 //! | auth | leeway (`60s`), max_token_lifetime (`24h`), jwks_refresh (`10m`), forward_cors_preflight (`true`), identity_headers (`true`), verified_token_cache (`10000`, 0 = off) | |
 //! | route | prefix (`/`), upstream, strip_prefix (`false`), timeout (`30s`), public (`false`), scopes (`[]`) | |
@@ -22,6 +23,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
+
+mod ipnet;
+pub use ipnet::IpNet;
 
 /// Default number of verified tokens kept by the verified-token cache.
 pub const DEFAULT_VERIFIED_TOKEN_CACHE: usize = 10_000;
@@ -107,6 +111,10 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Peers (e.g. the load balancer) whose `X-Forwarded-For/-Proto/-Host`, `Forwarded`
+    /// and `X-Real-IP` are kept (SPEC §4); every other peer's are removed and replaced.
+    /// Each entry is checked when the file is read (a bad one names this key).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// `[[issuer]]`: one trusted token issuer.
@@ -160,7 +168,8 @@ pub struct AuthConfig {
     /// Periodic JWKS refetch.
     #[serde(with = "humantime_serde_compat")]
     pub jwks_refresh: Duration,
-    /// OPTIONS with `Access-Control-Request-Method` passes without a token.
+    /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// passes without a token, forwarded with no body, method override or credentials.
     pub forward_cors_preflight: bool,
     /// Add `X-Auth-Iss/Sub/Sid/Jti` upstream.
     pub identity_headers: bool,
@@ -251,6 +260,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16384,
             max_body_bytes: 10_485_760,
             log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -1459,6 +1469,56 @@ upstream = "http://127.0.0.1:8081"
         );
         let again = parse(&plain).unwrap();
         assert_eq!(again.effective_toml(), plain);
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_and_bad_entries_name_the_key() {
+        assert!(parse(MINIMAL).unwrap().server.trusted_proxies.is_empty());
+        let c = parse(&with_section(
+            "server",
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\", \"::1\"]",
+        ))
+        .unwrap();
+        let nets = &c.server.trusted_proxies;
+        assert_eq!(nets.len(), 4);
+        assert!(nets[0].contains("10.9.8.7".parse().unwrap()));
+        assert!(nets[3].contains("::1".parse().unwrap()));
+        let shown = c.effective_toml();
+        for entry in [
+            "\"10.0.0.0/8\",",
+            "\"192.0.2.7\",",
+            "\"2001:db8::/32\",",
+            "\"::1\",",
+        ] {
+            assert!(shown.contains(entry), "{entry} in {shown}");
+        }
+        assert_eq!(
+            parse(&shown).unwrap().server.trusted_proxies,
+            c.server.trusted_proxies
+        );
+        for (bad, why) in [
+            ("\"10.0.0.0/40\"", "0..=32"),
+            ("\"proxy.internal\"", "not an IP address"),
+            ("\"10.1.2.3/8\"", "10.0.0.0/8"),
+            ("\"::1/200\"", "0..=128"),
+            ("\"\"", "not an IP address"),
+        ] {
+            assert_err(
+                &with_section(
+                    "server",
+                    &format!("trusted_proxies = [\"127.0.0.1\", {bad}]"),
+                ),
+                &["server.trusted_proxies", why, "line 2"],
+            );
+        }
+        assert_err(
+            &with_section("server", "trusted_proxies = \"10.0.0.0/8\""),
+            &["server.trusted_proxies"],
+        );
+        assert_err(
+            &with_section("server", "trusted_proxies = [8]"),
+            &["server.trusted_proxies"],
+        );
     }
 }
 

@@ -1,5 +1,7 @@
-//! The proxy listener (`server.listen`, SPEC §4): limits, routing, the token decision
-//! (verify → revocation lookup → scopes) and forwarding with streamed bodies.
+//! The proxy listener (`server.listen`, SPEC §4): limits, the path rules (checked before
+//! routing, on every path), routing, the token decision (verify → revocation lookup →
+//! scopes), the CORS preflight exception, and forwarding with streamed bodies: identity,
+//! forwarding (`server.trusted_proxies`) and hop-by-hop header rules.
 //!
 //! The decision runs on every request and is the hot path: no locks across `.await`,
 //! no logging above `debug` for accepted requests, one store lookup per request.
@@ -43,6 +45,43 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// RFC 7239; like `X-Real-IP`, kept only from `server.trusted_proxies`, never set.
+const FORWARDED: HeaderName = header::FORWARDED;
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Forwarded-Proto` the gateway sets: the scheme of the proxy listener, plain HTTP
+/// (with a TLS listener, `forward` passes `https` instead).
+const LISTENER_SCHEME: HeaderValue = HeaderValue::from_static("http");
+
+/// Headers the gateway sets, or removes from untrusted peers, whose `_` spellings
+/// (`X_Auth_Sub`, `x-forwarded_for`) are always removed (SPEC §4).
+const UNDERSCORE_GUARDED: [&str; 9] = [
+    "x-auth-iss",
+    "x-auth-sub",
+    "x-auth-sid",
+    "x-auth-jti",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// Method-override headers some frameworks honour (an `OPTIONS` read as `DELETE`): never
+/// on a preflight let through without a token.
+const METHOD_OVERRIDE: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
+
+/// What else a preflight never carries upstream: a body length (its body is dropped) and
+/// credentials (a browser sends none on a preflight; an upstream must not read unverified
+/// ones on a request that passed without a token).
+const PREFLIGHT_NEVER: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::COOKIE,
+];
 
 /// Longest client-sent `X-Request-Id` kept as is; longer or unsafe ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -120,35 +159,44 @@ async fn serve(
     matched: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
     check_limits(config, &req).map_err(refuse)?;
+    // Every path, the public endpoints' included, before anything reads it (SPEC §4).
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(refuse(GatewayError::InvalidRequest(
+            "more than one Host header".to_string(),
+        )));
+    }
+    check_path(req.uri().path())
+        .map_err(|p| refuse(GatewayError::InvalidRequest(p.description().to_string())))?;
 
     let mut req = req;
     if let Some(uri) = decode_unreserved(req.uri()) {
         *req.uri_mut() = uri;
     }
     let path = req.uri().path();
+    // Decoding only ever yields unreserved characters, so it cannot create what
+    // `check_path` refuses (a `%2e%2e` segment was refused above, before it became `..`).
+    debug_assert_eq!(check_path(path), Ok(()));
     if !config.backchannel.path.is_empty() && path == config.backchannel.path {
         return Ok((crate::public::backchannel(app, req).await, Outcome::Public));
     }
     if !config.revoke_endpoint.path.is_empty() && path == config.revoke_endpoint.path {
         return Ok((crate::public::revoke(app, req).await, Outcome::Public));
     }
-    if has_dot_segment(path) {
-        return Err(refuse(GatewayError::InvalidRequest(
-            "path contains dot segments".to_string(),
-        )));
-    }
     let index =
         match_route_index(&config.routes, path).ok_or_else(|| refuse(GatewayError::NoRoute))?;
     *matched = Some(index);
     let route = &config.routes[index];
 
-    let preflight = config.auth.forward_cors_preflight
-        && req.method() == http::Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    // A real CORS preflight passes without a token, forwarded with nothing that could make
+    // the upstream act on it (see `Admission::Preflight`); anything else needs a token.
+    let preflight = config.auth.forward_cors_preflight && is_cors_preflight(&req);
     if route.public || preflight {
-        let resp = forward(app, config, route, req, remote, request_id, None)
+        let admission = if preflight {
+            Admission::Preflight
+        } else {
+            Admission::Public
+        };
+        let resp = forward(app, config, route, req, remote, request_id, admission)
             .await
             .map_err(refuse)?;
         return Ok((resp, Outcome::Public));
@@ -205,7 +253,8 @@ async fn serve(
         return Err((GatewayError::InsufficientScope(reason), Some(log)));
     }
     drop(decision);
-    let resp = forward(app, config, route, req, remote, request_id, Some(&verified))
+    let admission = Admission::Token(&verified);
+    let resp = forward(app, config, route, req, remote, request_id, admission)
         .await
         .map_err(refuse)?;
     Ok((resp, Outcome::Allowed))
@@ -281,14 +330,124 @@ fn decode_unreserved(uri: &http::Uri) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
-/// `.` / `..` segments (also percent-encoded) could make a path match one route here and
-/// another after the upstream normalises it: refused.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    }) || path.to_ascii_lowercase().contains("%2f")
+/// Why a request path is refused before routing (SPEC §4). Each one is a way for a path to
+/// match one route here and be read as another by an upstream: Tomcat and Jetty read `..;`
+/// as `..` and `;x` as a path parameter, IIS reads `\` as `/`, many servers decode `%2F`
+/// or merge `//`. The same idea as Spring Security's `StrictHttpFirewall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathProblem {
+    /// Not a path starting with `/` (`*`, an authority-form target).
+    NotAbsolute,
+    /// A `.` or `..` segment, also percent-encoded (`%2e%2e`), also followed by `;…`.
+    DotSegment,
+    /// `\`, raw or `%5C`.
+    Backslash,
+    /// `%2F`: a slash inside a segment.
+    EncodedSlash,
+    /// An empty segment (`//`); a trailing `/` is not one.
+    EmptySegment,
+    /// `;` (a path parameter), raw or `%3B`.
+    Semicolon,
+    /// A control character (0x00–0x1F, 0x7F), raw or percent-encoded (`%00`, `%0A`).
+    ControlCharacter,
+}
+
+impl PathProblem {
+    /// The `error_description` of the `400 invalid_request` answer.
+    pub fn description(self) -> &'static str {
+        match self {
+            PathProblem::NotAbsolute => "request target is not a path starting with \"/\"",
+            PathProblem::DotSegment => "path contains a dot segment (\".\" or \"..\")",
+            PathProblem::Backslash => "path contains a backslash (raw or %5C)",
+            PathProblem::EncodedSlash => "path contains an encoded slash (%2F)",
+            PathProblem::EmptySegment => "path contains an empty segment (//)",
+            PathProblem::Semicolon => "path contains a semicolon (; or %3B)",
+            PathProblem::ControlCharacter => "path contains a control character",
+        }
+    }
+}
+
+/// Checks `path` (as sent, before any decoding) against the path rules of SPEC §4: one pass
+/// over its bytes, no allocation. A segment with several problems reports the first of
+/// dot segment, then the first backslash / encoded slash / control character, then `;`.
+pub fn check_path(path: &str) -> Result<(), PathProblem> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PathProblem::NotAbsolute);
+    };
+    let mut segments = rest.as_bytes().split(|b| *b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment.is_empty() {
+            if segments.peek().is_some() {
+                return Err(PathProblem::EmptySegment);
+            }
+            continue;
+        }
+        check_segment(segment)?;
+    }
+    Ok(())
+}
+
+/// One non-empty segment of [`check_path`].
+fn check_segment(segment: &[u8]) -> Result<(), PathProblem> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    // The segment's name is what comes before its first `;` (raw or `%3B`): a name of one
+    // or two dots is a dot segment to a server that strips path parameters first.
+    let mut in_name = true;
+    let mut name_dots = 0usize;
+    let mut name_only_dots = true;
+    let mut semicolon = false;
+    let mut other = None;
+    let mut i = 0;
+    while i < segment.len() {
+        let (byte, width) = match (segment[i], segment.get(i + 1), segment.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => match hex(h).zip(hex(l)) {
+                Some((h, l)) => (h << 4 | l, 3),
+                None => (b'%', 1),
+            },
+            (b, _, _) => (b, 1),
+        };
+        let encoded = width == 3;
+        let problem = match byte {
+            b'\\' => Some(PathProblem::Backslash),
+            b'/' if encoded => Some(PathProblem::EncodedSlash),
+            0x00..=0x1f | 0x7f => Some(PathProblem::ControlCharacter),
+            _ => None,
+        };
+        if other.is_none() {
+            other = problem;
+        }
+        if byte == b';' {
+            semicolon = true;
+            in_name = false;
+        } else if in_name {
+            if byte == b'.' {
+                name_dots += 1;
+            } else {
+                name_only_dots = false;
+            }
+        }
+        i += width;
+    }
+    if name_only_dots && (name_dots == 1 || name_dots == 2) {
+        return Err(PathProblem::DotSegment);
+    }
+    if let Some(problem) = other {
+        return Err(problem);
+    }
+    if semicolon {
+        return Err(PathProblem::Semicolon);
+    }
+    Ok(())
+}
+
+/// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`. An `OPTIONS` lacking either is an ordinary request.
+fn is_cors_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The route whose prefix matches `path` by whole segments; the longest wins.
@@ -436,6 +595,19 @@ fn upstream_url(route: &RouteConfig, uri: &http::Uri) -> String {
     url
 }
 
+/// Why a request is forwarded: decides what the gateway adds and removes.
+#[derive(Clone, Copy)]
+enum Admission<'a> {
+    /// A `public = true` route: no token, no identity headers.
+    Public,
+    /// A CORS preflight let through without a token (`auth.forward_cors_preflight`): it
+    /// carries nothing an upstream could act on — no body, no `Content-Length`, no
+    /// method-override headers, no credentials (a browser's preflight has none of them).
+    Preflight,
+    /// A verified token: identity headers from it (`auth.identity_headers`).
+    Token(&'a VerifiedToken),
+}
+
 /// Sends the request upstream and streams the answer back.
 async fn forward(
     app: &Arc<App>,
@@ -444,54 +616,158 @@ async fn forward(
     req: Request<Incoming>,
     remote: SocketAddr,
     request_id: &str,
-    identity: Option<&VerifiedToken>,
+    admission: Admission<'_>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let (parts, body) = req.into_parts();
     let url = upstream_url(route, &parts.uri);
     let mut headers = parts.headers;
-    let original_host = headers.get(header::HOST).cloned();
+    let host = request_host(&parts.uri, &headers);
+    let preflight = matches!(admission, Admission::Preflight);
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     for h in [&X_AUTH_ISS, &X_AUTH_SUB, &X_AUTH_SID, &X_AUTH_JTI] {
         headers.remove(h);
     }
-    // Several X-Forwarded-For headers are one list (RFC 9110 §5.3): keep every entry.
-    let mut forwarded_for = String::new();
-    for prev in headers
-        .get_all(&X_FORWARDED_FOR)
+    remove_underscore_spellings(&mut headers, preflight);
+    if preflight {
+        for h in METHOD_OVERRIDE.iter().chain(&PREFLIGHT_NEVER) {
+            headers.remove(h);
+        }
+    }
+    let trusted = config
+        .server
+        .trusted_proxies
         .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        forwarded_for.push_str(prev);
-        forwarded_for.push_str(", ");
-    }
-    forwarded_for.push_str(&remote.ip().to_string());
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = original_host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+        .any(|net| net.contains(remote.ip()));
+    set_forwarding_headers(&mut headers, trusted, remote.ip(), LISTENER_SCHEME, host);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
-    if let (Some(t), true) = (identity, config.auth.identity_headers) {
+    if let (Admission::Token(t), true) = (admission, config.auth.identity_headers) {
         set_identity(&mut headers, &X_AUTH_ISS, Some(&t.issuer));
         set_identity(&mut headers, &X_AUTH_SUB, t.sub.as_deref());
         set_identity(&mut headers, &X_AUTH_SID, t.sid.as_deref());
         set_identity(&mut headers, &X_AUTH_JTI, Some(&t.jti));
     }
 
-    let limited = http_body_util::Limited::new(body, config.server.max_body_bytes as usize);
-    let answer = if url.starts_with("http://") {
-        send_plain(app, route, parts.method, &url, headers, limited).await?
+    let body = if preflight {
+        // The client's body is dropped unread (hyper then closes or drains the connection).
+        drop(body);
+        crate::error::full_body(Bytes::new())
     } else {
-        send_tls(app, route, parts.method, &url, headers, limited).await?
+        http_body_util::Limited::new(body, config.server.max_body_bytes as usize).boxed()
+    };
+    let answer = if url.starts_with("http://") {
+        send_plain(app, route, parts.method, &url, headers, body).await?
+    } else {
+        send_tls(app, route, parts.method, &url, headers, body).await?
     };
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
+}
+
+/// The request's host for `X-Forwarded-Host`: its `Host` header, else the authority of an
+/// absolute-form target (`GET http://host/path`), else none.
+fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(host) = headers.get(header::HOST) {
+        return Some(host.clone());
+    }
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Removes every client header whose name, with `_` read as `-`, is one the gateway sets or
+/// controls ([`UNDERSCORE_GUARDED`], plus [`METHOD_OVERRIDE`] on a preflight) but which is
+/// not spelled exactly so: CGI, WSGI, PHP and Rack map `X_Auth_Sub` and `X-Auth-Sub` to the
+/// same variable, so an app could read the client's copy as the gateway's. Always removed,
+/// from trusted proxies too: a proxy never sends these spellings. One scan of the header
+/// names; names without `_` (nearly all) cost one byte search each, and nothing is
+/// allocated unless such a header is present.
+fn remove_underscore_spellings(headers: &mut HeaderMap, preflight: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if !n.as_bytes().contains(&b'_') {
+            continue;
+        }
+        let guarded = UNDERSCORE_GUARDED
+            .iter()
+            .any(|g| same_but_underscores(n, g))
+            || (preflight
+                && METHOD_OVERRIDE
+                    .iter()
+                    .any(|g| same_but_underscores(n, g.as_str())));
+        if guarded {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Whether header name `name` (lower case) is `canonical` with some `-` written as `_`.
+fn same_but_underscores(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// SPEC §4 forwarding headers. From a peer in `server.trusted_proxies` (`trusted`) the
+/// client's are kept, the peer is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` /
+/// `X-Forwarded-Host` pass as sent (set by the gateway only when absent). From any other
+/// peer `Forwarded` and `X-Real-IP` are removed and the three `X-Forwarded-*` are the
+/// gateway's own: the peer, `scheme` (the listener's), the request's host (`host`; none
+/// without one).
+fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    trusted: bool,
+    peer: std::net::IpAddr,
+    scheme: HeaderValue,
+    host: Option<HeaderValue>,
+) {
+    let peer = peer.to_canonical();
+    // The longest IP text is 45 bytes; formatted on the stack, copied once into the value.
+    let mut buf = [0u8; 64];
+    let len = {
+        use std::io::Write as _;
+        let mut cursor = &mut buf[..];
+        let _ = write!(cursor, "{peer}");
+        64 - cursor.len()
+    };
+    let peer_text = &buf[..len];
+    if !trusted {
+        headers.remove(&FORWARDED);
+        headers.remove(&X_REAL_IP);
+        if let Ok(v) = HeaderValue::from_bytes(peer_text) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, scheme);
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        return;
+    }
+    // Several X-Forwarded-For headers are one list (RFC 9110 §5.3): keep every entry.
+    let mut list = bytes::BytesMut::new();
+    for prev in headers.get_all(&X_FORWARDED_FOR) {
+        list.extend_from_slice(prev.as_bytes());
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(peer_text);
+    if let Ok(v) = HeaderValue::from_maybe_shared(list.freeze()) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, scheme);
+    }
+    if let (false, Some(host)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
 }
 
 /// Plain-HTTP upstreams (the common case: an API on the same VM or network) go through
@@ -502,13 +778,13 @@ async fn send_plain(
     method: http::Method,
     url: &str,
     headers: HeaderMap,
-    body: http_body_util::Limited<Incoming>,
+    body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let uri: http::Uri = url.parse().map_err(|_| {
         tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
         GatewayError::UpstreamUnreachable
     })?;
-    let mut request = Request::new(body.boxed());
+    let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -534,7 +810,7 @@ async fn send_tls(
     method: http::Method,
     url: &str,
     headers: HeaderMap,
-    body: http_body_util::Limited<Incoming>,
+    body: ProxyBody,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let request = app
         .upstream
@@ -723,11 +999,192 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_detected() {
-        assert!(has_dot_segment("/public/../private"));
-        assert!(has_dot_segment("/public/%2E%2e/private"));
-        assert!(has_dot_segment("/a/./b"));
-        assert!(!has_dot_segment("/a/b.c/..d"));
+    fn path_rules_name_the_problem() {
+        use PathProblem::*;
+        for (path, problem) in [
+            // dot segments, also encoded, also with a path parameter
+            ("/public/../private", DotSegment),
+            ("/public/%2E%2e/private", DotSegment),
+            ("/a/./b", DotSegment),
+            ("/a/.", DotSegment),
+            ("/..", DotSegment),
+            ("/pub/..;/secret", DotSegment),
+            ("/pub/%2e%2e;/secret", DotSegment),
+            ("/pub/.%2E%3Bx/secret", DotSegment),
+            ("/pub/.;jsessionid=1", DotSegment),
+            ("/pub/..%5Csecret", Backslash),
+            // backslash, raw or encoded
+            ("/pub/..\\secret", Backslash),
+            ("/pub/a%5cb", Backslash),
+            ("/pub/%5C", Backslash),
+            // encoded slash
+            ("/pub/a%2Fb", EncodedSlash),
+            ("/pub/%2f", EncodedSlash),
+            ("/pub/..%2f", EncodedSlash),
+            // empty segments
+            ("//admin-ish/x", EmptySegment),
+            ("/pub//x", EmptySegment),
+            ("//", EmptySegment),
+            ("/pub///", EmptySegment),
+            // semicolons anywhere
+            ("/admin-ish;x", Semicolon),
+            ("/admin-ish%3Bx/y", Semicolon),
+            ("/admin-ish%3b", Semicolon),
+            ("/;", Semicolon),
+            ("/a/b;c=d/e", Semicolon),
+            // control characters, raw or encoded
+            ("/pub/a%00b", ControlCharacter),
+            ("/pub/%0A", ControlCharacter),
+            ("/pub/%0d%0aSet-Cookie:x", ControlCharacter),
+            ("/pub/%7F", ControlCharacter),
+            ("/pub/a\u{1}b", ControlCharacter),
+            ("/pub/a\tb", ControlCharacter),
+            ("/pub/a\u{7f}", ControlCharacter),
+            // not a path
+            ("*", NotAbsolute),
+            ("", NotAbsolute),
+            ("pub/x", NotAbsolute),
+        ] {
+            assert_eq!(check_path(path), Err(problem), "{path:?}");
+        }
+        for path in [
+            "/",
+            "/pub",
+            "/pub/",
+            "/a/b.c/..d",
+            "/a/.../b",
+            "/a/..../b",
+            "/.well-known/jwks.json",
+            "/a..b/.c",
+            "/pub/a%20b%3Fc%25",
+            "/pub/%2e%2e%2e",
+            "/pub/%",
+            "/pub/%2",
+            "/pub/%zz",
+            "/admin%2Darea",
+            "/pub/x%2Ey",
+        ] {
+            assert_eq!(check_path(path), Ok(()), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn every_problem_has_its_own_description() {
+        use PathProblem::*;
+        let all = [
+            NotAbsolute,
+            DotSegment,
+            Backslash,
+            EncodedSlash,
+            EmptySegment,
+            Semicolon,
+            ControlCharacter,
+        ];
+        let texts: std::collections::HashSet<_> = all.iter().map(|p| p.description()).collect();
+        assert_eq!(texts.len(), all.len());
+        assert!(EncodedSlash.description().contains("encoded slash"));
+        assert!(!EncodedSlash.description().contains("dot"));
+    }
+
+    #[test]
+    fn decoding_unreserved_escapes_never_makes_a_refused_path() {
+        // Every path check_path accepts stays accepted once its unreserved escapes are
+        // decoded: the escapes that could matter (%2e segments) are refused before.
+        for path in [
+            "/a%2e/b",
+            "/%2e%2e%2e",
+            "/x%2E%2Ey/%2D%5F",
+            "/p%75blic/%2e.x",
+            "/a/%7e/%2e%61",
+        ] {
+            assert_eq!(check_path(path), Ok(()), "{path}");
+            let uri: http::Uri = path.parse().unwrap();
+            let decoded = decode_unreserved(&uri).unwrap_or(uri);
+            assert_eq!(check_path(decoded.path()), Ok(()), "{path} -> {decoded}");
+        }
+    }
+
+    #[test]
+    fn underscore_spellings_of_controlled_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("x_auth_sub", "root"),
+            ("x-auth_sub", "root"),
+            ("x_auth-iss", "evil"),
+            ("x_request_id", "evil"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-forwarded_host", "evil"),
+            ("x_real_ip", "1.2.3.4"),
+            ("x_http_method_override", "DELETE"),
+            ("x_custom_header", "kept"),
+            ("x-auth-subject", "kept"),
+            ("x_auth_sub_", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut preflight = h.clone();
+        remove_underscore_spellings(&mut h, false);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "x-auth-subject",
+                "x_auth_sub_",
+                "x_custom_header",
+                "x_http_method_override"
+            ]
+        );
+        remove_underscore_spellings(&mut preflight, true);
+        assert!(!preflight.contains_key("x_http_method_override"));
+        assert!(preflight.contains_key("x_custom_header"));
+    }
+
+    #[test]
+    fn forwarding_headers_follow_the_peers_trust() {
+        let client_headers = || {
+            let mut h = HeaderMap::new();
+            h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+            h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+            h.insert(FORWARDED, HeaderValue::from_static("for=192.0.2.1"));
+            h.insert(X_REAL_IP, HeaderValue::from_static("192.0.2.1"));
+            h
+        };
+        let host = Some(HeaderValue::from_static("api.example"));
+        let peer: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+
+        let mut h = client_headers();
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, host.clone());
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example");
+        assert!(!h.contains_key(&FORWARDED) && !h.contains_key(&X_REAL_IP));
+        let mut h = client_headers();
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, None);
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+
+        let mut h = client_headers();
+        let v6 = "2001:db8::7".parse().unwrap();
+        set_forwarding_headers(&mut h, true, v6, LISTENER_SCHEME, host.clone());
+        assert_eq!(
+            h[&X_FORWARDED_FOR],
+            "203.0.113.7, 198.51.100.2, 2001:db8::7"
+        );
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
+        assert_eq!(h[&FORWARDED], "for=192.0.2.1");
+        assert_eq!(h[&X_REAL_IP], "192.0.2.1");
+        let mut h = HeaderMap::new();
+        set_forwarding_headers(&mut h, true, peer, LISTENER_SCHEME, host);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example");
     }
 
     #[test]

@@ -327,41 +327,58 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     gw.stop().await;
 }
 
+/// GET `/api/fwd` with the good token and `headers`: the headers the mirror received.
+async fn forwarded_headers(gw: &Gateway, headers: &[(&str, &str)]) -> Value {
+    let mut req = client().get(gw.url("/api/fwd")).bearer_auth(good_token());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let (status, body) = status_json(req.send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    body["headers"].clone()
+}
+
 #[tokio::test]
 async fn forwarding_headers_and_authorization_are_set() {
+    // 127.0.0.1 is not in trusted_proxies (empty by default): the client's forwarding
+    // headers are replaced by the gateway's own (SPEC §4).
     let (gw, _dir, _) = start("", "").await;
-    let t = good_token();
-    let resp = client()
-        .get(gw.url("/api/fwd"))
-        .bearer_auth(&t)
-        .header("X-Forwarded-For", "203.0.113.7")
-        .header("X-Forwarded-Proto", "https")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
-    assert_eq!(status, 200);
-    let h = &body["headers"];
+    let client_sent = [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let h = forwarded_headers(&gw, &client_sent).await;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.proxy.to_string());
+    assert_eq!(h["authorization"], format!("Bearer {}", good_token()));
+
+    let h = mirrored(&gw, "/api/fwd").await["headers"].clone();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    gw.stop().await;
+
+    // From a trusted proxy the list is kept and the peer appended.
+    let (gw, _dir, _) = start("", "trusted_proxies = [\"127.0.0.1\"]").await;
+    let h = forwarded_headers(&gw, &[("X-Forwarded-For", "203.0.113.7")]).await;
     assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], gw.proxy.to_string());
-    assert_eq!(h["authorization"], format!("Bearer {t}"));
+    assert_eq!(h["authorization"], format!("Bearer {}", good_token()));
 
     let h = mirrored(&gw, "/api/fwd").await["headers"].clone();
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
 
     // Several X-Forwarded-For headers form one list (RFC 9110 §5.3): none is dropped.
-    let resp = client()
-        .get(gw.url("/api/fwd"))
-        .bearer_auth(&t)
-        .header("X-Forwarded-For", "203.0.113.7")
-        .header("X-Forwarded-For", "198.51.100.2, 192.0.2.9")
-        .send()
-        .await
-        .unwrap();
-    let (_, body) = status_json(resp).await;
+    let h = forwarded_headers(
+        &gw,
+        &[
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Forwarded-For", "198.51.100.2, 192.0.2.9"),
+        ],
+    )
+    .await;
     assert_eq!(
-        body["headers"]["x-forwarded-for"],
+        h["x-forwarded-for"],
         "203.0.113.7, 198.51.100.2, 192.0.2.9, 127.0.0.1"
     );
     gw.stop().await;
