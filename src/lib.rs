@@ -34,9 +34,6 @@ use crate::store::RevocationStore;
 
 pub use server::{run, Listeners};
 
-/// Bound for connecting to an upstream (the route's `timeout` bounds the whole answer).
-pub const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// The configuration in force and the per-route counters built for its routes; swapped
 /// together on reload so a route position always indexes the right counters.
 struct Live {
@@ -63,13 +60,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Time source (injectable for tests).
     pub clock: SharedClock,
-    /// Pooled HTTPS client for `https://` upstreams.
-    pub upstream: reqwest::Client,
-    /// Pooled HTTP/1.1 client for `http://` upstreams (the hot path).
-    pub upstream_http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        error::ProxyBody,
-    >,
     /// Verified-token cache (`auth.verified_token_cache`); never caches revocations.
     pub token_cache: auth::cache::TokenCache,
     /// Bumped on every configuration change, so cached verifications of an older
@@ -91,20 +81,6 @@ impl App {
         store: RevocationStore,
         clock: SharedClock,
     ) -> Arc<App> {
-        let upstream = reqwest::Client::builder()
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .expect("HTTP client with static settings");
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
-        let upstream_http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(std::time::Duration::from_secs(90))
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(connector);
         let keys = Arc::new(Keyring::new(store.clone(), clock.clone()));
         let token_cache = auth::cache::TokenCache::new(config.auth.verified_token_cache);
         let (sweep_interval, _) = tokio::sync::watch::channel(config.store.sweep_interval);
@@ -121,8 +97,6 @@ impl App {
             keys,
             metrics: Arc::new(Metrics::default()),
             clock,
-            upstream,
-            upstream_http,
             token_cache,
             config_generation: std::sync::atomic::AtomicU64::new(0),
         })

@@ -104,6 +104,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         ))
     };
     let admin_filter = crate::admin::routes(app.clone());
+    let proxy = crate::proxy::Proxy::new(app.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -112,10 +113,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
             _ = &mut shutdown => break,
             accepted = listeners.proxy.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    let app2 = app.clone();
+                    let proxy = proxy.clone();
                     let svc = service_fn(move |req| {
-                        let app = app2.clone();
-                        async move { Ok::<_, Infallible>(crate::proxy::handle(app, req, remote).await) }
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
                     });
                     let conn = builder(&app).serve_connection(io(stream), svc);
                     let conn = graceful.watch(conn);

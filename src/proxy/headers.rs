@@ -1,0 +1,335 @@
+//! The headers of a forwarded request (SPEC §4, §7): hop-by-hop headers removed, the
+//! gateway's identity headers (`X-Auth-*`, client copies and their `_` spellings always
+//! removed), the forwarding headers by `server.trusted_proxies`, `X-Request-Id`, and what a
+//! CORS preflight let through without a token may not carry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), besides any
+/// named in `Connection`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Identity headers the gateway sets upstream; copies sent by clients are always removed.
+pub(super) const X_AUTH_ISS: HeaderName = HeaderName::from_static("x-auth-iss");
+pub(super) const X_AUTH_SUB: HeaderName = HeaderName::from_static("x-auth-sub");
+pub(super) const X_AUTH_SID: HeaderName = HeaderName::from_static("x-auth-sid");
+pub(super) const X_AUTH_JTI: HeaderName = HeaderName::from_static("x-auth-jti");
+/// Request id passed upstream and echoed to the client (SPEC §7).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// RFC 7239; like `X-Real-IP`, kept only from `server.trusted_proxies`, never set.
+pub(super) const FORWARDED: HeaderName = header::FORWARDED;
+pub(super) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Forwarded-Proto` the gateway sets: the scheme of the proxy listener, plain HTTP
+/// (with a TLS listener, `forward` passes `https` instead).
+pub(super) const LISTENER_SCHEME: HeaderValue = HeaderValue::from_static("http");
+
+/// Headers the gateway sets, or removes from untrusted peers, whose `_` spellings
+/// (`X_Auth_Sub`, `x-forwarded_for`) are always removed (SPEC §4).
+const UNDERSCORE_GUARDED: [&str; 9] = [
+    "x-auth-iss",
+    "x-auth-sub",
+    "x-auth-sid",
+    "x-auth-jti",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// Method-override headers some frameworks honour (an `OPTIONS` read as `DELETE`): never
+/// on a preflight let through without a token.
+pub(super) const METHOD_OVERRIDE: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
+
+/// What else a preflight never carries upstream: a body length (its body is dropped) and
+/// credentials (a browser sends none on a preflight; an upstream must not read unverified
+/// ones on a request that passed without a token).
+pub(super) const PREFLIGHT_NEVER: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::COOKIE,
+];
+
+/// Longest client-sent `X-Request-Id` kept as is; longer or unsafe ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A CORS preflight (Fetch standard): `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`. An `OPTIONS` lacking either is an ordinary request.
+pub(super) fn is_cors_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The client's `X-Request-Id` when it is short and printable, else a new one.
+pub(super) fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return v.to_string();
+        }
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{seed:016x}-{n:08x}")
+}
+
+/// The request's host for `X-Forwarded-Host`: its `Host` header, else the authority of an
+/// absolute-form target (`GET http://host/path`), else none.
+pub(super) fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(host) = headers.get(header::HOST) {
+        return Some(host.clone());
+    }
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Removes every client header whose name, with `_` read as `-`, is one the gateway sets or
+/// controls ([`UNDERSCORE_GUARDED`], plus [`METHOD_OVERRIDE`] on a preflight) but which is
+/// not spelled exactly so: CGI, WSGI, PHP and Rack map `X_Auth_Sub` and `X-Auth-Sub` to the
+/// same variable, so an app could read the client's copy as the gateway's. Always removed,
+/// from trusted proxies too: a proxy never sends these spellings. One scan of the header
+/// names; names without `_` (nearly all) cost one byte search each, and nothing is
+/// allocated unless such a header is present.
+pub(super) fn remove_underscore_spellings(headers: &mut HeaderMap, preflight: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if !n.as_bytes().contains(&b'_') {
+            continue;
+        }
+        let guarded = UNDERSCORE_GUARDED
+            .iter()
+            .any(|g| same_but_underscores(n, g))
+            || (preflight
+                && METHOD_OVERRIDE
+                    .iter()
+                    .any(|g| same_but_underscores(n, g.as_str())));
+        if guarded {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Whether header name `name` (lower case) is `canonical` with some `-` written as `_`.
+fn same_but_underscores(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// SPEC §4 forwarding headers. From a peer in `server.trusted_proxies` (`trusted`) the
+/// client's are kept, the peer is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` /
+/// `X-Forwarded-Host` pass as sent (set by the gateway only when absent). From any other
+/// peer `Forwarded` and `X-Real-IP` are removed and the three `X-Forwarded-*` are the
+/// gateway's own: the peer, `scheme` (the listener's), the request's host (`host`; none
+/// without one).
+pub(super) fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    trusted: bool,
+    peer: std::net::IpAddr,
+    scheme: HeaderValue,
+    host: Option<HeaderValue>,
+) {
+    let peer = peer.to_canonical();
+    // The longest IP text is 45 bytes; formatted on the stack, copied once into the value.
+    let mut buf = [0u8; 64];
+    let len = {
+        use std::io::Write as _;
+        let mut cursor = &mut buf[..];
+        let _ = write!(cursor, "{peer}");
+        64 - cursor.len()
+    };
+    let peer_text = &buf[..len];
+    if !trusted {
+        headers.remove(&FORWARDED);
+        headers.remove(&X_REAL_IP);
+        if let Ok(v) = HeaderValue::from_bytes(peer_text) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, scheme);
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        return;
+    }
+    // Several X-Forwarded-For headers are one list (RFC 9110 §5.3): keep every entry.
+    let mut list = bytes::BytesMut::new();
+    for prev in headers.get_all(&X_FORWARDED_FOR) {
+        list.extend_from_slice(prev.as_bytes());
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(peer_text);
+    if let Ok(v) = HeaderValue::from_maybe_shared(list.freeze()) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, scheme);
+    }
+    if let (false, Some(host)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+pub(super) fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
+    if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP.iter() {
+        headers.remove(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underscore_spellings_of_controlled_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("x_auth_sub", "root"),
+            ("x-auth_sub", "root"),
+            ("x_auth-iss", "evil"),
+            ("x_request_id", "evil"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-forwarded_host", "evil"),
+            ("x_real_ip", "1.2.3.4"),
+            ("x_http_method_override", "DELETE"),
+            ("x_custom_header", "kept"),
+            ("x-auth-subject", "kept"),
+            ("x_auth_sub_", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut preflight = h.clone();
+        remove_underscore_spellings(&mut h, false);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "x-auth-subject",
+                "x_auth_sub_",
+                "x_custom_header",
+                "x_http_method_override"
+            ]
+        );
+        remove_underscore_spellings(&mut preflight, true);
+        assert!(!preflight.contains_key("x_http_method_override"));
+        assert!(preflight.contains_key("x_custom_header"));
+    }
+
+    #[test]
+    fn forwarding_headers_follow_the_peers_trust() {
+        let client_headers = || {
+            let mut h = HeaderMap::new();
+            h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+            h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+            h.insert(FORWARDED, HeaderValue::from_static("for=192.0.2.1"));
+            h.insert(X_REAL_IP, HeaderValue::from_static("192.0.2.1"));
+            h
+        };
+        let host = Some(HeaderValue::from_static("api.example"));
+        let peer: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+
+        let mut h = client_headers();
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, host.clone());
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example");
+        assert!(!h.contains_key(&FORWARDED) && !h.contains_key(&X_REAL_IP));
+        let mut h = client_headers();
+        set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, None);
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+
+        let mut h = client_headers();
+        let v6 = "2001:db8::7".parse().unwrap();
+        set_forwarding_headers(&mut h, true, v6, LISTENER_SCHEME, host.clone());
+        assert_eq!(
+            h[&X_FORWARDED_FOR],
+            "203.0.113.7, 198.51.100.2, 2001:db8::7"
+        );
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
+        assert_eq!(h[&FORWARDED], "for=192.0.2.1");
+        assert_eq!(h[&X_REAL_IP], "192.0.2.1");
+        let mut h = HeaderMap::new();
+        set_forwarding_headers(&mut h, true, peer, LISTENER_SCHEME, host);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
