@@ -557,7 +557,7 @@ fn metrics(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejectio
         .and(with_app(app))
         .map(|app: Arc<App>| {
             let mut text = app.metrics.render(&app.store);
-            app.route_metrics().render(&mut text);
+            app.snapshot().routes.render(&mut text);
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()
         })

@@ -1,6 +1,7 @@
 //! Token checks: issuer key sets ([`keys`]), the JWS steps every token goes through
 //! ([`jws`]), access tokens ([`verify`]) and logout tokens ([`logout`]).
 
+pub mod authorize;
 pub mod bearer;
 pub mod cache;
 pub(crate) mod jws;

@@ -21,11 +21,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::bearer::{bearer_token, unverified_ids};
+use crate::auth::authorize::Refusal;
 use crate::config::Config;
 use crate::error::{GatewayError, ProxyBody};
 use crate::metrics::Outcome;
-use crate::App;
+use crate::{App, Snapshot};
 
 use forward::{forward, Admission};
 use headers::{is_cors_preflight, request_id, X_REQUEST_ID};
@@ -57,16 +57,17 @@ impl Proxy {
 /// Answers one request on the proxy listener.
 async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
     let app = &proxy.app;
-    let (config, route_metrics) = app.snapshot();
+    let snapshot = app.snapshot();
+    let route_metrics = &snapshot.routes;
     let request_id = request_id(req.headers());
     let mut matched = None;
-    let mut resp = match serve(proxy, &config, req, remote, &request_id, &mut matched).await {
+    let mut resp = match serve(proxy, &snapshot, req, remote, &request_id, &mut matched).await {
         Ok((resp, outcome)) => {
             app.metrics.request(outcome);
             route_metrics.count(matched, outcome);
             resp
         }
-        Err((err, log)) => {
+        Err(Refusal { error: err, log }) => {
             app.metrics.request(outcome_of(&err));
             route_metrics.count(matched, outcome_of(&err));
             if let Some(log) = log {
@@ -88,17 +89,8 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
     resp
 }
 
-/// What is logged about a refused token: never the token itself.
-struct RejectLog {
-    reason: String,
-    kid: Option<String>,
-    jti: Option<String>,
-}
-
-type Refusal = (GatewayError, Option<RejectLog>);
-
 fn refuse(err: GatewayError) -> Refusal {
-    (err, None)
+    err.into()
 }
 
 fn outcome_of(err: &GatewayError) -> Outcome {
@@ -117,13 +109,14 @@ fn outcome_of(err: &GatewayError) -> Outcome {
 
 async fn serve(
     proxy: &Proxy,
-    config: &Config,
+    snapshot: &Snapshot,
     req: Request<Incoming>,
     remote: SocketAddr,
     request_id: &str,
     matched: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
     let app = &proxy.app;
+    let config = &*snapshot.config;
     check_limits(config, &req).map_err(refuse)?;
     // Every path, the public endpoints' included, before anything reads it (SPEC §4).
     if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
@@ -178,54 +171,10 @@ async fn serve(
 
     // Parse → verify → revocation lookup → scopes, timed as one decision.
     let decision = app.metrics.decision_timer();
-    let token = bearer_token(req.headers()).map_err(refuse)?;
-    let verified = match app.verify(token).await {
-        Ok(v) => v,
-        Err(e) => {
-            let (kid, jti) = unverified_ids(token);
-            let log = RejectLog {
-                reason: e.to_string(),
-                kid,
-                jti,
-            };
-            return Err((GatewayError::InvalidToken(e.to_string()), Some(log)));
-        }
-    };
-    // A store that cannot persist writes is not trusted (a revocation may be missing):
-    // fail closed. One atomic load.
-    if app.store.check_durable().is_err() {
-        return Err(refuse(GatewayError::StoreUnavailable));
-    }
-    match app.find_revocation(&verified) {
-        Ok(None) => {}
-        Ok(Some(kind)) => {
-            app.metrics.revocation_hit(kind);
-            let err = GatewayError::Revoked(kind);
-            let log = RejectLog {
-                reason: err.code_and_description().1,
-                kid: verified.kid.clone(),
-                jti: Some(verified.jti.clone()),
-            };
-            return Err((err, Some(log)));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "revocation store unreadable: refusing request");
-            return Err(refuse(GatewayError::StoreUnavailable));
-        }
-    }
-    if let Some(missing) = route
-        .scopes
-        .iter()
-        .find(|s| !verified.scopes.iter().any(|g| g == *s))
-    {
-        let reason = format!("insufficient scope: {missing} required");
-        let log = RejectLog {
-            reason: reason.clone(),
-            kid: verified.kid.clone(),
-            jti: Some(verified.jti.clone()),
-        };
-        return Err((GatewayError::InsufficientScope(reason), Some(log)));
-    }
+    let verified = app
+        .auth
+        .authorize(snapshot.under(), req.headers(), route)
+        .await?;
     drop(decision);
     let admission = Admission::Token(&verified);
     let resp = forward(

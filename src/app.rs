@@ -1,0 +1,163 @@
+//! The shared state of a running gateway ([`App`]): the configuration in force (swapped
+//! whole on reload, read as one [`Snapshot`] per request), the store, the keys, the token
+//! decision ([`Authorizer`]), metrics and the clock. Handed to both listeners and the
+//! background tasks as `Arc<App>`; it holds no listener-specific parts (the proxy owns its
+//! upstream clients).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::auth::authorize::{Authorizer, Under};
+use crate::auth::{Keyring, TokenError, VerifiedToken};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::store::RevocationStore;
+
+/// The configuration in force, the per-route counters built for its routes and its
+/// generation; swapped together on reload, so a route position always indexes the right
+/// counters and a cached verification is tied to the configuration it was made under.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Request counters of its routes (same positions as `config.routes`).
+    pub routes: Arc<RouteMetrics>,
+    /// Bumped by every reload.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// The decision context of this snapshot.
+    pub fn under(&self) -> Under<'_> {
+        Under {
+            config: &self.config,
+            generation: self.generation,
+        }
+    }
+}
+
+/// Everything a request handler needs, shared as `Arc<App>` by both listeners and the
+/// background tasks. The configuration sits behind a lock so it can be swapped on reload;
+/// readers clone the inner `Arc` and never hold the lock across an `.await`.
+pub struct App {
+    live: RwLock<Arc<Snapshot>>,
+    /// `store.sweep_interval` in force; the sweeper follows it (reload).
+    sweep_interval: tokio::sync::watch::Sender<Duration>,
+    /// Serialises reloads (`SIGHUP`, `POST /v1/reload`).
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// Where the config came from (for reload); `None` for configs built in memory.
+    pub config_path: Option<PathBuf>,
+    /// The revocation store.
+    pub store: RevocationStore,
+    /// Signing keys of every configured issuer (shared with the JWKS refresher).
+    pub keys: Arc<Keyring>,
+    /// Counters for `/metrics` (shared with the JWKS refresher).
+    pub metrics: Arc<Metrics>,
+    /// Time source (injectable for tests).
+    pub clock: SharedClock,
+    /// The token decision: verification (with the verified-token cache), revocation
+    /// lookup, scopes.
+    pub auth: Authorizer,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds the shared state. Keys are not loaded yet: call [`Keyring::load_all`].
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: RevocationStore,
+        clock: SharedClock,
+    ) -> Arc<App> {
+        let keys = Arc::new(Keyring::new(store.clone(), clock.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let auth = Authorizer::new(
+            keys.clone(),
+            store.clone(),
+            metrics.clone(),
+            clock.clone(),
+            config.auth.verified_token_cache,
+        );
+        let (sweep_interval, _) = tokio::sync::watch::channel(config.store.sweep_interval);
+        let routes = Arc::new(RouteMetrics::for_routes(&config.routes, None));
+        Arc::new(App {
+            live: RwLock::new(Arc::new(Snapshot {
+                config: Arc::new(config),
+                routes,
+                generation: 0,
+            })),
+            sweep_interval,
+            reload_lock: tokio::sync::Mutex::new(()),
+            config_path,
+            store,
+            keys,
+            metrics,
+            clock,
+            auth,
+        })
+    }
+
+    /// The configuration in force (a cheap `Arc` clone).
+    pub fn config(&self) -> Arc<Config> {
+        self.snapshot().config.clone()
+    }
+
+    /// The configuration in force with its route counters and generation (one lock
+    /// acquisition; the proxy's per-request snapshot).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the configuration in force (reload; see [`crate::reload::reload`], which
+    /// checks it first). Per-route counters are rebuilt for the new routes (counts of kept
+    /// prefixes carry over) and the sweeper picks up a new `store.sweep_interval`.
+    pub fn set_config(&self, config: Config) {
+        let interval = config.store.sweep_interval;
+        {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            let routes = Arc::new(RouteMetrics::for_routes(&config.routes, Some(&live.routes)));
+            *live = Arc::new(Snapshot {
+                config: Arc::new(config),
+                routes,
+                generation: live.generation + 1,
+            });
+        }
+        self.sweep_interval.send_if_modified(|current| {
+            let changed = *current != interval;
+            *current = interval;
+            changed
+        });
+    }
+
+    /// Follows `store.sweep_interval` across reloads (for the sweeper).
+    pub fn sweep_interval(&self) -> tokio::sync::watch::Receiver<Duration> {
+        self.sweep_interval.subscribe()
+    }
+
+    /// [`Authorizer::verify`] under the configuration in force (the endpoints that verify
+    /// a token outside the proxy's per-request snapshot: `/revoke`, revoke-by-token).
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        let snapshot = self.snapshot();
+        self.auth.verify(snapshot.under(), token).await
+    }
+
+    /// The issuer named by `given`, or the only configured one when `given` is `None`.
+    pub fn resolve_issuer(&self, given: Option<&str>) -> Result<String, String> {
+        let config = self.config();
+        match given {
+            Some(iss) => config
+                .issuer(iss)
+                .map(|i| i.issuer.clone())
+                .ok_or_else(|| format!("unknown issuer {iss:?}")),
+            None if config.issuers.len() == 1 => Ok(config.issuers[0].issuer.clone()),
+            None => Err("issuer is required when several issuers are configured".to_string()),
+        }
+    }
+}
