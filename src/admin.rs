@@ -35,7 +35,9 @@
 //!    without any authority (HTTP/1.0 without `Host`) gets `421` too: no exception for it.
 //!    Two `Host` headers: `400`.
 //! 2. **Origin** — any `Origin` header (also `null`): `403`. Browsers send it on every
-//!    cross-site request and on every POST; the CLI and scripts do not.
+//!    POST (form or script, cross-site or not) and every cross-origin script request; the
+//!    CLI and scripts do not. A cross-site GET without it (an `<img>`) cannot read the
+//!    answer, and GETs change nothing; a rebound page's own GETs fail the Host check.
 //! 3. **Token** — with `admin_token` set, every request but `GET /healthz`: `401`.
 //! 4. **Method** — a path of [`ROUTES`] asked with a method it does not serve: `405` with
 //!    `Allow` listing those it does (unknown paths go on to the `404` of the router).
@@ -45,7 +47,7 @@
 //!
 //! Host and Origin come first so that a page learns nothing from the answer, token or not:
 //! a foreign origin never sees `401` versus `404` versus `415`, and a rebound name never
-//! reaches the token check. Browsers cannot forge `Host` or drop `Origin`.
+//! reaches the token check. Pages cannot set `Host` or remove `Origin`.
 //!
 //! Every route tree ends in the one [`handle_rejection`].
 
@@ -331,7 +333,8 @@ pub fn check_request(
         .filter(|r| path_matches(r.path, path))
         .collect();
     let route = served.iter().find(|r| r.method == method.as_str());
-    if !route.is_some_and(|r| r.path == HEALTHZ) {
+    let token_free = route.is_some_and(|r| r.path == HEALTHZ); // GET /healthz
+    if !token_free {
         authorize(server, headers)?;
     }
     if served.is_empty() {
