@@ -115,10 +115,10 @@ pub fn parse_record_line(line: &[u8], config: &Config) -> Result<Record, String>
     if value.is_empty() {
         return Err("value: must not be empty".to_string());
     }
-    if value.len() > crate::admin::MAX_VALUE_BYTES {
+    if value.len() > crate::store::MAX_VALUE_BYTES {
         return Err(format!(
             "value: longer than {} bytes",
-            crate::admin::MAX_VALUE_BYTES
+            crate::store::MAX_VALUE_BYTES
         ));
     }
     let revoked_at = instant("revoked_at")?.ok_or("revoked_at: required")?;

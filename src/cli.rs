@@ -1782,6 +1782,15 @@ mod tests {
             "{}",
             req.head
         );
+        // What the admin API's page checks want (SPEC §5): the JSON media type, a loopback
+        // Host, no Origin.
+        let head = req.head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("host: 127.0.0.1:"), "{head}");
+        assert!(!head.contains("\norigin:"), "{head}");
         let body: Value = serde_json::from_str(&req.body).unwrap();
         assert_eq!(
             body,

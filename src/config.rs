@@ -10,6 +10,7 @@
 //! | server | max_body_bytes | 10485760 |
 //! | server | log_format | `text` (`json`) |
 //! | server | trusted_proxies | `[]` (IPs / CIDR blocks whose forwarding headers are kept) |
+//! | server | admin_hosts | `[]` (extra `Host` names the admin API answers to) |
 //! | issuer | issuer, audiences, jwks_url / jwks_file, algorithms (`["RS256"]`), hmac_secret_file, session_claim (`sid`), require_typ (`""`), logout_audiences (`[]`), logout_algorithms (`["RS256"]`), logout_require_exp (`true`) | |
 //! | auth | leeway (`60s`), max_token_lifetime (`24h`), jwks_refresh (`10m`), forward_cors_preflight (`true`), identity_headers (`true`), verified_token_cache (`10000`, 0 = off) | |
 //! | route | prefix (`/`), upstream, strip_prefix (`false`), timeout (`30s`), public (`false`), scopes (`[]`) | |
@@ -115,6 +116,11 @@ pub struct ServerConfig {
     /// and `X-Real-IP` are kept (SPEC §4); every other peer's are removed and replaced.
     /// Each entry is checked when the file is read (a bad one names this key).
     pub trusted_proxies: Vec<IpNet>,
+    /// Host names (or IP literals), without port, that the admin API answers to besides
+    /// loopback IP literals, `localhost` and the `admin_listen` address (SPEC §5): any
+    /// other `Host` gets `421`, so a DNS-rebinding page cannot reach the API. Compared
+    /// case-insensitively; the `Host` port is not compared.
+    pub admin_hosts: Vec<String>,
 }
 
 /// `[[issuer]]`: one trusted token issuer.
@@ -261,6 +267,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10_485_760,
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
+            admin_hosts: Vec::new(),
         }
     }
 }
@@ -491,6 +498,38 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Longest `server.admin_hosts` entry (the longest DNS name).
+pub const MAX_ADMIN_HOST_BYTES: usize = 253;
+
+/// Checks one `server.admin_hosts` entry: an IP literal (IPv6 with or without brackets) or
+/// a DNS name of letters, digits, `-` and `.`; no port, no wildcard.
+fn check_admin_host(host: &str) -> Result<(), String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty() || host.len() > MAX_ADMIN_HOST_BYTES {
+        return Err(format!(
+            "{host:?}: must be a host name of 1 to {MAX_ADMIN_HOST_BYTES} bytes"
+        ));
+    }
+    let name_ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !name_ok {
+        return Err(format!(
+            "{host:?}: must be an IP address or a host name (letters, digits, '-' and '.'), without port"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an `http://` or `https://` URL with a host; `key` names it in the error.
 fn check_http_url(key: &str, text: &str, allow_query: bool) -> Result<reqwest::Url, ConfigError> {
     let url = reqwest::Url::parse(text)
@@ -633,6 +672,10 @@ impl Config {
                     s.admin_listen, s.listen
                 ),
             ));
+        }
+        for (i, host) in s.admin_hosts.iter().enumerate() {
+            check_admin_host(host)
+                .map_err(|problem| invalid(format!("server.admin_hosts[{i}]"), problem))?;
         }
         if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&s.max_header_bytes) {
             return Err(invalid(
@@ -1255,6 +1298,27 @@ upstream = "http://127.0.0.1:8081"
         assert_err(
             &with_section("backchannel", "max_age = \"0s\""),
             &["backchannel.max_age"],
+        );
+    }
+
+    #[test]
+    fn admin_hosts_are_host_names_or_ip_literals_without_port() {
+        let c = parse(&with_section(
+            "server",
+            "admin_hosts = [\"gateway-1.internal\", \"10.0.0.5\", \"[fd00::5]\", \"fd00::6\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.server.admin_hosts.len(), 4);
+        assert!(ServerConfig::default().admin_hosts.is_empty());
+        for bad in ["", "gw:9090", "*.internal", "a..b", "gw/x", "gw x", "[gw]"] {
+            assert_err(
+                &with_section("server", &format!("admin_hosts = [\"ok\", {bad:?}]")),
+                &["server.admin_hosts[1]"],
+            );
+        }
+        assert_err(
+            &with_section("server", &format!("admin_hosts = [{:?}]", "a".repeat(254))),
+            &["server.admin_hosts[0]", "253"],
         );
     }
 

@@ -4,7 +4,7 @@
 //! in `admin.rs` with the same JSON shape.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -34,6 +34,9 @@ pub enum GatewayError {
     HeadersTooLarge,
     /// Request body over `server.max_body_bytes`.
     BodyTooLarge,
+    /// A public endpoint's body did not arrive within
+    /// [`crate::public::PUBLIC_BODY_TIMEOUT`] of the headers (the connection is closed).
+    BodyTimeout,
     /// Method not allowed on a gateway endpoint.
     MethodNotAllowed,
     /// Upstream refused / reset / unreachable.
@@ -56,6 +59,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -79,6 +83,13 @@ impl GatewayError {
             GatewayError::BodyTooLarge => (
                 "payload_too_large",
                 "request body exceeds server.max_body_bytes".to_string(),
+            ),
+            GatewayError::BodyTimeout => (
+                "request_timeout",
+                format!(
+                    "request body not received within {} s of the headers",
+                    crate::public::PUBLIC_BODY_TIMEOUT.as_secs()
+                ),
             ),
             GatewayError::MethodNotAllowed => {
                 ("method_not_allowed", "method not allowed".to_string())
@@ -122,6 +133,11 @@ impl GatewayError {
             if let Ok(v) = HeaderValue::from_str(&c) {
                 resp.headers_mut().insert(WWW_AUTHENTICATE, v);
             }
+        }
+        if self == GatewayError::BodyTimeout {
+            // The rest of the body may still trickle in: do not wait for it.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -4,8 +4,13 @@
 //!   failure, `Cache-Control: no-store` always.
 //! - `POST revoke_endpoint.path`: RFC 7009-style revocation of the app's own token.
 //!   `200` whether or not the token was valid, but only a verified token is revoked.
+//!
+//! Both read their form body within [`PUBLIC_BODY_TIMEOUT`] of the headers, else `408` and
+//! the connection is closed: a client trickling its body cannot hold a connection and a
+//! task open indefinitely.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
@@ -21,6 +26,11 @@ use crate::App;
 /// KiB at most. Bodies above `server.max_body_bytes` still get 413; bodies between the two
 /// limits are refused as the endpoint's own `invalid_request`.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// How long after its headers the whole body of a back-channel logout or revocation
+/// request may take to arrive (SPEC §4); then `408`. Both bodies are a few KiB, sent at
+/// once by an IdP or an app; only a slow-loris client needs longer.
+pub const PUBLIC_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `POST backchannel.path` with `logout_token`.
 pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -76,13 +86,12 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
         config.auth.max_token_lifetime.as_secs(),
         leeway,
     );
-    let jti_until = match logout.exp {
-        Some(exp) => exp.saturating_add(leeway),
-        None => logout
-            .iat
-            .saturating_add(config.backchannel.max_age.as_secs())
-            .saturating_add(leeway),
-    };
+    let jti_until = seen_jti_expires_at(
+        logout.iat,
+        logout.exp,
+        config.backchannel.max_age.as_secs(),
+        leeway,
+    );
     let rev = NewRevocation {
         kind,
         issuer: logout.issuer.clone(),
@@ -109,6 +118,18 @@ async fn backchannel_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<(),
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
             Ok(())
         }
+    }
+}
+
+/// Until when a logout token's `jti` is remembered (SPEC §4): the earlier of `exp` +
+/// leeway and `iat` + `max_age` + leeway. After either instant the token is refused anyway
+/// (expired, or too old), so a replay needs no memory of it; without the second bound a far
+/// `exp` would keep the jti for decades.
+fn seen_jti_expires_at(iat: u64, exp: Option<u64>, max_age: u64, leeway: u64) -> u64 {
+    let too_old = iat.saturating_add(max_age).saturating_add(leeway);
+    match exp {
+        Some(exp) => exp.saturating_add(leeway).min(too_old),
+        None => too_old,
     }
 }
 
@@ -185,10 +206,14 @@ async fn read_form(
     }
     let global = app.config().server.max_body_bytes as usize;
     let limit = MAX_FORM_BYTES.min(global);
-    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
+    let body = http_body_util::Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(PUBLIC_BODY_TIMEOUT, body).await else {
+        tracing::info!(timeout = ?PUBLIC_BODY_TIMEOUT, "request body too slow: 408");
+        return Err(Refused::Status(Box::new(
+            GatewayError::BodyTimeout.into_response(),
+        )));
+    };
+    let bytes: Bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             if limit == global {
@@ -234,4 +259,32 @@ fn no_store(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seen_jti_is_kept_until_the_earlier_of_exp_and_max_age() {
+        let (iat, max_age, leeway) = (1_000, 300, 60);
+        // exp before iat + max_age: exp + leeway.
+        assert_eq!(
+            seen_jti_expires_at(iat, Some(iat + 120), max_age, leeway),
+            iat + 180
+        );
+        // A far exp (31 years): iat + max_age + leeway.
+        let far = iat + 1_000_000_000;
+        assert_eq!(
+            seen_jti_expires_at(iat, Some(far), max_age, leeway),
+            iat + 360
+        );
+        // No exp (logout_require_exp = false): iat + max_age + leeway.
+        assert_eq!(seen_jti_expires_at(iat, None, max_age, leeway), iat + 360);
+        // Never wraps.
+        assert_eq!(
+            seen_jti_expires_at(u64::MAX - 1, Some(u64::MAX), max_age, leeway),
+            u64::MAX
+        );
+    }
 }

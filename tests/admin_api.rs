@@ -997,3 +997,94 @@ jwks_file = "{}"
     assert_revoked(&proxy_get(&gw, &token("m", "s-m", "two-1")).await);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn values_up_to_the_store_limit_are_revoked_and_enforced_everywhere() {
+    let (_dir, gw) = start().await;
+    let max = revgate::store::MAX_VALUE_BYTES;
+    assert_eq!(
+        max,
+        8 * 1024,
+        "SPEC: tokens and the store allow 8 KiB values"
+    );
+    let n = now();
+    // A 1500-byte sub (over the old admin limit of 1024) in a real token, which passes ...
+    let sub = format!("u-{}", "x".repeat(1498));
+    assert_eq!(sub.len(), 1500);
+    let mut claims = claims(&sub, "s-long", &unique_id("long"));
+    claims["iat"] = json!(n - 5);
+    let long = sign_with("RS256", Some("rsa-1"), None, &claims);
+    assert_eq!(proxy_status(&gw, &long).await, 200);
+    // ... until the admin API revokes that sub; then the token is refused as revoked.
+    let (status, record) = admin_post(
+        &gw,
+        "/v1/revocations",
+        &json!({"kind": "sub", "value": sub}),
+    )
+    .await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(record["value"], sub.as_str());
+    assert_revoked(&proxy_get(&gw, &long).await);
+    let (status, found) = admin_get(&gw, &format!("/v1/revocations/sub/{}", enc(&sub))).await;
+    assert_eq!(status, 200, "{found}");
+
+    // Exactly the store's limit is accepted for every kind; one byte more is refused by
+    // name, with the limit, and nothing is stored.
+    for kind in ["jti", "sid", "sub"] {
+        let at_limit = format!("{kind}{}", "v".repeat(max - kind.len()));
+        let (status, record) = admin_post(
+            &gw,
+            "/v1/revocations",
+            &json!({"kind": kind, "value": at_limit}),
+        )
+        .await;
+        assert_eq!(status, 201, "{kind} of {max} bytes: {record}");
+        let over = format!("{at_limit}v");
+        let (status, answer) = admin_post(
+            &gw,
+            "/v1/revocations",
+            &json!({"kind": kind, "value": over}),
+        )
+        .await;
+        assert_eq!(status, 400, "{kind} of {} bytes: {answer}", max + 1);
+        let desc = answer["error_description"].as_str().unwrap_or_default();
+        assert!(
+            desc.starts_with("value:") && desc.contains(&max.to_string()),
+            "{desc}"
+        );
+    }
+    assert_eq!(total(&gw).await, 4);
+
+    // Imports take the same limit.
+    let line = |value: &str| {
+        json!({"kind": "sub", "issuer": ISS, "value": value,
+            "revoked_at": "2024-01-01T00:00:00Z", "issued_before": "2024-01-01T00:00:00Z",
+            "expires_at": "2099-01-01T00:00:00Z"})
+        .to_string()
+    };
+    let body = format!(
+        "{}\n{}\n",
+        line(&format!("imp-{}", "y".repeat(1496))),
+        line(&"z".repeat(max + 1))
+    );
+    let (status, summary) = status_json(
+        client()
+            .post(gw.admin_url("/v1/import"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["imported"], 1, "{summary}");
+    assert_eq!(summary["rejected"][0]["line"], 2, "{summary}");
+    let error = summary["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("value") && error.contains(&max.to_string()),
+        "{summary}"
+    );
+    assert_eq!(total(&gw).await, 5);
+    gw.stop().await;
+}

@@ -830,3 +830,142 @@ async fn seen_jti_is_kept_until_exp_plus_leeway_then_swept() {
     assert_eq!(stats_counts(&gw).await, (0, 2, 0));
     gw.stop().await;
 }
+
+/// Sends the headers of a form POST to `path` on `addr` announcing the whole of `body`,
+/// then the body at one byte a second, and reads until the server closes. Returns the
+/// answer and the time from the end of the headers to the end of the answer; `None` when
+/// no complete answer came within `bound`.
+async fn trickle(
+    addr: SocketAddr,
+    path: &str,
+    body: String,
+    bound: std::time::Duration,
+) -> Option<(u16, String, std::time::Duration)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    wr.write_all(head.as_bytes()).await.expect("headers");
+    let sent = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        for b in body.into_bytes() {
+            tick.tick().await; // pacing the trickle, not synchronisation
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let read = async {
+        let mut buf = Vec::new();
+        let _ = rd.read_to_end(&mut buf).await;
+        buf
+    };
+    let answer = tokio::time::timeout(bound, read).await;
+    let elapsed = sent.elapsed();
+    writer.abort();
+    let buf = answer.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text, elapsed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_trickling_past_10_s_are_cut_with_408_on_both_public_endpoints() {
+    let f = start("").await;
+    let gw = f.gw;
+    let limit = revgate::public::PUBLIC_BODY_TIMEOUT;
+    let bound = limit + std::time::Duration::from_secs(5);
+    let logout = sign_logout(&logout_claims(Some("s-slow"), None, now()));
+    let own = token("u-slow", "s-slow-2", &unique_id("slow"));
+    // Both at once: the test takes the limit once (about 10 s).
+    let (bcl, rev) = tokio::join!(
+        trickle(
+            gw.proxy,
+            "/backchannel-logout",
+            form(&[("logout_token", &logout)]),
+            bound
+        ),
+        trickle(gw.proxy, "/revoke", form(&[("token", &own)]), bound),
+    );
+    for (what, answer) in [("back-channel", bcl), ("revoke", rev)] {
+        let (status, text, elapsed) =
+            answer.unwrap_or_else(|| panic!("{what}: no answer (and no close) within {bound:?}"));
+        assert_eq!(status, 408, "{what}: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\ncache-control: no-store\r\n"),
+            "{what}: {text}"
+        );
+        assert!(
+            lower.contains("\r\nconnection: close\r\n"),
+            "{what}: {text}"
+        );
+        let json = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{what}: {text}"));
+        assert_eq!(json["error"], "request_timeout", "{what}: {json}");
+        assert!(
+            elapsed + std::time::Duration::from_millis(50) >= limit,
+            "{what}: cut after {elapsed:?}, before the {limit:?} limit"
+        );
+    }
+    // Nothing was recorded, and the same requests sent at once still work.
+    assert_eq!(stats_counts(&gw).await, (0, 0, 0));
+    assert_ok(&post_logout(&gw, &logout).await, "logout sent at once");
+    assert_eq!(post_revoke(&gw, &own).await.status().as_u16(), 200);
+    assert_eq!(stats_counts(&gw).await, (1, 1, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_exp_keeps_a_seen_jti_only_until_iat_plus_max_age_plus_leeway() {
+    let (_dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let t0 = now();
+    let clock = revgate::clock::ManualClock::new(t0);
+    let gw = Gateway::start_with_clock(&config_text(upstream, &store, ""), clock.clone()).await;
+    // max_age 5m (default), leeway 60s: the jti is needed until t0 + 360 at most.
+    let jti = unique_id("far");
+    let far = with(
+        with(logout_claims(Some("s-1"), None, t0), "jti", json!(jti)),
+        "exp",
+        json!(t0 + 1_000_000_000),
+    );
+    let far = sign_logout(&far);
+    assert_ok(
+        &post_logout(&gw, &far).await,
+        "logout with exp 31 years ahead",
+    );
+    let reuse = sign_logout(&with(
+        logout_claims(Some("s-2"), None, t0 + 300),
+        "jti",
+        json!(jti),
+    ));
+
+    // At iat + max_age + leeway the jti is still remembered, and not due.
+    clock.set(t0 + 300 + 60);
+    assert_invalid(post_logout(&gw, &reuse).await, "jti still remembered").await;
+    let (status, _) = admin_post(&gw, "/v1/sweep", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        admin_stats(&gw).await["last_sweep"]["purged_logout_jtis"],
+        0
+    );
+
+    // One second later the first token is refused for its age anyway, so the jti is
+    // forgotten: purged by the sweeper, free for another token.
+    clock.set(t0 + 300 + 61);
+    let desc = assert_invalid(post_logout(&gw, &far).await, "the first token, too old now").await;
+    assert!(desc.contains("iat") || desc.contains("old"), "{desc}");
+    let (status, _) = admin_post(&gw, "/v1/sweep", &json!({})).await;
+    assert_eq!(status, 200);
+    let stats = admin_stats(&gw).await;
+    assert_eq!(stats["last_sweep"]["purged_logout_jtis"], 1, "{stats}");
+    assert_ok(&post_logout(&gw, &reuse).await, "jti free again");
+    assert_eq!(stats_counts(&gw).await, (0, 2, 0));
+    gw.stop().await;
+}

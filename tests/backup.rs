@@ -49,6 +49,7 @@ async fn import(gw: &Gateway, body: String, dry_run: bool) -> (u16, Value) {
     status_json(
         client()
             .post(gw.admin_url(&format!("/v1/import{q}")))
+            .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
             .await

@@ -169,17 +169,20 @@ async fn bodies_over_the_limit_are_413_on_proxy_public_endpoints_and_admin() {
     let (gw, _dir) = start().await;
     let body = "x".repeat(70_000); // over max_body_bytes (65536) and the admin limit (64 KiB)
     let good = token("u-b", "s-b", &unique_id("b"));
-    for (url, auth) in [
-        (gw.url("/api/x"), Some(good.as_str())),
-        (gw.url("/public/x"), None),
-        (gw.url("/revoke"), None),
-        (gw.url("/backchannel-logout"), None),
-        (gw.admin_url("/v1/revocations"), None),
-        (gw.admin_url("/v1/revocations/token"), None),
+    let form = "application/x-www-form-urlencoded";
+    // The admin API refuses any other media type (415) before it looks at the body.
+    let json = "application/json";
+    for (url, auth, media) in [
+        (gw.url("/api/x"), Some(good.as_str()), form),
+        (gw.url("/public/x"), None, form),
+        (gw.url("/revoke"), None, form),
+        (gw.url("/backchannel-logout"), None, form),
+        (gw.admin_url("/v1/revocations"), None, json),
+        (gw.admin_url("/v1/revocations/token"), None, json),
     ] {
         let mut req = client()
             .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-type", media)
             .body(body.clone());
         if let Some(t) = auth {
             req = req.bearer_auth(t);
@@ -309,10 +312,16 @@ async fn hostile_admin_bodies_are_400_413_or_411() {
     let (gw, _dir) = start().await;
     let post_raw = |path: &str, body: Vec<u8>| {
         let url = gw.admin_url(path);
+        // Each route's own media type (SPEC §5: else 415 before the body is looked at).
+        let media = if path == "/v1/import" {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
         async move {
             let resp = client()
                 .post(url)
-                .header("content-type", "application/json")
+                .header("content-type", media)
                 .body(body)
                 .send()
                 .await
@@ -476,9 +485,15 @@ async fn no_answer_to_hostile_json_content_is_a_5xx() {
             "/v1/import",
             "/v1/sweep",
         ] {
+            // Each route's own media type, so the content reaches its parser.
+            let media = if path == "/v1/import" {
+                "application/x-ndjson"
+            } else {
+                "application/json"
+            };
             let resp = client()
                 .post(gw.admin_url(path))
-                .header("content-type", "application/json")
+                .header("content-type", media)
                 .body(body.clone())
                 .send()
                 .await

@@ -5,10 +5,11 @@
 //!   is what `GET /v1/openapi.json` serves.
 //! - Every documented operation, sent a valid request built from the document's examples,
 //!   answers its documented success status with a body of the documented media type that
-//!   matches the documented schema; the documented error answers (400, 401, 404, 413) are
-//!   provoked too and match theirs.
+//!   matches the documented schema; the documented error answers (400, 401, 403, 404, 413,
+//!   415, 421) are provoked too and match theirs.
 //! - Every route the server serves (`revgate::admin::ROUTES`) is documented and vice versa;
-//!   no undocumented method on a documented path succeeds; undocumented paths answer 404.
+//!   an undocumented method on a documented path answers 405 with an `Allow` header naming
+//!   exactly the documented methods; undocumented paths answer 404.
 //!
 //! The schema checker covers the subset of JSON Schema the document uses: `$ref`, `allOf`,
 //! `type`, `nullable`, `enum`, `required`, `properties`, `additionalProperties: false`,
@@ -291,9 +292,23 @@ async fn send(
     body: Option<(String, String)>,
     auth: bool,
 ) -> reqwest::Response {
+    send_with(method, url, body, auth, &[]).await
+}
+
+/// [`send`] with extra request headers (`Host`, `Origin`).
+async fn send_with(
+    method: &str,
+    url: &str,
+    body: Option<(String, String)>,
+    auth: bool,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client().request(method.parse().unwrap(), url);
     if auth {
         req = req.bearer_auth(ADMIN_TOKEN);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     if let Some((media, text)) = body {
         req = req.header("content-type", media).body(text);
@@ -451,6 +466,23 @@ async fn every_documented_operation_answers_as_documented() {
             );
         }
 
+        // A web page: a foreign Host (421) and an Origin (403), with the admin token and a
+        // valid body; a body of another media type (415).
+        let rebound = [("host", "rebind.evil.example")];
+        let resp = send_with(&op.method, &url, op.example_body(&doc), true, &rebound).await;
+        assert_documented(&doc, op, resp, 421, "foreign Host").await;
+        let origin = [("origin", "https://evil.example")];
+        let resp = send_with(&op.method, &url, op.example_body(&doc), true, &origin).await;
+        assert_documented(&doc, op, resp, 403, "Origin header").await;
+        if op.response(&doc, 415).is_some() {
+            let text = op
+                .example_body(&doc)
+                .map_or_else(|| "{}".to_string(), |(_, t)| t);
+            let body = Some(("text/plain;charset=UTF-8".to_string(), text));
+            let resp = send(&op.method, &url, body, true).await;
+            assert_documented(&doc, op, resp, 415, "text/plain body").await;
+        }
+
         if op.response(&doc, 404).is_some() {
             let missing = op
                 .path
@@ -522,7 +554,7 @@ async fn every_served_route_is_documented_and_nothing_else_answers() {
         .collect();
     let served: BTreeSet<(String, String)> = revgate::admin::ROUTES
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     assert_eq!(
         served.len(),
@@ -553,19 +585,34 @@ async fn every_served_route_is_documented_and_nothing_else_answers() {
             "{method} {path} is in ROUTES but the server does not serve it"
         );
     }
-    // ... and no undocumented method on a documented path succeeds.
+    // ... and an undocumented method on a documented path answers 405, whose Allow names
+    // exactly the documented methods.
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     for path in paths {
+        let allowed: BTreeSet<&str> = documented
+            .iter()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.as_str())
+            .collect();
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
-            if documented.contains(&(method.to_string(), path.clone())) {
+            if allowed.contains(method) {
                 continue;
             }
             let resp = send(method, &gw.admin_url(&concrete(path)), None, true).await;
             let status = resp.status().as_u16();
-            assert!(
-                status == 404 || status == 405,
+            assert_eq!(
+                status, 405,
                 "{method} {path} is not documented but answered {status}"
             );
+            let allow: BTreeSet<&str> = resp
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"))
+                .split(',')
+                .map(str::trim)
+                .collect();
+            assert_eq!(allow, allowed, "{method} {path}: Allow");
         }
     }
     // Undocumented paths answer 404.

@@ -33,6 +33,12 @@ use crate::auth::Keyring;
 use crate::config::{Config, IssuerConfig};
 use crate::metrics::Metrics;
 
+// The one bound on revoked values is the store's `MAX_VALUE_BYTES` (the admin API and
+// imports refuse longer values with it). A token within `MAX_TOKEN_BYTES` decodes to at
+// most 3/4 of that, so every `jti`, `sid` and `sub` a verified (or logout) token can carry
+// fits it: whatever passes here can be revoked, and its revocation matches.
+const _: () = assert!(crate::auth::MAX_TOKEN_BYTES / 4 * 3 <= crate::store::MAX_VALUE_BYTES);
+
 /// The claims of a token that passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {

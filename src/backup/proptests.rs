@@ -15,7 +15,7 @@ fn check(line: &[u8], config: &Config) -> Result<(), TestCaseError> {
         Err(e) => prop_assert!(!e.trim().is_empty()),
         Ok(r) => {
             prop_assert_eq!(&r.issuer, ISS);
-            prop_assert!(!r.value.is_empty() && r.value.len() <= crate::admin::MAX_VALUE_BYTES);
+            prop_assert!(!r.value.is_empty() && r.value.len() <= crate::store::MAX_VALUE_BYTES);
             prop_assert_eq!(r.issued_before.is_none(), r.kind == Kind::Jti);
             prop_assert!(r
                 .reason

@@ -96,7 +96,9 @@ fn refuse(err: GatewayError) -> Refusal {
 fn outcome_of(err: &GatewayError) -> Outcome {
     match err {
         GatewayError::NoCredentials => Outcome::Unauthenticated,
-        GatewayError::InvalidRequest(_) | GatewayError::MethodNotAllowed => Outcome::BadRequest,
+        GatewayError::InvalidRequest(_)
+        | GatewayError::MethodNotAllowed
+        | GatewayError::BodyTimeout => Outcome::BadRequest,
         GatewayError::Revoked(_) => Outcome::Revoked,
         GatewayError::InvalidToken(_) => Outcome::InvalidToken,
         GatewayError::InsufficientScope(_) => Outcome::Forbidden,
