@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::auth::logout::LogoutReason;
 use crate::config::RouteConfig;
 use crate::store::RevocationStore;
 
@@ -62,6 +63,28 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome a refusal on the proxy listener is counted under (by its kind).
+    pub fn of(err: &crate::error::GatewayError) -> Outcome {
+        use crate::error::GatewayError as E;
+        match err {
+            E::NoCredentials | E::AdminTokenRequired => Outcome::Unauthenticated,
+            E::InvalidRequest(_)
+            | E::MethodNotAllowed(_)
+            | E::BodyTimeout
+            | E::LengthRequired
+            | E::UnsupportedMediaType(_)
+            | E::Misdirected
+            | E::CrossOrigin => Outcome::BadRequest,
+            E::Revoked(_) => Outcome::Revoked,
+            E::InvalidToken(_) => Outcome::InvalidToken,
+            E::InsufficientScope(_) => Outcome::Forbidden,
+            E::NotFound(_) => Outcome::NoRoute,
+            E::HeadersTooLarge | E::BodyTooLarge(_) => Outcome::TooLarge,
+            E::UpstreamUnreachable | E::UpstreamTimeout => Outcome::UpstreamError,
+            E::StoreUnavailable => Outcome::StoreError,
+        }
+    }
+
     const ALL: [Outcome; OUTCOMES] = [
         Outcome::Allowed,
         Outcome::Public,
@@ -105,66 +128,41 @@ pub struct Metrics {
     revocations_by_source: [AtomicU64; 3],
     /// Back-channel logouts accepted.
     pub backchannel_accepted: AtomicU64,
-    /// Back-channel logouts rejected, by [`BACKCHANNEL_REASONS`].
-    backchannel_rejected: [AtomicU64; 10],
+    /// Back-channel logouts rejected, by [`LogoutReason`] (index = its position in
+    /// [`LogoutReason::ALL`]).
+    backchannel_rejected: [AtomicU64; LogoutReason::ALL.len()],
     /// JWKS fetches that succeeded.
     pub jwks_fetch_ok: AtomicU64,
     /// JWKS fetches that failed.
     pub jwks_fetch_error: AtomicU64,
 }
 
-/// Reasons a back-channel logout is rejected (label `reason`).
-pub const BACKCHANNEL_REASONS: [&str; 10] = [
-    "request",
-    "malformed",
-    "issuer",
-    "algorithm",
-    "signature",
-    "audience",
-    "time",
-    "claims",
-    "replay",
-    "store",
-];
-
-/// Sorts a back-channel rejection description into one of [`BACKCHANNEL_REASONS`].
-pub fn backchannel_reason(description: &str) -> &'static str {
-    let d = description.to_ascii_lowercase();
-    let has = |w: &str| d.contains(w);
-    if has("could not be stored") {
-        "store"
-    } else if has("already used") {
-        "replay"
-    } else if has("content-type") || has("parameter") || has("body") || has("given more than once")
-    {
-        "request"
-    } else if has("issuer") {
-        "issuer"
-    } else if has("algorithm") {
-        "algorithm"
-    } else if has("signature") || has("kid") || has("no key") {
-        "signature"
-    } else if has("audience") {
-        "audience"
-    } else if has("expired") || has("iat") || has("exp") || has("max_age") {
-        "time"
-    } else if has("json") || has("base64") || has("compact") || has("too large") || has("duplicate")
-    {
-        "malformed"
-    } else {
-        "claims"
-    }
-}
-
 impl Metrics {
-    /// Counts a rejected back-channel logout under its reason (see [`backchannel_reason`]).
-    pub fn backchannel_rejected(&self, description: &str) {
-        let reason = backchannel_reason(description);
-        let i = BACKCHANNEL_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.backchannel_rejected[i].fetch_add(1, Ordering::Relaxed);
+    /// Counts a rejected back-channel logout under its reason.
+    pub fn backchannel_rejected(&self, reason: LogoutReason) {
+        self.backchannel_rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `revgate_backchannel_logouts_total`: accepted, and rejected by reason.
+    fn render_backchannel(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP revgate_backchannel_logouts_total Back-channel logout requests by result."
+        );
+        let _ = writeln!(out, "# TYPE revgate_backchannel_logouts_total counter");
+        let _ = writeln!(
+            out,
+            "revgate_backchannel_logouts_total{{result=\"accepted\"}} {}",
+            self.backchannel_accepted.load(Ordering::Relaxed)
+        );
+        for reason in LogoutReason::ALL {
+            let _ = writeln!(
+                out,
+                "revgate_backchannel_logouts_total{{result=\"rejected\",reason=\"{}\"}} {}",
+                reason.label(),
+                self.backchannel_rejected[reason as usize].load(Ordering::Relaxed)
+            );
+        }
     }
 
     /// Counts one proxy-listener request.
@@ -236,23 +234,7 @@ impl Metrics {
                 self.revocations_by_source[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP revgate_backchannel_logouts_total Back-channel logout requests by result."
-        );
-        let _ = writeln!(out, "# TYPE revgate_backchannel_logouts_total counter");
-        let _ = writeln!(
-            out,
-            "revgate_backchannel_logouts_total{{result=\"accepted\"}} {}",
-            self.backchannel_accepted.load(Ordering::Relaxed)
-        );
-        for (i, r) in BACKCHANNEL_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "revgate_backchannel_logouts_total{{result=\"rejected\",reason=\"{r}\"}} {}",
-                self.backchannel_rejected[i].load(Ordering::Relaxed)
-            );
-        }
+        self.render_backchannel(&mut out);
         let _ = writeln!(
             out,
             "# HELP revgate_jwks_fetches_total JWKS fetches by result."
@@ -529,46 +511,23 @@ mod tests {
     }
 
     #[test]
-    fn backchannel_reasons_are_classified() {
-        assert_eq!(
-            backchannel_reason("invalid logout token: unknown issuer"),
-            "issuer"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: algorithm none is refused"),
-            "algorithm"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: invalid signature"),
-            "signature"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: audience not accepted"),
-            "audience"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: iat is in the future"),
-            "time"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: nonce is not allowed in a logout token"),
-            "claims"
-        );
-        assert_eq!(
-            backchannel_reason("missing logout_token parameter"),
-            "request"
-        );
-        assert_eq!(
-            backchannel_reason("logout token jti was already used by another logout token"),
-            "replay"
-        );
-        assert_eq!(
-            backchannel_reason("revocation could not be stored"),
-            "store"
-        );
-        assert_eq!(
-            backchannel_reason("invalid logout token: duplicate member name in claims"),
-            "malformed"
-        );
+    fn every_logout_reason_has_its_own_series() {
+        let m = Metrics::default();
+        for (i, reason) in LogoutReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "ALL is in declaration order");
+            for _ in 0..=i {
+                m.backchannel_rejected(reason);
+            }
+        }
+        let mut out = String::new();
+        m.render_backchannel(&mut out);
+        for (i, reason) in LogoutReason::ALL.into_iter().enumerate() {
+            let series = format!(
+                "revgate_backchannel_logouts_total{{result=\"rejected\",reason=\"{}\"}} {}\n",
+                reason.label(),
+                i + 1
+            );
+            assert!(out.contains(&series), "{series} in {out}");
+        }
     }
 }

@@ -878,7 +878,7 @@ async fn trickle(
 async fn bodies_trickling_past_10_s_are_cut_with_408_on_both_public_endpoints() {
     let f = start("").await;
     let gw = f.gw;
-    let limit = revgate::public::PUBLIC_BODY_TIMEOUT;
+    let limit = revgate::endpoints::PUBLIC_BODY_TIMEOUT;
     let bound = limit + std::time::Duration::from_secs(5);
     let logout = sign_logout(&logout_claims(Some("s-slow"), None, now()));
     let own = token("u-slow", "s-slow-2", &unique_id("slow"));

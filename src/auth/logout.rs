@@ -18,25 +18,104 @@ use crate::metrics::Metrics;
 /// The `events` member that marks a logout token (BCL §2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-/// Why a logout token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid logout token: {0}")]
-pub struct LogoutError(pub String);
+/// Why a back-channel logout was refused, by class: the `reason` label of
+/// `revgate_backchannel_logouts_total` (one per variant, see [`LogoutReason::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutReason {
+    /// The request around the token: method, `Content-Type`, form, `logout_token` parameter.
+    Request,
+    /// Not a compact JWS with JSON header and claims; a header member of the wrong type.
+    Malformed,
+    /// `iss` missing, unknown, or an issuer that takes no logout tokens.
+    Issuer,
+    /// `alg` `none`, not in `logout_algorithms`, or unsupported.
+    Algorithm,
+    /// No usable key, or the signature does not verify.
+    Signature,
+    /// `aud` names none of `logout_audiences`.
+    Audience,
+    /// `iat` / `exp` missing, in the future, too old or passed.
+    Time,
+    /// Another BCL §2.6 claim rule (`jti`, `events`, `nonce`, `sid`/`sub`, `typ`).
+    Claims,
+    /// Another logout token already used this `jti`.
+    Replay,
+    /// The revocation could not be made durable.
+    Store,
+}
 
-fn refuse(why: impl Into<String>) -> LogoutError {
-    LogoutError(why.into())
+impl LogoutReason {
+    /// Every reason, in label order.
+    pub const ALL: [LogoutReason; 10] = [
+        LogoutReason::Request,
+        LogoutReason::Malformed,
+        LogoutReason::Issuer,
+        LogoutReason::Algorithm,
+        LogoutReason::Signature,
+        LogoutReason::Audience,
+        LogoutReason::Time,
+        LogoutReason::Claims,
+        LogoutReason::Replay,
+        LogoutReason::Store,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LogoutReason::Request => "request",
+            LogoutReason::Malformed => "malformed",
+            LogoutReason::Issuer => "issuer",
+            LogoutReason::Algorithm => "algorithm",
+            LogoutReason::Signature => "signature",
+            LogoutReason::Audience => "audience",
+            LogoutReason::Time => "time",
+            LogoutReason::Claims => "claims",
+            LogoutReason::Replay => "replay",
+            LogoutReason::Store => "store",
+        }
+    }
+}
+
+/// Why a logout token was refused: the class (for metrics) and the description the
+/// `400 invalid_request` answer carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid logout token: {detail}")]
+pub struct LogoutError {
+    /// The class of the refusal.
+    pub reason: LogoutReason,
+    detail: String,
+}
+
+impl LogoutError {
+    /// A refusal of class `reason`, described by `detail`.
+    pub fn new(reason: LogoutReason, detail: impl Into<String>) -> LogoutError {
+        LogoutError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+fn refuse(reason: LogoutReason, why: impl Into<String>) -> LogoutError {
+    LogoutError::new(reason, why)
 }
 
 /// The logout endpoint's words for a failed JWS step.
 fn refuse_jws(e: JwsError) -> LogoutError {
+    use LogoutReason::{Algorithm, Malformed, Signature};
     match e {
-        JwsError::Malformed(d) => refuse(format!("malformed token: {d}")),
-        JwsError::Algorithm(AlgorithmProblem::Unsigned) => refuse("algorithm none is refused"),
-        JwsError::Algorithm(AlgorithmProblem::NotAllowed) => {
-            refuse("algorithm not allowed for logout tokens of this issuer")
+        JwsError::Malformed(d) => refuse(Malformed, format!("malformed token: {d}")),
+        JwsError::Algorithm(AlgorithmProblem::Unsigned) => {
+            refuse(Algorithm, "algorithm none is refused")
         }
-        JwsError::Algorithm(AlgorithmProblem::Unsupported) => refuse("unsupported algorithm"),
-        JwsError::Signature(d) => refuse(format!("invalid signature: {d}")),
+        JwsError::Algorithm(AlgorithmProblem::NotAllowed) => refuse(
+            Algorithm,
+            "algorithm not allowed for logout tokens of this issuer",
+        ),
+        JwsError::Algorithm(AlgorithmProblem::Unsupported) => {
+            refuse(Algorithm, "unsupported algorithm")
+        }
+        JwsError::Signature(d) => refuse(Signature, format!("invalid signature: {d}")),
     }
 }
 
@@ -73,16 +152,16 @@ pub async fn validate_logout_token(
 
     // Header.
     if header.contains_key("crit") {
-        return Err(refuse("unsupported crit header"));
+        return Err(refuse(LogoutReason::Malformed, "unsupported crit header"));
     }
     let alg_name = match header.get("alg") {
         Some(Value::String(a)) => a.as_str(),
-        _ => return Err(refuse("missing or non-string alg")),
+        _ => return Err(refuse(LogoutReason::Malformed, "missing or non-string alg")),
     };
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.as_str()),
-        Some(_) => return Err(refuse("kid must be a string")),
+        Some(_) => return Err(refuse(LogoutReason::Malformed, "kid must be a string")),
     };
     match header.get("typ") {
         None => {}
@@ -91,25 +170,34 @@ pub async fn validate_logout_token(
             let ok = t.eq_ignore_ascii_case("logout+jwt")
                 || (!config.backchannel.strict_typ && t.eq_ignore_ascii_case("jwt"));
             if !ok {
-                return Err(refuse(format!(
-                    "typ {:?} is not accepted for logout tokens",
-                    crate::error::quoted_string_safe(typ)
-                )));
+                return Err(refuse(
+                    LogoutReason::Claims,
+                    format!(
+                        "typ {:?} is not accepted for logout tokens",
+                        crate::error::quoted_string_safe(typ)
+                    ),
+                ));
             }
         }
-        Some(_) => return Err(refuse("typ must be a string")),
+        Some(_) => return Err(refuse(LogoutReason::Malformed, "typ must be a string")),
     }
     if config.backchannel.strict_typ && header.get("typ").is_none() {
-        return Err(refuse("typ logout+jwt is required (strict_typ)"));
+        return Err(refuse(
+            LogoutReason::Claims,
+            "typ logout+jwt is required (strict_typ)",
+        ));
     }
 
     // Issuer: configured, and accepting logout tokens.
     let issuer = match claims.get("iss") {
-        Some(Value::String(iss)) => config.issuer(iss).ok_or_else(|| refuse("unknown issuer"))?,
-        _ => return Err(refuse("missing issuer (iss)")),
+        Some(Value::String(iss)) => config
+            .issuer(iss)
+            .ok_or_else(|| refuse(LogoutReason::Issuer, "unknown issuer"))?,
+        _ => return Err(refuse(LogoutReason::Issuer, "missing issuer (iss)")),
     };
     if issuer.logout_audiences.is_empty() {
         return Err(refuse(
+            LogoutReason::Issuer,
             "issuer does not accept logout tokens (no logout_audiences)",
         ));
     }
@@ -138,55 +226,80 @@ pub async fn validate_logout_token(
         _ => false,
     };
     if !aud_ok {
-        return Err(refuse("audience not accepted"));
+        return Err(refuse(LogoutReason::Audience, "audience not accepted"));
     }
 
     // Times.
     let leeway = config.auth.leeway.as_secs();
-    let iat = numeric_date(&claims, "iat")?.ok_or_else(|| refuse("missing iat"))?;
+    let iat =
+        numeric_date(&claims, "iat")?.ok_or_else(|| refuse(LogoutReason::Time, "missing iat"))?;
     if iat > now.saturating_add(leeway) {
-        return Err(refuse("iat is in the future"));
+        return Err(refuse(LogoutReason::Time, "iat is in the future"));
     }
     if iat
         .saturating_add(config.backchannel.max_age.as_secs())
         .saturating_add(leeway)
         < now
     {
-        return Err(refuse("iat is older than backchannel.max_age"));
+        return Err(refuse(
+            LogoutReason::Time,
+            "iat is older than backchannel.max_age",
+        ));
     }
     let exp = numeric_date(&claims, "exp")?;
     match exp {
-        None if issuer.logout_require_exp => return Err(refuse("missing exp")),
-        Some(exp) if now >= exp.saturating_add(leeway) => return Err(refuse("token expired")),
+        None if issuer.logout_require_exp => return Err(refuse(LogoutReason::Time, "missing exp")),
+        Some(exp) if now >= exp.saturating_add(leeway) => {
+            return Err(refuse(LogoutReason::Time, "token expired"))
+        }
         _ => {}
     }
 
     // jti, events, sid/sub, nonce.
     let jti = match claims.get("jti") {
         Some(Value::String(j)) if !j.is_empty() => j.clone(),
-        Some(_) => return Err(refuse("jti must be a non-empty string")),
-        None => return Err(refuse("missing jti")),
+        Some(_) => {
+            return Err(refuse(
+                LogoutReason::Claims,
+                "jti must be a non-empty string",
+            ))
+        }
+        None => return Err(refuse(LogoutReason::Claims, "missing jti")),
     };
     match claims.get("events") {
         Some(Value::Object(events)) => match events.get(BACKCHANNEL_LOGOUT_EVENT) {
             Some(Value::Object(_)) => {}
             Some(_) => {
                 return Err(refuse(
+                    LogoutReason::Claims,
                     "events member for back-channel logout must be a JSON object",
                 ))
             }
-            None => return Err(refuse("events claim lacks the back-channel logout member")),
+            None => {
+                return Err(refuse(
+                    LogoutReason::Claims,
+                    "events claim lacks the back-channel logout member",
+                ))
+            }
         },
-        Some(_) => return Err(refuse("events claim must be a JSON object")),
-        None => return Err(refuse("missing events claim")),
+        Some(_) => {
+            return Err(refuse(
+                LogoutReason::Claims,
+                "events claim must be a JSON object",
+            ))
+        }
+        None => return Err(refuse(LogoutReason::Claims, "missing events claim")),
     }
     if claims.contains_key("nonce") {
-        return Err(refuse("nonce is not allowed in a logout token"));
+        return Err(refuse(
+            LogoutReason::Claims,
+            "nonce is not allowed in a logout token",
+        ));
     }
     let sid = optional_string(&claims, "sid")?;
     let sub = optional_string(&claims, "sub")?;
     if sid.is_none() && sub.is_none() {
-        return Err(refuse("neither sid nor sub present"));
+        return Err(refuse(LogoutReason::Claims, "neither sid nor sub present"));
     }
 
     let mut fingerprint = [0u8; 32];
@@ -206,7 +319,10 @@ fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<Str
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(_) => Err(refuse(format!("{name} must be a non-empty string"))),
+        Some(_) => Err(refuse(
+            LogoutReason::Claims,
+            format!("{name} must be a non-empty string"),
+        )),
     }
 }
 
@@ -220,11 +336,17 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
             } else {
                 match n.as_f64() {
                     Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
-                    _ => Err(refuse(format!("{name} must be a non-negative NumericDate"))),
+                    _ => Err(refuse(
+                        LogoutReason::Time,
+                        format!("{name} must be a non-negative NumericDate"),
+                    )),
                 }
             }
         }
-        Some(_) => Err(refuse(format!("{name} must be a NumericDate"))),
+        Some(_) => Err(refuse(
+            LogoutReason::Time,
+            format!("{name} must be a NumericDate"),
+        )),
     }
 }
 
@@ -236,9 +358,15 @@ fn parse_object(json: &[u8], what: &str) -> Result<Map<String, Value>, LogoutErr
         .and_then(|m| de.end().map(|()| m))
         .map_err(|e| {
             if e.to_string().starts_with("duplicate member") {
-                refuse(format!("duplicate member name in {what}"))
+                refuse(
+                    LogoutReason::Malformed,
+                    format!("duplicate member name in {what}"),
+                )
             } else {
-                refuse(format!("{what} is not a JSON object"))
+                refuse(
+                    LogoutReason::Malformed,
+                    format!("{what} is not a JSON object"),
+                )
             }
         })?;
     Ok(map)

@@ -217,7 +217,9 @@ where
 {
     match tokio::time::timeout(route.timeout, sent).await {
         Err(_) => Err(GatewayError::UpstreamTimeout),
-        Ok(Err(e)) if is_length_limit(&e) => Err(GatewayError::BodyTooLarge),
+        Ok(Err(e)) if is_length_limit(&e) => {
+            Err(GatewayError::BodyTooLarge(crate::error::MAX_BODY_LIMIT))
+        }
         Ok(Err(e)) if timed_out(&e) => Err(GatewayError::UpstreamTimeout),
         Ok(Err(e)) => {
             tracing::warn!(upstream = %route.upstream, error = %e, "upstream request failed");

@@ -16,14 +16,13 @@ pub use route::{check_path, match_route, match_route_index, PathProblem};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::authorize::Refusal;
 use crate::config::Config;
-use crate::error::{GatewayError, ProxyBody};
+use crate::error::{GatewayError, ProxyBody, Surface, MAX_BODY_LIMIT};
 use crate::metrics::Outcome;
 use crate::{App, Snapshot};
 
@@ -68,8 +67,8 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
             resp
         }
         Err(Refusal { error: err, log }) => {
-            app.metrics.request(outcome_of(&err));
-            route_metrics.count(matched, outcome_of(&err));
+            app.metrics.request(Outcome::of(&err));
+            route_metrics.count(matched, Outcome::of(&err));
             if let Some(log) = log {
                 tracing::info!(
                     request_id = %request_id,
@@ -80,7 +79,7 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
                     "request rejected"
                 );
             }
-            err.into_response()
+            err.into_response(Surface::Proxy)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -91,22 +90,6 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
 
 fn refuse(err: GatewayError) -> Refusal {
     err.into()
-}
-
-fn outcome_of(err: &GatewayError) -> Outcome {
-    match err {
-        GatewayError::NoCredentials => Outcome::Unauthenticated,
-        GatewayError::InvalidRequest(_)
-        | GatewayError::MethodNotAllowed
-        | GatewayError::BodyTimeout => Outcome::BadRequest,
-        GatewayError::Revoked(_) => Outcome::Revoked,
-        GatewayError::InvalidToken(_) => Outcome::InvalidToken,
-        GatewayError::InsufficientScope(_) => Outcome::Forbidden,
-        GatewayError::NoRoute => Outcome::NoRoute,
-        GatewayError::HeadersTooLarge | GatewayError::BodyTooLarge => Outcome::TooLarge,
-        GatewayError::UpstreamUnreachable | GatewayError::UpstreamTimeout => Outcome::UpstreamError,
-        GatewayError::StoreUnavailable => Outcome::StoreError,
-    }
 }
 
 async fn serve(
@@ -138,13 +121,16 @@ async fn serve(
     // `check_path` refuses (a `%2e%2e` segment was refused above, before it became `..`).
     debug_assert_eq!(route::check_path(path), Ok(()));
     if !config.backchannel.path.is_empty() && path == config.backchannel.path {
-        return Ok((crate::public::backchannel(app, req).await, Outcome::Public));
+        return Ok((
+            crate::endpoints::backchannel(app, req).await,
+            Outcome::Public,
+        ));
     }
     if !config.revoke_endpoint.path.is_empty() && path == config.revoke_endpoint.path {
-        return Ok((crate::public::revoke(app, req).await, Outcome::Public));
+        return Ok((crate::endpoints::revoke(app, req).await, Outcome::Public));
     }
     let index = route::match_route_index(&config.routes, path)
-        .ok_or_else(|| refuse(GatewayError::NoRoute))?;
+        .ok_or_else(|| refuse(GatewayError::NotFound("no route for this path".to_string())))?;
     *matched = Some(index);
     let route = &config.routes[index];
 
@@ -214,15 +200,8 @@ fn check_limits<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| GatewayError::InvalidRequest("invalid Content-Length".to_string()))?;
         if len > config.server.max_body_bytes {
-            return Err(GatewayError::BodyTooLarge);
+            return Err(GatewayError::BodyTooLarge(MAX_BODY_LIMIT));
         }
     }
     Ok(())
-}
-
-/// Answer used by the public endpoints for a method they do not serve.
-pub fn status_only(status: StatusCode) -> Response<ProxyBody> {
-    let mut r = Response::new(crate::error::full_body(Bytes::new()));
-    *r.status_mut() = status;
-    r
 }

@@ -1,0 +1,412 @@
+//! The admin routes (SPEC §5 table), one filter each, named by what they serve; their
+//! bodies are parsed by [`super::body`]. Every refusal is a [`GatewayError`] rejection,
+//! answered by the one [`super::handle_rejection`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::body::{key_of, optional_string, parse_revocation, reject_unknown_fields};
+use super::{
+    json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES, OPENAPI,
+};
+use crate::error::GatewayError;
+use crate::store::{Kind, NewRevocation, Source, StoreError};
+use crate::App;
+
+fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_ADMIN_BODY_BYTES)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                warp::reject::custom(GatewayError::invalid(format!("malformed JSON: {e}")))
+            })?;
+            if !v.is_object() {
+                return Err(warp::reject::custom(GatewayError::invalid(
+                    "malformed JSON: body must be an object",
+                )));
+            }
+            Ok::<_, Rejection>(v)
+        })
+}
+
+/// POST /v1/revocations
+pub(super) fn create(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "revocations")
+        .and(warp::post())
+        .and(with_app(app))
+        .and(json_body())
+        .and_then(|app: Arc<App>, body: Value| async move {
+            let rev = parse_revocation(&app, &body).map_err(warp::reject::custom)?;
+            let record = app.store.revoke(rev).await.map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
+            app.metrics.revocation_recorded(Source::Admin);
+            tracing::info!(kind = %record.kind, issuer = %record.issuer, value = %record.value, "revoked by admin");
+            Ok::<_, Rejection>(json_reply(StatusCode::CREATED, &record.to_json()))
+        })
+}
+
+/// POST /v1/revocations/token
+pub(super) fn create_from_token(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "revocations" / "token")
+        .and(warp::post())
+        .and(with_app(app))
+        .and(json_body())
+        .and_then(|app: Arc<App>, body: Value| async move {
+            let obj = body.as_object().expect("checked by json_body");
+            reject_unknown_fields(obj, &["token", "reason"]).map_err(warp::reject::custom)?;
+            let token = match obj.get("token") {
+                Some(Value::String(t)) if !t.is_empty() => t.clone(),
+                _ => {
+                    return Err(warp::reject::custom(GatewayError::invalid(
+                        "token: required, a non-empty string",
+                    )))
+                }
+            };
+            let reason =
+                optional_string(obj, "reason", MAX_REASON_BYTES).map_err(warp::reject::custom)?;
+            let verified = app
+                .verify(&token)
+                .await
+                .map_err(|e| warp::reject::custom(GatewayError::invalid(format!("token: {e}"))))?;
+            let config = app.config();
+            let rev = NewRevocation {
+                kind: Kind::Jti,
+                issuer: verified.issuer.clone(),
+                value: verified.jti.clone(),
+                issued_before: None,
+                expires_at: verified.exp.saturating_add(config.auth.leeway.as_secs()),
+                reason,
+                source: Source::Admin,
+            };
+            let record = app
+                .store
+                .revoke(rev)
+                .await
+                .map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
+            app.metrics.revocation_recorded(Source::Admin);
+            tracing::info!(issuer = %record.issuer, jti = %record.value, "token revoked by admin");
+            Ok::<_, Rejection>(json_reply(StatusCode::CREATED, &record.to_json()))
+        })
+}
+
+/// GET /v1/revocations/{kind}/{value}?issuer=
+pub(super) fn lookup(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "revocations" / String / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and_then(
+            |kind: String, value: String, q: HashMap<String, String>, app: Arc<App>| async move {
+                let (kind, issuer, value) =
+                    key_of(&app, &kind, &value, &q).map_err(warp::reject::custom)?;
+                match app.store.get(kind, &issuer, &value) {
+                    Ok(Some(r)) => Ok::<_, Rejection>(json_reply(StatusCode::OK, &r.to_json())),
+                    Ok(None) => Err(warp::reject::custom(GatewayError::not_found(format!(
+                        "no {kind} revocation for that value"
+                    )))),
+                    Err(e) => Err(warp::reject::custom(GatewayError::from_store(e))),
+                }
+            },
+        )
+}
+
+/// DELETE /v1/revocations/{kind}/{value}?issuer=
+pub(super) fn delete(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "revocations" / String / String)
+        .and(warp::delete())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and_then(|kind: String, value: String, q: HashMap<String, String>, app: Arc<App>| async move {
+            let (kind, issuer, value) = key_of(&app, &kind, &value, &q).map_err(warp::reject::custom)?;
+            match app.store.unrevoke(kind, &issuer, &value).await {
+                Ok(true) => {
+                    tracing::info!(kind = %kind, issuer = %issuer, value = %value, "unrevoked by admin");
+                    Ok::<_, Rejection>(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+                }
+                Ok(false) => Err(warp::reject::custom(GatewayError::not_found(format!("no {kind} revocation for that value")))),
+                Err(e) => Err(warp::reject::custom(GatewayError::from_store(e))),
+            }
+        })
+}
+
+/// GET /v1/revocations?kind=&limit=&after=
+pub(super) fn list(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "revocations")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and_then(|q: HashMap<String, String>, app: Arc<App>| async move {
+            let result = (|| {
+                for k in q.keys() {
+                    if !matches!(k.as_str(), "kind" | "limit" | "after") {
+                        return Err(GatewayError::invalid(format!(
+                            "{k}: unknown query parameter"
+                        )));
+                    }
+                }
+                let kind = match q.get("kind").map(String::as_str) {
+                    None | Some("") => None,
+                    Some(k) => Some(
+                        k.parse::<Kind>()
+                            .map_err(|e| GatewayError::invalid(format!("kind: {e}")))?,
+                    ),
+                };
+                let limit = match q.get("limit").map(String::as_str) {
+                    None | Some("") => DEFAULT_PAGE,
+                    Some(l) => match l.parse::<usize>() {
+                        Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                        _ => {
+                            return Err(GatewayError::invalid(format!(
+                                "limit: must be an integer from 1 to {MAX_PAGE}"
+                            )))
+                        }
+                    },
+                };
+                let after = q.get("after").map(String::as_str).filter(|a| !a.is_empty());
+                app.store.list(kind, after, limit).map_err(|e| match e {
+                    StoreError::Invalid(d) => GatewayError::invalid(format!("after: {d}")),
+                    other => GatewayError::from_store(other),
+                })
+            })();
+            let (items, next) = result.map_err(warp::reject::custom)?;
+            let items: Vec<Value> = items.iter().map(|r| r.to_json()).collect();
+            Ok::<_, Rejection>(json_reply(
+                StatusCode::OK,
+                &json!({"items": items, "next": next}),
+            ))
+        })
+}
+
+/// GET /v1/stats
+pub(super) fn stats(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "stats")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let c = app.store.counts();
+            let last = app.store.last_sweep().map(|s| {
+                json!({
+                    "at": crate::clock::rfc3339(s.at),
+                    "purged": s.purged,
+                    "purged_logout_jtis": s.purged_logout_jtis,
+                    "duration_ms": s.duration_ms,
+                })
+            });
+            json_reply(
+                StatusCode::OK,
+                &json!({"jti": c.jti, "sid": c.sid, "sub": c.sub, "last_sweep": last}),
+            )
+        })
+}
+
+/// POST /v1/sweep
+pub(super) fn sweep(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "sweep")
+        .and(warp::post())
+        .and(with_app(app))
+        .and_then(|app: Arc<App>| async move {
+            let now = app.clock.now();
+            let report = app
+                .store
+                .sweep_due(now, crate::store::SWEEP_BATCH)
+                .await
+                .map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
+            Ok::<_, Rejection>(json_reply(
+                StatusCode::OK,
+                &json!({"purged": report.purged}),
+            ))
+        })
+}
+
+/// GET /v1/export?kind=
+pub(super) fn export(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "export")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and_then(|q: HashMap<String, String>, app: Arc<App>| async move {
+            let kind = (|| {
+                for k in q.keys() {
+                    if k != "kind" {
+                        return Err(GatewayError::invalid(format!(
+                            "{k}: unknown query parameter"
+                        )));
+                    }
+                }
+                match q.get("kind").map(String::as_str) {
+                    None | Some("") => Ok(None),
+                    Some(k) => k
+                        .parse::<Kind>()
+                        .map(Some)
+                        .map_err(|e| GatewayError::invalid(format!("kind: {e}"))),
+                }
+            })()
+            .map_err(warp::reject::custom)?;
+            let rx = crate::backup::export_stream(app.store.clone(), kind);
+            let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            Ok::<_, Rejection>(
+                warp::reply::with_header(
+                    warp::reply::stream(body),
+                    "content-type",
+                    "application/x-ndjson",
+                )
+                .into_response(),
+            )
+        })
+}
+
+/// POST /v1/import?dry_run=
+///
+/// No Content-Length limit: the body is read line by line (each at most
+/// [`crate::backup::MAX_LINE_BYTES`]) and written in batches, so memory stays bounded
+/// whatever the size of the upload.
+pub(super) fn import(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "import")
+        .and(warp::post())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .and(warp::body::stream())
+        .and_then(import_handler)
+}
+
+async fn import_handler<S, B>(
+    q: HashMap<String, String>,
+    app: Arc<App>,
+    body: S,
+) -> Result<Response, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
+    B: warp::Buf,
+{
+    use futures_util::StreamExt as _;
+    let dry_run = (|| {
+        for k in q.keys() {
+            if k != "dry_run" {
+                return Err(GatewayError::invalid(format!(
+                    "{k}: unknown query parameter"
+                )));
+            }
+        }
+        match q.get("dry_run").map(String::as_str) {
+            None | Some("") | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(_) => Err(GatewayError::invalid("dry_run: must be true or false")),
+        }
+    })()
+    .map_err(warp::reject::custom)?;
+    let input = Box::pin(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
+    let config = app.config();
+    let now = app.clock.now();
+    match crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |_| {}).await {
+        Ok(summary) => {
+            if !dry_run {
+                tracing::info!(
+                    imported = summary.imported,
+                    merged = summary.merged,
+                    expired = summary.expired,
+                    rejected = summary.rejected_count,
+                    "import finished"
+                );
+            }
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::to_value(&summary).unwrap_or_default(),
+            ))
+        }
+        Err(crate::backup::ImportError::Store { source, .. }) => {
+            Err(warp::reject::custom(GatewayError::from_store(source)))
+        }
+        Err(crate::backup::ImportError::Input(e)) => Err(warp::reject::custom(
+            GatewayError::invalid(format!("body: {e}")),
+        )),
+    }
+}
+
+/// POST /v1/reload
+pub(super) fn reload(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "reload")
+        .and(warp::post())
+        .and(with_app(app))
+        .and_then(|app: Arc<App>| async move {
+            match crate::reload::reload(&app).await {
+                Ok(report) => Ok::<_, Rejection>(json_reply(
+                    StatusCode::OK,
+                    &serde_json::to_value(&report).unwrap_or_default(),
+                )),
+                Err(e) => Err(warp::reject::custom(GatewayError::invalid(e))),
+            }
+        })
+}
+
+/// GET /v1/openapi.json
+pub(super) fn openapi() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "openapi.json").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+    })
+}
+
+/// GET /healthz
+pub(super) fn healthz(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("healthz")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let config = app.config();
+            let store_ok = app.store.probe().is_ok();
+            let keys_ok = app.keys.ready(&config);
+            let status = if store_ok && keys_ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_reply(
+                status,
+                &json!({
+                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+                    "store": if store_ok { "ok" } else { "error" },
+                    "keys": if keys_ok { "ok" } else { "missing" },
+                }),
+            )
+        })
+}
+
+/// GET /metrics
+pub(super) fn metrics(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let mut text = app.metrics.render(&app.store);
+            app.snapshot().routes.render(&mut text);
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
+        })
+}

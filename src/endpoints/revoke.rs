@@ -1,0 +1,55 @@
+//! `POST revoke_endpoint.path` (SPEC §4, RFC 7009 §2): the app revokes the access token it
+//! is discarding. `200` whether or not the token was valid (RFC 7009 §2.2), but only a
+//! token that passes every access-token check but the revocation one is revoked (its `jti`
+//! until its `exp` + leeway); `503` when the store cannot record it (never a false `200`).
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::answer;
+use super::form::{read_form, single_param};
+use crate::error::{GatewayError, ProxyBody};
+use crate::store::{Kind, NewRevocation, Source};
+use crate::App;
+
+/// Answers a revocation request.
+pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
+    answer(revoke_token(app, req).await)
+}
+
+async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), GatewayError> {
+    let form = read_form(&app.config(), req).await?;
+    let token = single_param(&form, "token")?;
+    // RFC 7009 §2.2: invalid tokens get 200 too, but only a verified token is revoked.
+    let verified = match app.verify(token).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(reason = %e, "revoke endpoint: token not verified, nothing revoked");
+            return Ok(());
+        }
+    };
+    let leeway = app.config().auth.leeway.as_secs();
+    let rev = NewRevocation {
+        kind: Kind::Jti,
+        issuer: verified.issuer.clone(),
+        value: verified.jti.clone(),
+        issued_before: None,
+        expires_at: verified.exp.saturating_add(leeway),
+        reason: Some("revoked by the application".to_string()),
+        source: Source::RevokeEndpoint,
+    };
+    match app.store.revoke(rev).await {
+        Ok(_) => {
+            app.metrics.revocation_recorded(Source::RevokeEndpoint);
+            tracing::info!(issuer = %verified.issuer, jti = %verified.jti, "token revoked at the revoke endpoint");
+            Ok(())
+        }
+        Err(e) => {
+            // RFC 7009 §2.2.1: 503 when the server cannot revoke right now.
+            tracing::error!(error = %e, "revoke endpoint: store write failed");
+            Err(GatewayError::StoreUnavailable)
+        }
+    }
+}
