@@ -186,12 +186,6 @@ impl Metrics {
         self.revocations_by_source[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Requests seen with this outcome so far.
-    pub fn requests_with(&self, outcome: Outcome) -> u64 {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.requests[i].load(Ordering::Relaxed)
-    }
-
     /// Prometheus text exposition of every metric, store gauges included.
     pub fn render(&self, store: &RevocationStore) -> String {
         let mut out = String::with_capacity(4096);

@@ -69,7 +69,7 @@ pub struct VerifiedToken {
 
 /// Why a token was refused. `Display` is the RFC 6750 `error_description`: each message
 /// contains the word SPEC §4 names for its cause (`malformed`, `issuer`, `algorithm`,
-/// `signature`, `expired`, `audience`, `lifetime`, `revoked`) and never echoes token content.
+/// `signature`, `expired`, `audience`, `lifetime`; `revoked` is the proxy's [`crate::error::GatewayError::Revoked`]) and never echoes token content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not a well-formed compact JWS with JSON header and claims, or a required claim is
@@ -98,9 +98,6 @@ pub enum TokenError {
     /// `events`, `iat` or `nbf` in the future.
     #[error("malformed claims: {0}")]
     Claims(String),
-    /// A revocation matched (used by the proxy, never by [`verify_access_token`]).
-    #[error("token revoked")]
-    Revoked,
 }
 
 impl TokenError {
