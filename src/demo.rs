@@ -129,19 +129,10 @@ pub async fn run_demo() -> Result<(), String> {
     tokio::spawn(serve_echo(upstream));
 
     let clock = crate::clock::system();
-    let store = crate::store::RevocationStore::open(
-        &config.store.path,
-        config.store.cache_bytes,
-        clock.clone(),
-    )
-    .map_err(|e| format!("cannot open store {DEMO_STORE}: {e}"))?;
-    let listeners =
-        crate::server::Listeners::bind(config.server.listen, config.server.admin_listen)
-            .await
-            .map_err(|e| e.to_string())?;
-    let app = crate::App::new(config, None, store, clock.clone());
-    app.keys.load_all(&app.config(), &app.metrics).await?;
-
+    let gateway = crate::Gateway::start(config, None, clock.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let app = gateway.app().clone();
     let now = clock.now();
     let sid = format!("sess-{}", random_id());
     let jti = format!("demo-{}", random_id());
@@ -173,13 +164,13 @@ Try, in another terminal:
 
 Ctrl-C stops the demo.
 "#,
-        proxy = listeners.proxy_addr(),
-        admin = listeners.admin_addr(),
+        proxy = gateway.proxy_addr(),
+        admin = gateway.admin_addr(),
         jti_n = counts.jti,
         sid_n = counts.sid,
         sub_n = counts.sub,
     );
-    crate::server::run(app, listeners, crate::server::shutdown_signal()).await;
+    gateway.run(crate::server::shutdown_signal()).await;
     Ok(())
 }
 

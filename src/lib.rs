@@ -21,7 +21,9 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+mod start;
 pub mod store;
 
 pub use app::{App, Snapshot};
 pub use server::{run, Listeners};
+pub use start::{Gateway, StartError};

@@ -143,35 +143,15 @@ fn serve(path: &Path) -> ExitCode {
     };
     init_tracing(config.server.log_format);
     runtime().block_on(async move {
-        let clock = revgate::clock::system();
-        let store = match revgate::store::RevocationStore::open(
-            &config.store.path,
-            config.store.cache_bytes,
-            clock.clone(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                return fail(&format!(
-                    "cannot open store {}: {e}",
-                    config.store.path.display()
-                ))
+        let started =
+            revgate::Gateway::start(config, Some(path.to_path_buf()), revgate::clock::system());
+        match started.await {
+            Ok(gateway) => {
+                gateway.run(revgate::server::shutdown_signal()).await;
+                ExitCode::SUCCESS
             }
-        };
-        let listeners = match revgate::Listeners::bind(
-            config.server.listen,
-            config.server.admin_listen,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => return fail(&e.to_string()),
-        };
-        let app = revgate::App::new(config, Some(path.to_path_buf()), store, clock);
-        if let Err(e) = app.keys.load_all(&app.config(), &app.metrics).await {
-            return fail(&e);
+            Err(e) => fail(&e.to_string()),
         }
-        revgate::run(app, listeners, revgate::server::shutdown_signal()).await;
-        ExitCode::SUCCESS
     })
 }
 

@@ -196,21 +196,14 @@ impl Gateway {
         clock: SharedClock,
         listeners: revgate::Listeners,
     ) -> Gateway {
-        let store = revgate::store::RevocationStore::open(
-            &config.store.path,
-            config.store.cache_bytes,
-            clock.clone(),
-        )
-        .expect("open store");
-        let proxy = listeners.proxy_addr();
-        let admin = listeners.admin_addr();
-        let app = App::new(config, path, store, clock);
-        app.keys
-            .load_all(&app.config(), &app.metrics)
+        let gateway = revgate::Gateway::start_on(config, path, clock, listeners)
             .await
-            .expect("keys");
+            .expect("gateway starts");
+        let proxy = gateway.proxy_addr();
+        let admin = gateway.admin_addr();
+        let app = gateway.app().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(revgate::run(app.clone(), listeners, async move {
+        let task = tokio::spawn(gateway.run(async move {
             let _ = rx.await;
         }));
         Gateway {
