@@ -405,9 +405,12 @@ fn transfer_client() -> Result<reqwest::Client, CliError> {
         .map_err(|e| CliError::Unavailable(format!("cannot set up the HTTP client: {e}")))
 }
 
-/// Opens the store named by `--config` for an offline transfer.
+/// Opens the store named by `--config` for an offline transfer. `mode`: an export
+/// salvages what a damaged store still holds, an import into a damaged store is the
+/// documented recovery and accepts it (SPEC §6); either says so on stderr.
 fn open_offline_store(
     conn: &AdminConnection,
+    mode: crate::store::OpenMode,
 ) -> Result<(Config, crate::store::RevocationStore), CliError> {
     let path = conn
         .config
@@ -415,25 +418,40 @@ fn open_offline_store(
         .ok_or_else(|| CliError::Usage("--offline needs --config FILE".to_string()))?;
     let config = Config::load(path)
         .map_err(|e| CliError::Usage(format!("invalid config {}: {e}", path.display())))?;
-    let store = crate::store::RevocationStore::open(
+    let store = crate::store::RevocationStore::open_with(
         &config.store.path,
         config.store.cache_bytes,
         crate::clock::system(),
+        mode,
     )
     .map_err(|e| match e {
         crate::store::StoreError::Locked(_) => CliError::Refused(format!(
             "{e}: stop the gateway, or run the command without --offline"
         )),
+        crate::store::StoreError::Damaged(d) => CliError::Refused(d.to_string()),
         other => CliError::Refused(format!(
             "cannot open store {}: {other}",
             config.store.path.display()
         )),
     })?;
+    if let Some(d) = store.damage() {
+        let what = match mode {
+            crate::store::OpenMode::Restore => {
+                "accepted as it is (its acknowledgement mark now counts what it holds)"
+            }
+            _ => "reading what it still holds",
+        };
+        eprintln!(
+            "revgate: store {} is damaged: {}; {what}",
+            d.store.display(),
+            d.problem
+        );
+    }
     Ok((config, store))
 }
 
 async fn export_offline(args: &ExportArgs) -> Result<(), CliError> {
-    let (_config, store) = open_offline_store(&args.connection)?;
+    let (_config, store) = open_offline_store(&args.connection, crate::store::OpenMode::Salvage)?;
     let kind = args.kind.map(|k| k.kind());
     tokio::task::spawn_blocking(move || {
         let stdout = std::io::stdout();
@@ -587,7 +605,12 @@ fn import_result(summary: &Value) -> Result<(), CliError> {
 }
 
 async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
-    let (config, store) = open_offline_store(&args.connection)?;
+    let mode = if args.dry_run {
+        crate::store::OpenMode::Salvage
+    } else {
+        crate::store::OpenMode::Restore
+    };
+    let (config, store) = open_offline_store(&args.connection, mode)?;
     let (input, total) = import_input(&args.file).await?;
     let mut progress = Progress::new(total);
     let now = crate::clock::system().now();

@@ -9,8 +9,14 @@ use crate::clock::{Clock, ManualClock};
 const ISS: &str = "https://idp.example.com/";
 const T0: u64 = 1_700_000_000;
 
+/// The store directory inside a test's temporary directory (its mark goes beside it,
+/// still inside the temporary directory).
+fn store_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("store")
+}
+
 fn open_at(dir: &std::path::Path, clock: Arc<ManualClock>) -> RevocationStore {
-    RevocationStore::open(dir, 1 << 20, clock).expect("open store")
+    RevocationStore::open(&store_path(dir), 1 << 20, clock).expect("open store")
 }
 
 fn setup() -> (tempfile::TempDir, Arc<ManualClock>, RevocationStore) {
@@ -554,14 +560,15 @@ async fn data_survives_drop_and_reopen() {
 async fn unknown_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(store_path(dir.path())).unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert(META_SCHEMA, &99u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
-    let err = RevocationStore::open(dir.path(), 1 << 20, ManualClock::new(T0)).unwrap_err();
+    let err =
+        RevocationStore::open(&store_path(dir.path()), 1 << 20, ManualClock::new(T0)).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
 }
 
@@ -571,7 +578,7 @@ async fn second_open_in_same_process() {
     // belong to the open file description, so a second open — even from this process —
     // fails the same way another process's would. That is the Locked mapping.
     let (dir, clock, _store) = setup();
-    let err = RevocationStore::open(dir.path(), 1 << 20, clock).unwrap_err();
+    let err = RevocationStore::open(&store_path(dir.path()), 1 << 20, clock).unwrap_err();
     assert!(matches!(err, StoreError::Locked(_)), "{err}");
 }
 
