@@ -119,56 +119,41 @@ pub enum StoreError {
     Damaged(Damage),
 }
 
-/// A store that holds less than it had acknowledged: which store, what is missing, and
-/// how to recover. Displays as one line.
+/// A store that holds less than it had acknowledged: which store and what is missing;
+/// displays as one line that also says how to recover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     /// `store.path`.
     pub store: std::path::PathBuf,
     /// What is missing or wrong, in operator words.
     pub problem: String,
-    /// The way back.
-    pub recovery: Recovery,
-}
-
-/// How a damaged store is recovered (the end of [`Damage`]'s line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// sled still reads it: an offline import goes into it and accepts what it holds.
-    InPlace,
-    /// sled cannot read it: move it aside, then an offline import creates a new one.
-    MoveAside,
-    /// It is gone (its mark remains): an offline import creates it anew.
-    Recreate,
 }
 
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let import = "`revgate import EXPORT.ndjson --offline --config FILE`";
         write!(
             f,
-            "store {} is damaged: {}; to recover, ",
+            "store {} is damaged: {}; to recover, restore your latest export with \
+             `revgate import EXPORT.ndjson --offline --config FILE` (it moves the damaged \
+             store aside, keeps what sled can still read of it and adds the export; with no \
+             export, import an empty file)",
             self.store.display(),
             self.problem
-        )?;
-        match self.recovery {
-            Recovery::InPlace => write!(
-                f,
-                "restore your latest export into it with {import} (this accepts what the \
-                 store still holds; with no export, importing an empty file accepts it as it is)"
-            ),
-            Recovery::MoveAside => write!(
-                f,
-                "move it aside and restore your latest export with {import} (this creates \
-                 a new store)"
-            ),
-            Recovery::Recreate => write!(
-                f,
-                "restore your latest export with {import} (this creates the store anew; \
-                 deleting its mark file instead starts an empty store)"
-            ),
-        }
+        )
     }
+}
+
+/// What [`RevocationStore::open_for_restore`] did with a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// What was wrong with it.
+    pub damage: Damage,
+    /// Where the damaged store directory was moved (`None` when it was gone).
+    pub moved_to: Option<std::path::PathBuf>,
+    /// Unexpired records read back from it into the new store.
+    pub salvaged: u64,
+    /// Why salvaging stopped early, if it did (sled could not read further).
+    pub salvage_error: Option<String>,
 }
 
 /// What the acknowledgement mark said when the store was opened (for `check-store`).
@@ -194,8 +179,9 @@ pub enum OpenMode {
     /// `export --offline`, `import --dry-run`: a readable damaged store opens, read only,
     /// so what it still holds can be saved ([`RevocationStore::damage`] says what is wrong).
     Salvage,
-    /// `import --offline`, the recovery: a damaged store (or a missing one whose mark
-    /// remains) is accepted as it is and the mark re-based at once.
+    /// Used by [`RevocationStore::open_for_restore`] once a damaged store was moved
+    /// aside: a store that holds less than its mark (here: a missing one) is accepted as
+    /// it is and the mark re-based at once.
     Restore,
 }
 
@@ -434,6 +420,9 @@ impl std::fmt::Debug for RevocationStore {
 
 /// Schema version of the whole database layout, kept in `meta` under [`META_SCHEMA`].
 pub const SCHEMA_VERSION: u32 = 1;
+/// Records per batch when [`RevocationStore::open_for_restore`] salvages a damaged store
+/// (one transaction per kind and one commit per batch).
+pub const SALVAGE_BATCH: usize = 1024;
 /// Most records one [`RevocationStore::list`] page returns, whatever the caller asks.
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
@@ -735,11 +724,12 @@ fn new_store_id() -> u64 {
 /// sled reporting corruption while opening or reading: the store cannot be trusted.
 fn unreadable(path: &Path, e: StoreError) -> StoreError {
     match e {
-        StoreError::Sled(sled::Error::Corruption { .. }) => StoreError::Damaged(Damage {
-            store: path.to_path_buf(),
-            problem: format!("sled cannot read it ({e})"),
-            recovery: Recovery::MoveAside,
-        }),
+        StoreError::Sled(ref inner @ sled::Error::Corruption { .. }) => {
+            StoreError::Damaged(Damage {
+                store: path.to_path_buf(),
+                problem: format!("sled cannot read it ({inner})"),
+            })
+        }
         other => other,
     }
 }
@@ -768,24 +758,20 @@ impl RevocationStore {
             ))
         })?;
         let tolerate = matches!(mode, OpenMode::Salvage | OpenMode::Restore);
-        let damaged = |problem: String, recovery: Recovery| Damage {
+        let damaged = |problem: String| Damage {
             store: path.to_path_buf(),
             problem,
-            recovery,
         };
         let mut damage = None;
         let acknowledged = match mark::read(&mark_path) {
             mark::Found::Missing => None,
             mark::Found::Valid(m) => Some(m),
             mark::Found::Unreadable(why) => {
-                let d = damaged(
-                    format!(
-                        "its acknowledgement mark {} is unreadable ({why}), so what it holds \
+                let d = damaged(format!(
+                    "its acknowledgement mark {} is unreadable ({why}), so what it holds \
                          cannot be checked",
-                        mark_path.display()
-                    ),
-                    Recovery::InPlace,
-                );
+                    mark_path.display()
+                ));
                 if !tolerate {
                     return Err(StoreError::Damaged(d));
                 }
@@ -801,15 +787,12 @@ impl RevocationStore {
             } else {
                 "the store directory is missing".to_string()
             };
-            let d = damaged(
-                format!(
-                    "{what}, but {} says commit {} was acknowledged with records {}",
-                    mark_path.display(),
-                    m.seq,
-                    describe_counts(&m.counts)
-                ),
-                Recovery::Recreate,
-            );
+            let d = damaged(format!(
+                "{what}, but {} says commit {} was acknowledged with records {}",
+                mark_path.display(),
+                m.seq,
+                describe_counts(&m.counts)
+            ));
             if mode != OpenMode::Restore {
                 return Err(StoreError::Damaged(d));
             }
@@ -825,7 +808,7 @@ impl RevocationStore {
         let (db_seq, db_id) = read_commit_meta(&h.trees.meta)?;
         if let Some(m) = &acknowledged {
             if let Some(problem) = shortfall(&mark_path, m, db_seq, db_id, &scanned) {
-                let d = damaged(problem, Recovery::InPlace);
+                let d = damaged(problem);
                 if !tolerate {
                     return Err(StoreError::Damaged(d));
                 }
@@ -927,6 +910,78 @@ impl RevocationStore {
     /// What the acknowledgement mark said at open.
     pub fn mark_report(&self) -> &MarkReport {
         &self.inner.mark_report
+    }
+
+    /// Opens the store for an offline import, the recovery a damage refusal names (SPEC
+    /// §6). A healthy store opens as with [`open`](Self::open). A damaged one is moved
+    /// aside (`<path>.damaged-<unix seconds>`, kept for analysis), a new store is created
+    /// in its place under the same mark (re-based), and every unexpired record sled can
+    /// still read from the old one is imported into it, in batches of [`SALVAGE_BATCH`];
+    /// the caller then imports its export. A fresh log, because an import into the
+    /// damaged log itself can vanish again at the next open (sled keeps skipping a
+    /// segment whose header is damaged).
+    pub async fn open_for_restore(
+        path: &Path,
+        cache_bytes: u64,
+        clock: SharedClock,
+    ) -> Result<(Self, Option<Restored>), StoreError> {
+        let damage = match Self::open(path, cache_bytes, clock.clone()) {
+            Ok(store) => return Ok((store, None)),
+            Err(StoreError::Damaged(d)) => d,
+            Err(e) => return Err(e),
+        };
+        let moved_to = if path.exists() {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(format!(".damaged-{}", clock.now()));
+            let aside = std::path::PathBuf::from(name);
+            std::fs::rename(path, &aside).map_err(io_error)?;
+            mark::sync_parent(path).map_err(io_error)?;
+            Some(aside)
+        } else {
+            None
+        };
+        let store = Self::open_with(path, cache_bytes, clock.clone(), OpenMode::Restore)?;
+        let mut restored = Restored {
+            damage,
+            moved_to,
+            salvaged: 0,
+            salvage_error: None,
+        };
+        if let Some(aside) = restored.moved_to.clone() {
+            // Under its new name the old store has no mark: it opens as sled reads it.
+            match Self::open_with(&aside, cache_bytes, clock, OpenMode::Salvage) {
+                Ok(old) => {
+                    let now = store.now();
+                    let mut batch = Vec::with_capacity(SALVAGE_BATCH);
+                    let mut records = old.iter_records(None);
+                    loop {
+                        let done = match records.next() {
+                            Some(Ok(r)) => {
+                                if r.expires_at > now {
+                                    batch.push(r);
+                                }
+                                false
+                            }
+                            Some(Err(e)) => {
+                                restored.salvage_error = Some(e.to_string());
+                                true
+                            }
+                            None => true,
+                        };
+                        if batch.len() >= SALVAGE_BATCH || (done && !batch.is_empty()) {
+                            store.import_records(&batch).await?;
+                            restored.salvaged += batch.len() as u64;
+                            batch.clear();
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => restored.salvage_error = Some(e.to_string()),
+            }
+        }
+        Ok((store, Some(restored)))
     }
 
     /// The read side of the commit gate, for a transaction that changes a record count
@@ -1126,7 +1181,6 @@ impl RevocationStore {
             StoreError::Damaged(Damage {
                 store: path.clone(),
                 problem,
-                recovery: Recovery::InPlace,
             })
         };
         if db_id != Some(inner.store_id) {
