@@ -100,7 +100,8 @@ pub enum AdminCommand {
     ///
     /// `export [--kind K] > FILE.ndjson` streams `GET /v1/export` from the running
     /// gateway; `export --offline --config FILE` reads the store of a stopped gateway
-    /// directly (refused while a gateway holds the store).
+    /// directly (refused while a gateway holds the store; a damaged store is read as far
+    /// as sled can, with a warning).
     Export(ExportArgs),
     /// Merge NDJSON records (from an export or another system) into the revocations
     ///
@@ -108,7 +109,9 @@ pub enum AdminCommand {
     /// keeps its issuer, source, reason and revoked_at; expired lines are skipped; bad lines
     /// are reported with their number while the good ones land. Ends with the counts as
     /// JSON; exits 1 when a line was rejected. `--dry-run` validates only. `--offline
-    /// --config FILE` writes into the store of a stopped gateway directly.
+    /// --config FILE` writes into the store of a stopped gateway directly; a damaged store
+    /// (one the gateway refuses) is moved aside first, and a new store gets what sled
+    /// can still read of it, then the file.
     Import(ImportArgs),
 }
 
