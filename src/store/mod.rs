@@ -58,8 +58,11 @@
 //! mark). Any shortfall is [`StoreError::Damaged`]: `serve` exits 1 with one line naming
 //! the store, what is missing and how to recover; `check-store` says the same and exits 1.
 //! A store without a mark (new, or from a release before marks) is adopted: the mark is
-//! created at open. [`OpenMode`] lets `export --offline` read a damaged store and
-//! `import --offline` accept the loss and re-base the mark (the documented recovery).
+//! created at open. [`OpenMode::Salvage`] lets `export --offline` read what a damaged
+//! store still holds; `import --offline`, the documented recovery, goes through
+//! [`RevocationStore::open_for_restore`]: the damaged directory is moved aside, a new
+//! store under the same (re-based) mark gets every record sled can still read from it,
+//! then the export.
 //!
 //! While running, [`RevocationStore::watch_files`] (every [`RECOVERY_INTERVAL`], from
 //! [`run_recovery`]) checks that `db` and the mark are still the files the store has open
@@ -884,7 +887,7 @@ impl RevocationStore {
             let h = store.handles()?;
             store.commit_blocking(&h)?;
             if let Some(d) = &damage {
-                tracing::warn!(damage = %d, "damaged store accepted as it is; its acknowledgement mark is re-based");
+                tracing::warn!(store = %path.display(), problem = %d.problem, "damaged store accepted as it is; its acknowledgement mark is re-based");
             } else if acknowledged.is_none() {
                 tracing::info!(mark = %store.inner.mark_path.display(), "acknowledgement mark created");
             }
@@ -1230,14 +1233,20 @@ impl RevocationStore {
             return;
         }
         let Ok(h) = self.handles() else { return };
-        let problem = h.files.check_in_place().err().or_else(|| {
-            self.inner
-                .mark
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .and_then(|m| m.check_in_place().err())
-        });
+        // A commit holding the mark (writing and syncing it) is not waited for: the mark
+        // is checked at the next tick.
+        let problem = h
+            .files
+            .check_in_place()
+            .err()
+            .or_else(|| match self.inner.mark.try_lock() {
+                Ok(m) => m.as_ref().and_then(|m| m.check_in_place().err()),
+                Err(std::sync::TryLockError::Poisoned(m)) => m
+                    .into_inner()
+                    .as_ref()
+                    .and_then(|m| m.check_in_place().err()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            });
         if let Some(problem) = problem {
             self.mark_degraded(&problem);
         }
@@ -2024,7 +2033,9 @@ impl RevocationStore {
         Ok(outcome)
     }
 
-    /// Waits until everything written so far is on disk (shared with concurrent callers).
+    /// Waits until everything written so far is on disk (shared with concurrent callers):
+    /// one commit (module doc) — sequence into `meta`, sled's flush, `fdatasync` of `db`,
+    /// the mark written and synced — on the blocking pool.
     ///
     /// Group commit: a caller whose writes were covered by a flush that started after
     /// them returns without its own fsync. A failed flush is an error for every caller
@@ -2116,8 +2127,8 @@ impl RevocationStore {
             .unwrap_or(0)
     }
 
-    /// Number of fsyncs (flushes) attempted since open, failed ones included; for metrics
-    /// and benchmarks.
+    /// Number of commits (each one `fdatasync` of `db`, one of the mark) attempted since
+    /// open, failed ones included; for metrics and benchmarks.
     pub fn flush_count(&self) -> u64 {
         self.inner.flushes.load(Ordering::Relaxed)
     }
