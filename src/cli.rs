@@ -100,7 +100,8 @@ pub enum AdminCommand {
     ///
     /// `export [--kind K] > FILE.ndjson` streams `GET /v1/export` from the running
     /// gateway; `export --offline --config FILE` reads the store of a stopped gateway
-    /// directly (refused while a gateway holds the store).
+    /// directly (refused while a gateway holds the store; a damaged store is read as far
+    /// as sled can, with a warning).
     Export(ExportArgs),
     /// Merge NDJSON records (from an export or another system) into the revocations
     ///
@@ -108,7 +109,9 @@ pub enum AdminCommand {
     /// keeps its issuer, source, reason and revoked_at; expired lines are skipped; bad lines
     /// are reported with their number while the good ones land. Ends with the counts as
     /// JSON; exits 1 when a line was rejected. `--dry-run` validates only. `--offline
-    /// --config FILE` writes into the store of a stopped gateway directly.
+    /// --config FILE` writes into the store of a stopped gateway directly; a damaged store
+    /// (one the gateway refuses) is moved aside first, and a new store gets what sled
+    /// can still read of it, then the file.
     Import(ImportArgs),
 }
 
@@ -405,35 +408,56 @@ fn transfer_client() -> Result<reqwest::Client, CliError> {
         .map_err(|e| CliError::Unavailable(format!("cannot set up the HTTP client: {e}")))
 }
 
-/// Opens the store named by `--config` for an offline transfer.
-fn open_offline_store(
-    conn: &AdminConnection,
-) -> Result<(Config, crate::store::RevocationStore), CliError> {
+/// The config named by `--config` (required with `--offline`).
+fn offline_config(conn: &AdminConnection) -> Result<Config, CliError> {
     let path = conn
         .config
         .as_ref()
         .ok_or_else(|| CliError::Usage("--offline needs --config FILE".to_string()))?;
-    let config = Config::load(path)
-        .map_err(|e| CliError::Usage(format!("invalid config {}: {e}", path.display())))?;
-    let store = crate::store::RevocationStore::open(
-        &config.store.path,
-        config.store.cache_bytes,
-        crate::clock::system(),
-    )
-    .map_err(|e| match e {
+    Config::load(path)
+        .map_err(|e| CliError::Usage(format!("invalid config {}: {e}", path.display())))
+}
+
+/// The error of an offline open, on one line.
+fn offline_open_error(config: &Config, e: crate::store::StoreError) -> CliError {
+    match e {
         crate::store::StoreError::Locked(_) => CliError::Refused(format!(
             "{e}: stop the gateway, or run the command without --offline"
         )),
+        crate::store::StoreError::Damaged(d) => CliError::Refused(d.to_string()),
         other => CliError::Refused(format!(
             "cannot open store {}: {other}",
             config.store.path.display()
         )),
-    })?;
+    }
+}
+
+/// Opens the store named by `--config` for an offline export or a dry-run import, in
+/// `mode`; a damaged store that sled can still read is read as it is, saying so on stderr.
+fn open_offline_store(
+    conn: &AdminConnection,
+    mode: crate::store::OpenMode,
+) -> Result<(Config, crate::store::RevocationStore), CliError> {
+    let config = offline_config(conn)?;
+    let store = crate::store::RevocationStore::open_with(
+        &config.store.path,
+        config.store.cache_bytes,
+        crate::clock::system(),
+        mode,
+    )
+    .map_err(|e| offline_open_error(&config, e))?;
+    if let Some(d) = store.damage() {
+        eprintln!(
+            "revgate: store {} is damaged: {}; reading what it still holds",
+            d.store.display(),
+            d.problem
+        );
+    }
     Ok((config, store))
 }
 
 async fn export_offline(args: &ExportArgs) -> Result<(), CliError> {
-    let (_config, store) = open_offline_store(&args.connection)?;
+    let (_config, store) = open_offline_store(&args.connection, crate::store::OpenMode::Salvage)?;
     let kind = args.kind.map(|k| k.kind());
     tokio::task::spawn_blocking(move || {
         let stdout = std::io::stdout();
@@ -587,7 +611,11 @@ fn import_result(summary: &Value) -> Result<(), CliError> {
 }
 
 async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
-    let (config, store) = open_offline_store(&args.connection)?;
+    let (config, store) = if args.dry_run {
+        open_offline_store(&args.connection, crate::store::OpenMode::Salvage)?
+    } else {
+        open_restore_store(&args.connection).await?
+    };
     let (input, total) = import_input(&args.file).await?;
     let mut progress = Progress::new(total);
     let now = crate::clock::system().now();
@@ -598,6 +626,39 @@ async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::Refused(e.to_string()))?;
     progress.finish();
     import_result(&serde_json::to_value(&summary).unwrap_or_default())
+}
+
+/// Opens the store for an offline import: a damaged store is replaced by a new one
+/// holding what could be read back from it (SPEC §6 recovery); says so on stderr.
+async fn open_restore_store(
+    conn: &AdminConnection,
+) -> Result<(Config, crate::store::RevocationStore), CliError> {
+    let config = offline_config(conn)?;
+    let (store, restored) = crate::store::RevocationStore::open_for_restore(
+        &config.store.path,
+        config.store.cache_bytes,
+        crate::clock::system(),
+    )
+    .await
+    .map_err(|e| offline_open_error(&config, e))?;
+    if let Some(r) = restored {
+        let moved = match &r.moved_to {
+            Some(p) => format!("moved aside to {}", p.display()),
+            None => "it was gone".to_string(),
+        };
+        let stopped = r
+            .salvage_error
+            .map(|e| format!(" (sled could read no further: {e})"))
+            .unwrap_or_default();
+        eprintln!(
+            "revgate: store {} was damaged: {}; {moved}; a new store holds the {} unexpired \
+             record(s) read back from it{stopped}, and the import follows",
+            r.damage.store.display(),
+            r.damage.problem,
+            r.salvaged
+        );
+    }
+    Ok((config, store))
 }
 
 async fn import_online(client: &AdminClient, args: &ImportArgs) -> Result<(), CliError> {

@@ -155,27 +155,46 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
+/// The one line for a store that cannot be opened: a damaged store's line says it all.
+fn store_open_error(path: &Path, e: &revgate::store::StoreError) -> String {
+    match e {
+        revgate::store::StoreError::Damaged(_) => e.to_string(),
+        other => format!("cannot open store {}: {other}", path.display()),
+    }
+}
+
 fn check_store(path: &Path, repair: bool) -> ExitCode {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let store = match revgate::store::RevocationStore::open(
+    let store = match revgate::store::RevocationStore::open_with(
         &config.store.path,
         config.store.cache_bytes,
         revgate::clock::system(),
+        revgate::store::OpenMode::Check,
     ) {
         Ok(s) => s,
-        Err(e) => {
-            return fail(&format!(
-                "cannot open store {}: {e}",
-                config.store.path.display()
-            ))
-        }
+        Err(e) => return fail(&store_open_error(&config.store.path, &e)),
     };
+    let mark = store.mark_report();
     match store.check_consistency(repair) {
         Ok(r) => {
             println!("store:                 {}", config.store.path.display());
+            match mark.acknowledged {
+                Some((commit, c)) => println!(
+                    "acknowledged:          commit {commit} (jti {}, sid {}, sub {}) per {}; the store holds commit {}",
+                    c.jti,
+                    c.sid,
+                    c.sub,
+                    mark.path.display(),
+                    mark.store_commit
+                ),
+                None => println!(
+                    "acknowledged:          no mark yet ({} is created when the gateway starts)",
+                    mark.path.display()
+                ),
+            }
             println!("records:               {}", r.records);
             println!("index entries:         {}", r.index_entries);
             println!("records without index: {}", r.records_without_index);

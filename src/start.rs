@@ -19,7 +19,8 @@ use crate::App;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The store could not be opened (locked by another process, damaged, unreadable).
-    #[error("cannot open store {path}: {source}")]
+    /// A damaged store's line names the store, what is missing and how to recover.
+    #[error("{}", store_line(path, source))]
     Store {
         /// `store.path`.
         path: String,
@@ -105,6 +106,14 @@ impl Gateway {
     /// ([`crate::server::run`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         crate::server::run(self.app, self.listeners, shutdown).await;
+    }
+}
+
+/// The one line for a store that cannot be opened.
+fn store_line(path: &str, e: &StoreError) -> String {
+    match e {
+        StoreError::Damaged(_) => e.to_string(),
+        other => format!("cannot open store {path}: {other}"),
     }
 }
 

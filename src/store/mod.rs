@@ -1,7 +1,8 @@
 //! The revocation store (SPEC §1, §6): sled trees of revocation records, an expiry index,
-//! group-committed durable writes and the sweeper.
+//! group-committed durable writes, an acknowledgement mark that makes damage visible, and
+//! the sweeper.
 //!
-//! Layout (one sled database at `store.path`):
+//! Layout (one sled database at `store.path`, plus the mark file beside it):
 //! - trees `jti`, `sid`, `sub`: key = `u16 BE issuer length ‖ issuer ‖ value`,
 //!   value = version byte ‖ bincode([`StoredRecordV1`](record)).
 //! - tree `expiry`: key = `u64 BE expires_at ‖ kind byte ‖ record key`, value empty.
@@ -9,17 +10,75 @@
 //! - tree `logout_jti`: logout-token `jti`s already seen (back-channel replay defence);
 //!   indexed in `expiry` like records, never listed or counted as revocations.
 //! - tree `jwks`: last good JWKS document per issuer.
-//! - tree `meta`: schema version, last sweep report.
+//! - tree `meta`: schema version, last sweep report, commit sequence, store id.
+//! - file `<store.path>.hwm` ([`MARK_SUFFIX`]): the acknowledgement mark (see below).
 //!
-//! Record and index change together in one sled transaction. A write is acknowledged only
-//! after `flush_async` covered it; concurrent writers share one flush (group commit).
+//! Record and index change together in one sled transaction.
+//!
+//! # Durable acknowledgement (group commit)
+//!
+//! A write is acknowledged only after a *commit* covered it; concurrent writers share one
+//! commit ([`RevocationStore::flush`]). A commit: (1) takes a new commit sequence number
+//! and writes it into `meta` (after every write it covers, so in sled's log order too);
+//! (2) has sled write its buffers (`Db::flush`, which on Linux ends in `sync_file_range`
+//! only: that neither persists a grown file's size nor flushes the drive's cache);
+//! (3) `fdatasync`s the `db` file itself, and `fsync`s any new file under `blobs/` (sled
+//! writes large values there without any sync) and that directory; (4) writes the mark
+//! (below) and `fdatasync`s it. Only then do the writers get their answer. A commit is one
+//! thread hop to the blocking pool; `revgate_store_flushes_total` counts commits.
+//!
+//! # Damage is never silent (the acknowledgement mark)
+//!
+//! sled's recovery reads its log up to the first message that fails its checksum and
+//! drops (and zeroes) everything after it, as it would a torn tail; a truncated file ends
+//! the log early. Either way sled opens "fine" with part of the data. So the store keeps
+//! its own account outside sled's log: the mark file `<store.path>.hwm` beside the store
+//! directory (it survives the directory's removal) holds, for the last commit, its
+//! sequence, the store id and the number of jti/sid/sub records as of that commit. It
+//! is written after the commit's data is durable, so it never claims more than the disk
+//! holds. Two alternating slots with checksums make a torn mark write fall back to the
+//! previous commit (`mark.rs`).
+//!
+//! At open (and at every reopen by [`RevocationStore::recover`]) the store compares what
+//! sled gave it with the mark, reusing the one key scan the open does anyway (counters and
+//! presence filter):
+//! - the mark is there but the store directory or its `db` file is not: refused, before
+//!   sled could create an empty store;
+//! - the sequence in `meta` is lower than the mark's: sled lost acknowledged commits;
+//! - equal sequence but fewer records of some kind than the mark counted: lost records.
+//!   Exact because a commit takes its sequence and its counts under the write side of a
+//!   gate whose read side every transaction that changes a count holds (with its counter
+//!   update), and because every transaction that *removes* records (unrevoke, sweep)
+//!   also raises the sequence in `meta` in the same transaction: a log prefix showing the
+//!   mark's sequence can hold later additions, never later removals;
+//! - a store id in `meta` other than the mark's: another store was put in its place;
+//! - an unreadable mark, or sled itself reporting corruption while opening or scanning.
+//!
+//! A higher sequence than the mark's is fine (a crash between a commit's data and its
+//! mark). Any shortfall is [`StoreError::Damaged`]: `serve` exits 1 with one line naming
+//! the store, what is missing and how to recover; `check-store` says the same and exits 1.
+//! A store without a mark (new, or from a release before marks) is adopted: the mark is
+//! created at open. [`OpenMode::Salvage`] lets `export --offline` read what a damaged
+//! store still holds; `import --offline`, the documented recovery, goes through
+//! [`RevocationStore::open_for_restore`]: the damaged directory is moved aside, a new
+//! store under the same (re-based) mark gets every record sled can still read from it,
+//! then the export.
+//!
+//! While running, [`RevocationStore::watch_files`] (every [`RECOVERY_INTERVAL`], from
+//! [`run_recovery`]) checks that `db` and the mark are still the files the store has open
+//! and still open for writing; otherwise the store is degraded: the proxy fails closed
+//! (503), `/healthz` answers 503, writes are refused. The recovery reopens the database
+//! only when its `db` file is still there and passes the same check against the mark, so
+//! it never reopens into an emptier store.
 
 mod keys;
+mod mark;
 mod presence;
 mod record;
 mod sweeper;
 
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
+pub use mark::MARK_SUFFIX;
 pub use record::{Kind, Record, Source};
 pub use sweeper::{
     run_recovery, run_sweeper, run_sweeper_following, MIN_SWEEP_INTERVAL, RECOVERY_INTERVAL,
@@ -57,6 +116,76 @@ pub enum StoreError {
     /// The store cannot serve right now (it is degraded or being reopened).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store holds less than it had acknowledged, or cannot be checked (SPEC §6
+    /// "Damage is never silent"). Its text is the one line an operator needs.
+    #[error("{0}")]
+    Damaged(Damage),
+}
+
+/// A store that holds less than it had acknowledged: which store and what is missing;
+/// displays as one line that also says how to recover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// `store.path`.
+    pub store: std::path::PathBuf,
+    /// What is missing or wrong, in operator words.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store {} is damaged: {}; to recover, restore your latest export with \
+             `revgate import EXPORT.ndjson --offline --config FILE` (it moves the damaged \
+             store aside, keeps what sled can still read of it and adds the export; with no \
+             export, import an empty file)",
+            self.store.display(),
+            self.problem
+        )
+    }
+}
+
+/// What [`RevocationStore::open_for_restore`] did with a damaged store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// What was wrong with it.
+    pub damage: Damage,
+    /// Where the damaged store directory was moved (`None` when it was gone).
+    pub moved_to: Option<std::path::PathBuf>,
+    /// Unexpired records read back from it into the new store.
+    pub salvaged: u64,
+    /// Why salvaging stopped early, if it did (sled could not read further).
+    pub salvage_error: Option<String>,
+}
+
+/// What the acknowledgement mark said when the store was opened (for `check-store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkReport {
+    /// The mark file (`<store.path>.hwm`).
+    pub path: std::path::PathBuf,
+    /// The last acknowledged commit and its record counts; `None` without a (readable) mark.
+    pub acknowledged: Option<(u64, Counts)>,
+    /// The commit sequence the opened store itself holds.
+    pub store_commit: u64,
+}
+
+/// How a caller opens the store: what happens when it holds less than it acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The gateway: damage is refused ([`StoreError::Damaged`]); a store without a mark
+    /// is adopted (the mark is created).
+    Serve,
+    /// `check-store`: damage is refused; nothing is written at open (a missing mark is
+    /// reported, not created; `--repair` commits as usual).
+    Check,
+    /// `export --offline`, `import --dry-run`: a readable damaged store opens, read only,
+    /// so what it still holds can be saved ([`RevocationStore::damage`] says what is wrong).
+    Salvage,
+    /// Used by [`RevocationStore::open_for_restore`] once a damaged store was moved
+    /// aside: a store that holds less than its mark (here: a missing one) is accepted as
+    /// it is and the mark re-based at once.
+    Restore,
 }
 
 /// A revocation to record (merged with any existing record of the same key).
@@ -156,6 +285,87 @@ struct FlushState {
 struct Handles {
     db: sled::Db,
     trees: Trees,
+    files: StoreFiles,
+}
+
+/// sled's data file inside the store directory.
+const DB_FILE: &str = "db";
+/// sled's directory of values too large for a log message (one file each).
+const BLOBS_DIR: &str = "blobs";
+
+/// The files a commit makes durable itself, opened beside sled's own handles.
+struct StoreFiles {
+    /// The store directory.
+    dir: std::path::PathBuf,
+    /// sled's `db` file (the same inode sled writes; `fdatasync` is per inode).
+    db: std::fs::File,
+    /// `(device, inode)` of `db`, to notice it being removed or replaced.
+    db_identity: (u64, u64),
+    /// Blob files already synced (sled never rewrites one; it deletes them when unused).
+    synced_blobs: std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+impl StoreFiles {
+    fn open(dir: &Path) -> std::io::Result<StoreFiles> {
+        let db = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(DB_FILE))?;
+        let db_identity = mark::file_identity(&db)?;
+        Ok(StoreFiles {
+            dir: dir.to_path_buf(),
+            db,
+            db_identity,
+            synced_blobs: Default::default(),
+        })
+    }
+
+    /// `fdatasync` of `db`, then `fsync` of every blob file not synced yet and, when
+    /// there was one, of the blob directory (its new entries).
+    fn sync(&self) -> std::io::Result<()> {
+        self.db.sync_data()?;
+        let blobs = self.dir.join(BLOBS_DIR);
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut present = std::collections::HashSet::with_capacity(synced.len());
+        let mut new = false;
+        for entry in entries {
+            let name = entry?.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(blobs.join(&name)) {
+                    Ok(f) => f.sync_all()?,
+                    // sled removed it meanwhile (no longer referenced).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            std::fs::File::open(&blobs)?.sync_all()?;
+        }
+        *synced = present;
+        Ok(())
+    }
+
+    /// `Err` naming the problem when `db` was removed or replaced (its directory deleted,
+    /// say) or cannot be opened for writing any more (a read-only remount...).
+    fn check_in_place(&self) -> Result<(), String> {
+        mark::check_file_in_place(&self.dir.join(DB_FILE), self.db_identity, "store file")
+    }
+}
+
+/// An I/O failure as a store error (marks the store degraded where `failed` sees it).
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Sled(sled::Error::Io(e))
 }
 
 struct Inner {
@@ -185,6 +395,24 @@ struct Inner {
     swept: AtomicU64,
     /// Presence filter in front of the record trees (misses skip sled).
     presence: Arc<presence::Presence>,
+    /// Where the acknowledgement mark lives (`<path>.hwm`).
+    mark_path: std::path::PathBuf,
+    /// The open mark; `None` until the first commit creates it (or when opened read only).
+    /// Locked by commits only, which the flush lock already serialises.
+    mark: std::sync::Mutex<Option<mark::Mark>>,
+    /// Highest commit sequence taken (by a commit or a removing transaction).
+    commit_seq: AtomicU64,
+    /// Identity of this store (in `meta` and in the mark).
+    store_id: u64,
+    /// Read side: held by every transaction that changes a record count, together with
+    /// its counter update. Write side: held by a commit while it takes its sequence and
+    /// its counts, so the mark's counts are exactly those of the state at that sequence.
+    /// Never held across an `.await`.
+    gate: std::sync::RwLock<()>,
+    /// What was wrong with the store when it was opened in a mode that tolerates damage.
+    damage: Option<Damage>,
+    /// What the mark said at open.
+    mark_report: MarkReport,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -195,6 +423,9 @@ impl std::fmt::Debug for RevocationStore {
 
 /// Schema version of the whole database layout, kept in `meta` under [`META_SCHEMA`].
 pub const SCHEMA_VERSION: u32 = 1;
+/// Records per batch when [`RevocationStore::open_for_restore`] salvages a damaged store
+/// (one transaction per kind and one commit per batch).
+pub const SALVAGE_BATCH: usize = 1024;
 /// Most records one [`RevocationStore::list`] page returns, whatever the caller asks.
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
@@ -202,6 +433,10 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 const META_SCHEMA: &[u8] = b"schema_version";
 /// `meta` key of the last [`SweepReport`] (version byte ‖ bincode).
 const META_LAST_SWEEP: &[u8] = b"last_sweep";
+/// `meta` key of the commit sequence (`u64 BE`), compared with the mark at open.
+const META_COMMIT_SEQ: &[u8] = b"commit_seq";
+/// `meta` key of the store id (`u64 BE`), also in the mark.
+const META_STORE_ID: &[u8] = b"store_id";
 /// Version byte of the stored sweep report.
 const SWEEP_REPORT_VERSION: u8 = 1;
 /// Text sled 0.34 puts in the `Io` error when another process holds the database's file
@@ -382,36 +617,243 @@ fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
             }
         }
     }
-    Ok(Handles { db, trees })
+    let files = StoreFiles::open(path).map_err(io_error)?;
+    Ok(Handles { db, trees, files })
+}
+
+/// Counts the records of each kind (one key scan), filling `presence` when given.
+fn scan_records(
+    trees: &Trees,
+    presence: Option<&presence::Presence>,
+) -> Result<[u64; 3], StoreError> {
+    let mut scanned = [0u64; 3];
+    for kind in Kind::ALL {
+        let kb = keys::kind_byte(kind);
+        for key in trees.tree(kind).iter().keys() {
+            let key = key?;
+            if let Some(p) = presence {
+                p.insert(kb, &key);
+            }
+            scanned[kb as usize] += 1;
+        }
+    }
+    Ok(scanned)
+}
+
+/// The commit sequence (0 when none was ever written) and the store id kept in `meta`.
+fn read_commit_meta(meta: &sled::Tree) -> Result<(u64, Option<u64>), StoreError> {
+    let word = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+        match meta.get(key)? {
+            None => Ok(None),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("malformed {}", String::from_utf8_lossy(key)))
+                }),
+        }
+    };
+    Ok((word(META_COMMIT_SEQ)?.unwrap_or(0), word(META_STORE_ID)?))
+}
+
+/// Inside a transaction that removes records: raises the commit sequence in `meta` to
+/// `seq` (never lowers it), so that a log prefix holding the removal shows a sequence
+/// above any mark that counted the removed records.
+fn raise_commit_seq(meta: &sled::transaction::TransactionalTree, seq: u64) -> TxResult<()> {
+    let current = meta
+        .get(META_COMMIT_SEQ)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    if seq > current {
+        meta.insert(META_COMMIT_SEQ, &seq.to_be_bytes()[..])?;
+    }
+    Ok(())
+}
+
+fn describe_counts(c: &[u64; 3]) -> String {
+    format!("jti {}, sid {}, sub {}", c[0], c[1], c[2])
+}
+
+/// What the opened store lacks compared with its mark, in operator words; `None` when it
+/// holds at least what the mark acknowledged.
+fn shortfall(
+    mark_path: &Path,
+    acked: &mark::MarkState,
+    seq: u64,
+    id: Option<u64>,
+    counts: &[u64; 3],
+) -> Option<String> {
+    if let Some(id) = id.filter(|&id| id != acked.store_id) {
+        return Some(format!(
+            "it is not the store its acknowledgement mark {} belongs to (store id {id:016x}, \
+             the mark's {:016x})",
+            mark_path.display(),
+            acked.store_id
+        ));
+    }
+    if seq < acked.seq {
+        return Some(format!(
+            "it holds records {} up to commit {seq}, but {} acknowledged commit {} with \
+             records {} (sled dropped what followed a damaged or missing part)",
+            describe_counts(counts),
+            mark_path.display(),
+            acked.seq,
+            describe_counts(&acked.counts)
+        ));
+    }
+    if seq == acked.seq && counts.iter().zip(&acked.counts).any(|(n, a)| n < a) {
+        return Some(format!(
+            "it holds records {} at commit {seq}, fewer than the {} that {} acknowledged",
+            describe_counts(counts),
+            describe_counts(&acked.counts),
+            mark_path.display()
+        ));
+    }
+    None
+}
+
+/// A fresh store id: random per process and instant (std's hasher keys), never 0.
+fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// sled reporting corruption while opening or reading: the store cannot be trusted.
+fn unreadable(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Sled(ref inner @ sled::Error::Corruption { .. }) => {
+            StoreError::Damaged(Damage {
+                store: path.to_path_buf(),
+                problem: format!("sled cannot read it ({inner})"),
+            })
+        }
+        other => other,
+    }
 }
 
 impl RevocationStore {
-    /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`.
-    /// Fails with [`StoreError::Locked`] when another process has it open.
+    /// Opens (or creates) the database at `path` with a page cache of `cache_bytes`, as the
+    /// gateway does ([`OpenMode::Serve`]). Fails with [`StoreError::Locked`] when another
+    /// process has it open, with [`StoreError::Damaged`] when it holds less than its
+    /// acknowledgement mark says it acknowledged.
     pub fn open(path: &Path, cache_bytes: u64, clock: SharedClock) -> Result<Self, StoreError> {
-        let h = open_handles(path, cache_bytes)?;
+        Self::open_with(path, cache_bytes, clock, OpenMode::Serve)
+    }
+
+    /// [`open`](Self::open) in the given [`OpenMode`]. The check against the mark reuses
+    /// the one key scan the open needs anyway (counters and presence filter).
+    pub fn open_with(
+        path: &Path,
+        cache_bytes: u64,
+        clock: SharedClock,
+        mode: OpenMode,
+    ) -> Result<Self, StoreError> {
+        let mark_path = mark::path_for(path).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "store path {} must name a directory (its acknowledgement mark is kept beside it)",
+                path.display()
+            ))
+        })?;
+        let tolerate = matches!(mode, OpenMode::Salvage | OpenMode::Restore);
+        let damaged = |problem: String| Damage {
+            store: path.to_path_buf(),
+            problem,
+        };
+        let mut damage = None;
+        let acknowledged = match mark::read(&mark_path) {
+            mark::Found::Missing => None,
+            mark::Found::Valid(m) => Some(m),
+            mark::Found::Unreadable(why) => {
+                let d = damaged(format!(
+                    "its acknowledgement mark {} is unreadable ({why}), so what it holds \
+                         cannot be checked",
+                    mark_path.display()
+                ));
+                if !tolerate {
+                    return Err(StoreError::Damaged(d));
+                }
+                damage = Some(d);
+                None
+            }
+        };
+        // Checked before sled runs: sled would silently create an empty store.
+        let existed = path.join(DB_FILE).is_file();
+        if let (Some(m), false) = (&acknowledged, existed) {
+            let what = if path.exists() {
+                format!("its {DB_FILE} file is missing")
+            } else {
+                "the store directory is missing".to_string()
+            };
+            let d = damaged(format!(
+                "{what}, but {} says commit {} was acknowledged with records {}",
+                mark_path.display(),
+                m.seq,
+                describe_counts(&m.counts)
+            ));
+            if mode != OpenMode::Restore {
+                return Err(StoreError::Damaged(d));
+            }
+            damage = Some(d);
+        }
+        let h = open_handles(path, cache_bytes).map_err(|e| unreadable(path, e))?;
         // One scan of the record trees at open: the per-kind counters (Tree::len would be
-        // a scan too) and the presence filter, which is then ready before any request.
+        // a scan too), the check against the mark, and the presence filter, which is then
+        // ready before any request.
         let presence = Arc::new(presence::Presence::default());
-        let mut scanned = [0u64; 3];
-        for kind in Kind::ALL {
-            let kb = keys::kind_byte(kind);
-            for key in h.trees.tree(kind).iter().keys() {
-                presence.insert(kb, &key?);
-                scanned[kb as usize] += 1;
+        let scanned = scan_records(&h.trees, Some(&presence)).map_err(|e| unreadable(path, e))?;
+        presence.mark_ready();
+        let (db_seq, db_id) = read_commit_meta(&h.trees.meta)?;
+        if let Some(m) = &acknowledged {
+            if let Some(problem) = shortfall(&mark_path, m, db_seq, db_id, &scanned) {
+                let d = damaged(problem);
+                if !tolerate {
+                    return Err(StoreError::Damaged(d));
+                }
+                damage = Some(d);
             }
         }
-        presence.mark_ready();
+        let store_id = db_id
+            .or(acknowledged.map(|m| m.store_id))
+            .unwrap_or_else(new_store_id);
+        let writes = matches!(mode, OpenMode::Serve | OpenMode::Restore);
+        let mut commit_now = false;
+        if writes && db_id.is_none() {
+            h.trees
+                .meta
+                .insert(META_STORE_ID, &store_id.to_be_bytes()[..])?;
+            commit_now = true;
+        }
+        // Adopt a store without a mark; re-base the mark of an accepted damaged store.
+        if writes && (acknowledged.is_none() || (mode == OpenMode::Restore && damage.is_some())) {
+            commit_now = true;
+        }
+        let open_mark = match (&acknowledged, writes && damage.is_none()) {
+            (Some(_), true) => Some(mark::Mark::open(&mark_path).map_err(io_error)?),
+            // Created (or replaced) by the first commit.
+            _ => None,
+        };
         let counts = scanned.map(AtomicU64::new);
-        tracing::info!(
-            path = %path.display(),
-            jti = counts[0].load(Ordering::Relaxed),
-            sid = counts[1].load(Ordering::Relaxed),
-            sub = counts[2].load(Ordering::Relaxed),
-            recovered = h.db.was_recovered(),
-            "revocation store open"
-        );
-        Ok(RevocationStore {
+        let mark_report = MarkReport {
+            path: mark_path.clone(),
+            acknowledged: acknowledged.map(|m| {
+                (
+                    m.seq,
+                    Counts {
+                        jti: m.counts[0],
+                        sid: m.counts[1],
+                        sub: m.counts[2],
+                    },
+                )
+            }),
+            store_commit: db_seq,
+        };
+        let store = RevocationStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 cache_bytes,
@@ -426,8 +868,180 @@ impl RevocationStore {
                 sweep_runs: AtomicU64::new(0),
                 swept: AtomicU64::new(0),
                 presence,
+                mark_path,
+                mark: std::sync::Mutex::new(open_mark),
+                commit_seq: AtomicU64::new(db_seq.max(acknowledged.map_or(0, |m| m.seq))),
+                store_id,
+                gate: std::sync::RwLock::new(()),
+                damage: damage.clone(),
+                mark_report,
             }),
-        })
+        };
+        if writes && !existed {
+            // A new store: its directory entries must be durable like its data.
+            mark::sync_parent(&path.join(DB_FILE))
+                .and_then(|()| mark::sync_parent(path))
+                .map_err(io_error)?;
+        }
+        if commit_now {
+            let h = store.handles()?;
+            store.commit_blocking(&h)?;
+            if let Some(d) = &damage {
+                tracing::warn!(store = %path.display(), problem = %d.problem, "damaged store accepted as it is; its acknowledgement mark is re-based");
+            } else if acknowledged.is_none() {
+                tracing::info!(mark = %store.inner.mark_path.display(), "acknowledgement mark created");
+            }
+        }
+        let c = store.counts();
+        tracing::info!(
+            path = %path.display(),
+            jti = c.jti,
+            sid = c.sid,
+            sub = c.sub,
+            commit = store.inner.commit_seq.load(Ordering::SeqCst),
+            recovered = store.handles()?.db.was_recovered(),
+            "revocation store open"
+        );
+        Ok(store)
+    }
+
+    /// What was wrong with the store at open, when its [`OpenMode`] tolerates damage.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.inner.damage.as_ref()
+    }
+
+    /// What the acknowledgement mark said at open.
+    pub fn mark_report(&self) -> &MarkReport {
+        &self.inner.mark_report
+    }
+
+    /// Opens the store for an offline import, the recovery a damage refusal names (SPEC
+    /// §6). A healthy store opens as with [`open`](Self::open). A damaged one is moved
+    /// aside (`<path>.damaged-<unix seconds>`, kept for analysis), a new store is created
+    /// in its place under the same mark (re-based), and every unexpired record sled can
+    /// still read from the old one is imported into it, in batches of [`SALVAGE_BATCH`];
+    /// the caller then imports its export. A fresh log, because an import into the
+    /// damaged log itself can vanish again at the next open (sled keeps skipping a
+    /// segment whose header is damaged).
+    pub async fn open_for_restore(
+        path: &Path,
+        cache_bytes: u64,
+        clock: SharedClock,
+    ) -> Result<(Self, Option<Restored>), StoreError> {
+        let damage = match Self::open(path, cache_bytes, clock.clone()) {
+            Ok(store) => return Ok((store, None)),
+            Err(StoreError::Damaged(d)) => d,
+            Err(e) => return Err(e),
+        };
+        let moved_to = if path.exists() {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(format!(".damaged-{}", clock.now()));
+            let aside = std::path::PathBuf::from(name);
+            std::fs::rename(path, &aside).map_err(io_error)?;
+            mark::sync_parent(path).map_err(io_error)?;
+            Some(aside)
+        } else {
+            None
+        };
+        let store = Self::open_with(path, cache_bytes, clock.clone(), OpenMode::Restore)?;
+        let mut restored = Restored {
+            damage,
+            moved_to,
+            salvaged: 0,
+            salvage_error: None,
+        };
+        if let Some(aside) = restored.moved_to.clone() {
+            // Under its new name the old store has no mark: it opens as sled reads it.
+            match Self::open_with(&aside, cache_bytes, clock, OpenMode::Salvage) {
+                Ok(old) => {
+                    let now = store.now();
+                    let mut batch = Vec::with_capacity(SALVAGE_BATCH);
+                    let mut records = old.iter_records(None);
+                    loop {
+                        let done = match records.next() {
+                            Some(Ok(r)) => {
+                                if r.expires_at > now {
+                                    batch.push(r);
+                                }
+                                false
+                            }
+                            Some(Err(e)) => {
+                                restored.salvage_error = Some(e.to_string());
+                                true
+                            }
+                            None => true,
+                        };
+                        if batch.len() >= SALVAGE_BATCH || (done && !batch.is_empty()) {
+                            store.import_records(&batch).await?;
+                            restored.salvaged += batch.len() as u64;
+                            batch.clear();
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => restored.salvage_error = Some(e.to_string()),
+            }
+        }
+        Ok((store, Some(restored)))
+    }
+
+    /// The read side of the commit gate, for a transaction that changes a record count
+    /// (held with its counter update; never across an `.await`).
+    fn gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A commit sequence number for a transaction that removes records (see
+    /// [`raise_commit_seq`]). Taken under the gate's read side.
+    fn reserve_commit_seq(&self) -> u64 {
+        self.inner.commit_seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Per-kind counts as an array (kind byte order).
+    fn count_array(&self) -> [u64; 3] {
+        let c = self.counts();
+        [c.jti, c.sid, c.sub]
+    }
+
+    /// One commit (blocking; callers serialise commits): sequence into `meta`, sled's
+    /// buffers written, `db` (and new blobs) `fdatasync`ed, then the mark written and
+    /// synced. See the module doc.
+    fn commit_blocking(&self, h: &Handles) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.flushes.fetch_add(1, Ordering::Relaxed);
+        let state = {
+            let _gate = inner
+                .gate
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let seq = inner.commit_seq.fetch_add(1, Ordering::SeqCst) + 1;
+            h.trees
+                .meta
+                .insert(META_COMMIT_SEQ, &seq.to_be_bytes()[..])?;
+            mark::MarkState {
+                seq,
+                store_id: inner.store_id,
+                counts: self.count_array(),
+            }
+        };
+        h.db.flush()?;
+        h.files.sync().map_err(io_error)?;
+        let mut open_mark = inner
+            .mark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match open_mark.as_ref() {
+            Some(m) => m.write(&state).map_err(io_error)?,
+            None => {
+                *open_mark = Some(mark::Mark::create(&inner.mark_path, &state).map_err(io_error)?)
+            }
+        }
+        Ok(())
     }
 
     /// The open database, or [`StoreError::Unavailable`] while it is being reopened.
@@ -477,13 +1091,28 @@ impl RevocationStore {
 
     /// Tries to leave the degraded state: sled keeps its first I/O error for the life of
     /// the database, so the database is closed and reopened (replaying its log: every
-    /// acknowledged write is there, unacknowledged ones may not be), then a flush must
-    /// succeed. Waits at most [`REOPEN_WAIT`] for other users (an export stream...) to let
-    /// go of the old database; on any failure the store stays degraded and the caller
-    /// retries later. `Ok(true)` when the store is healthy again.
+    /// acknowledged write is there, unacknowledged ones may not be), checked against the
+    /// acknowledgement mark like at open, then a commit must succeed. Never reopens into
+    /// an emptier store: not when its `db` file is gone (sled would create an empty one),
+    /// not when it holds less than the mark or is another store. Waits at most
+    /// [`REOPEN_WAIT`] for other users (an export stream...) to let go of the old
+    /// database; on any failure the store stays degraded and the caller retries later.
+    /// `Ok(true)` when the store is healthy again.
     pub async fn recover(&self) -> Result<bool, StoreError> {
         if !self.is_degraded() {
             return Ok(true);
+        }
+        let db_file = self.inner.path.join(DB_FILE);
+        if !db_file.is_file() {
+            // The directory (or its file) was deleted: nothing to reopen. The old handles
+            // stay, for reads; writes and the proxy stay refused until a restart.
+            let msg = format!(
+                "store file {} is gone: the store cannot be reopened (restart the gateway \
+                 to get the recovery advice)",
+                db_file.display()
+            );
+            self.set_flush_failure(Some(msg.clone()));
+            return Err(StoreError::Unavailable(msg));
         }
         // No flush may run while the database is swapped.
         let mut state = self.inner.flush_state.lock().await;
@@ -512,34 +1141,22 @@ impl RevocationStore {
                 tokio::time::sleep(REOPEN_POLL).await;
             }
         }
-        let path = self.inner.path.clone();
-        let cache = self.inner.cache_bytes;
-        let opened = tokio::task::spawn_blocking(move || -> Result<Handles, StoreError> {
-            let h = open_handles(&path, cache)?;
-            // The reopened log must accept a write before anyone trusts it.
-            h.trees
-                .meta
-                .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
-            h.db.flush()?;
-            Ok(h)
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("reopen task failed: {e}"))));
+        let store = self.clone();
+        let opened = tokio::task::spawn_blocking(move || store.reopen_checked())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("reopen task failed: {e}"))));
         let h = match opened {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(error = %e, "revocation store still unusable; retrying later");
+                if matches!(e, StoreError::Damaged(_)) {
+                    tracing::error!(error = %e, "the reopened store holds less than it acknowledged; it stays closed");
+                } else {
+                    tracing::warn!(error = %e, "revocation store still unusable; retrying later");
+                }
                 self.set_flush_failure(Some(e.to_string()));
                 return Err(e);
             }
         };
-        // Writes that never reached the disk are gone: recount.
-        for (i, tree) in [&h.trees.jti, &h.trees.sid, &h.trees.sub]
-            .iter()
-            .enumerate()
-        {
-            self.inner.counts[i].store(tree.len() as u64, Ordering::Relaxed);
-        }
         *self
             .inner
             .handles
@@ -551,6 +1168,88 @@ impl RevocationStore {
         self.inner.degraded.store(false, Ordering::SeqCst);
         tracing::info!(path = %self.inner.path.display(), "revocation store reopened and writable again");
         Ok(true)
+    }
+
+    /// Blocking part of [`recover`](Self::recover): reopen, recount, check against the
+    /// mark and this store's id, then commit (the reopened log must accept a write before
+    /// anyone trusts it; the commit also rewrites the mark).
+    fn reopen_checked(&self) -> Result<Handles, StoreError> {
+        let inner = &self.inner;
+        let path = &inner.path;
+        let h = open_handles(path, inner.cache_bytes).map_err(|e| unreadable(path, e))?;
+        // Writes that never reached the disk are gone: recount.
+        let scanned = scan_records(&h.trees, None).map_err(|e| unreadable(path, e))?;
+        let (db_seq, db_id) = read_commit_meta(&h.trees.meta)?;
+        let damaged = |problem: String| {
+            StoreError::Damaged(Damage {
+                store: path.clone(),
+                problem,
+            })
+        };
+        if db_id != Some(inner.store_id) {
+            return Err(damaged(format!(
+                "the store reopened after a failure is not the one opened at start (store id \
+                 {:016x}, expected {:016x})",
+                db_id.unwrap_or(0),
+                inner.store_id
+            )));
+        }
+        let open_mark = match mark::read(&inner.mark_path) {
+            mark::Found::Valid(m) => {
+                if let Some(problem) = shortfall(&inner.mark_path, &m, db_seq, db_id, &scanned) {
+                    return Err(damaged(problem));
+                }
+                Some(mark::Mark::open(&inner.mark_path).map_err(io_error)?)
+            }
+            // Removed while running: the store is the one we had; the commit recreates it.
+            mark::Found::Missing => None,
+            mark::Found::Unreadable(why) => {
+                return Err(damaged(format!(
+                    "its acknowledgement mark {} became unreadable ({why})",
+                    inner.mark_path.display()
+                )))
+            }
+        };
+        *inner
+            .mark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = open_mark;
+        inner.commit_seq.fetch_max(db_seq, Ordering::SeqCst);
+        for (counter, n) in inner.counts.iter().zip(scanned) {
+            counter.store(n, Ordering::Relaxed);
+        }
+        self.commit_blocking(&h)?;
+        Ok(h)
+    }
+
+    /// Checks (cheaply: a `stat` and an open for writing of each file) that the store's
+    /// `db` file and its mark are still the files it has open, and still writable. If not
+    /// — the directory was deleted, a file replaced, the file system remounted read only —
+    /// the store is marked degraded: the proxy fails closed, `/healthz` answers 503 and
+    /// writes are refused, until [`recover`](Self::recover) succeeds. Called every
+    /// [`RECOVERY_INTERVAL`] by [`run_recovery`]; does nothing while degraded.
+    pub fn watch_files(&self) {
+        if self.is_degraded() {
+            return;
+        }
+        let Ok(h) = self.handles() else { return };
+        // A commit holding the mark (writing and syncing it) is not waited for: the mark
+        // is checked at the next tick.
+        let problem = h
+            .files
+            .check_in_place()
+            .err()
+            .or_else(|| match self.inner.mark.try_lock() {
+                Ok(m) => m.as_ref().and_then(|m| m.check_in_place().err()),
+                Err(std::sync::TryLockError::Poisoned(m)) => m
+                    .into_inner()
+                    .as_ref()
+                    .and_then(|m| m.check_in_place().err()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            });
+        if let Some(problem) = problem {
+            self.mark_degraded(&problem);
+        }
     }
 
     /// Records a revocation, merging with an existing record of the same key (the later
@@ -604,6 +1303,7 @@ impl RevocationStore {
         let kb = keys::kind_byte(rev.kind);
         // Raised before the commit: no reader may see the record while the filter says no.
         self.inner.presence.insert(kb, &key);
+        let _gate = self.gate();
         let result = (tree, &h.trees.expiry)
             .transaction(|(records, expiry)| {
                 merge_in_tx(records, expiry, &key, rev, now, revoked_at)
@@ -673,6 +1373,7 @@ impl RevocationStore {
             for (_, key, _) in &items {
                 self.inner.presence.insert(kb, key);
             }
+            let gate = self.gate();
             let result = (h.trees.tree(kind), &h.trees.expiry)
                 .transaction(|(tree, expiry)| {
                     let mut new = Vec::with_capacity(items.len());
@@ -696,9 +1397,11 @@ impl RevocationStore {
                         }
                     }
                     self.inner.counts[kb as usize].fetch_add(added, Ordering::Relaxed);
+                    drop(gate);
                     self.wrote();
                 }
                 Err(e) => {
+                    drop(gate);
                     for (_, key, _) in &items {
                         self.inner.presence.remove(kb, key);
                     }
@@ -760,6 +1463,7 @@ impl RevocationStore {
         let t = &h.trees;
         let kb = keys::kind_byte(rev.kind);
         self.inner.presence.insert(kb, &rkey);
+        let gate = self.gate();
         let outcome = (h.trees.tree(rev.kind), &t.logout, &t.expiry)
             .transaction(|(records, seen, expiry)| {
                 if let Some(old) = seen.get(&jkey)? {
@@ -800,6 +1504,7 @@ impl RevocationStore {
             (SeenLogout::New, was_new) => self.recorded(rev, was_new),
             (SeenLogout::Repeat, _) => {}
         }
+        drop(gate);
         // Also for a repeat: the first delivery may still be waiting for its flush, and
         // this 200 must not overtake it. Cheap when already covered.
         self.flush().await?;
@@ -822,11 +1527,14 @@ impl RevocationStore {
             Err(e) => return Err(e),
         };
         let kb = keys::kind_byte(kind);
-        let removed = (h.trees.tree(kind), &h.trees.expiry)
-            .transaction(|(records, expiry)| {
+        let gate = self.gate();
+        let seq = self.reserve_commit_seq();
+        let removed = (h.trees.tree(kind), &h.trees.expiry, &h.trees.meta)
+            .transaction(|(records, expiry, meta)| {
                 let Some(bytes) = records.remove(key.as_slice())? else {
                     return Ok(false);
                 };
+                raise_commit_seq(meta, seq)?;
                 // An undecodable record is still removed (the operator's way out); its
                 // index entry, if any, is then dropped by the sweeper when due.
                 if let Ok(head) = record::decode_head(&bytes) {
@@ -834,10 +1542,14 @@ impl RevocationStore {
                 }
                 Ok(true)
             })
-            .map_err(|e| self.failed(tx_error(e)))?;
+            .map_err(|e| self.failed(tx_error(e)));
+        if let Ok(true) = removed {
+            self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(gate);
+        let removed = removed?;
         if removed {
             self.inner.presence.remove(kb, &key);
-            self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
             self.wrote();
             self.flush().await?;
             tracing::debug!(%kind, "revocation removed");
@@ -1000,8 +1712,10 @@ impl RevocationStore {
             if due.is_empty() {
                 break;
             }
-            let removed = (&t.jti, &t.sid, &t.sub, &t.logout, &t.expiry)
-                .transaction(|(jti, sid, sub, logout, expiry)| {
+            let gate = self.gate();
+            let seq = self.reserve_commit_seq();
+            let removed = (&t.jti, &t.sid, &t.sub, &t.logout, &t.expiry, &t.meta)
+                .transaction(|(jti, sid, sub, logout, expiry, meta)| {
                     let mut removed = [0u64; 4];
                     let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
                     for ikey in &due {
@@ -1037,19 +1751,25 @@ impl RevocationStore {
                         }
                         expiry.remove(ikey)?;
                     }
+                    if !gone.is_empty() {
+                        raise_commit_seq(meta, seq)?;
+                    }
                     Ok((removed, gone))
                 })
-                .map_err(|e| self.failed(tx_error(e)))?;
-            let (removed, gone) = removed;
+                .map_err(|e| self.failed(tx_error(e)));
+            if let Ok((removed, _)) = &removed {
+                for (counter, n) in self.inner.counts.iter().zip(removed) {
+                    counter.fetch_sub(*n, Ordering::Relaxed);
+                }
+            }
+            drop(gate);
+            let (removed, gone) = removed?;
             for (kind, rkey) in &gone {
                 self.inner.presence.remove(*kind, rkey);
             }
             self.wrote();
             for (kind, n) in removed.iter().enumerate() {
                 purged[kind] += n;
-                if kind < self.inner.counts.len() {
-                    self.inner.counts[kind].fetch_sub(*n, Ordering::Relaxed);
-                }
             }
             self.inner
                 .swept
@@ -1313,7 +2033,9 @@ impl RevocationStore {
         Ok(outcome)
     }
 
-    /// Waits until everything written so far is on disk (shared with concurrent callers).
+    /// Waits until everything written so far is on disk (shared with concurrent callers):
+    /// one commit (module doc) — sequence into `meta`, sled's flush, `fdatasync` of `db`,
+    /// the mark written and synced — on the blocking pool.
     ///
     /// Group commit: a caller whose writes were covered by a flush that started after
     /// them returns without its own fsync. A failed flush is an error for every caller
@@ -1333,38 +2055,37 @@ impl RevocationStore {
         }
         let target = inner.write_seq.load(Ordering::SeqCst);
         let h = self.handles()?;
-        let result = h.db.flush_async().await;
-        drop(h);
-        inner.flushes.fetch_add(1, Ordering::Relaxed);
+        let store = self.clone();
+        let result = tokio::task::spawn_blocking(move || store.commit_blocking(&h))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("commit task failed: {e}"))));
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 state.flushed_seq = target;
                 drop(state);
                 Ok(())
             }
             Err(e) => {
                 // Marked before the lock is released, so a waiting writer cannot pass.
-                tracing::warn!(error = %e, "store flush failed; writes are not durable");
+                tracing::warn!(error = %e, "store commit failed; writes are not durable");
                 self.mark_degraded(&e.to_string());
                 drop(state);
-                Err(StoreError::Sled(e))
+                Err(e)
             }
         }
     }
 
-    /// Synchronous flush for the offline paths (`check-store`).
+    /// Synchronous commit for the offline paths (`check-store --repair`).
     fn flush_blocking(&self) -> Result<(), StoreError> {
         let h = self.handles()?;
-        let result = h.db.flush();
-        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(_) => {
+        match self.commit_blocking(&h) {
+            Ok(()) => {
                 self.set_flush_failure(None);
                 Ok(())
             }
             Err(e) => {
                 self.set_flush_failure(Some(e.to_string()));
-                Err(StoreError::Sled(e))
+                Err(e)
             }
         }
     }
@@ -1406,8 +2127,8 @@ impl RevocationStore {
             .unwrap_or(0)
     }
 
-    /// Number of fsyncs (flushes) attempted since open, failed ones included; for metrics
-    /// and benchmarks.
+    /// Number of commits (each one `fdatasync` of `db`, one of the mark) attempted since
+    /// open, failed ones included; for metrics and benchmarks.
     pub fn flush_count(&self) -> u64 {
         self.inner.flushes.load(Ordering::Relaxed)
     }

@@ -70,13 +70,15 @@ pub async fn run_sweeper_following(
     tracing::debug!("sweeper stopped");
 }
 
-/// How often a degraded store (a write to disk failed) tries to recover by reopening
-/// its database.
+/// How often a healthy store checks that its files are still in place and writable
+/// ([`RevocationStore::watch_files`]), and a degraded one (a write to disk failed, its
+/// files vanished) tries to recover by reopening its database. A store directory deleted
+/// or made read only is noticed within this interval.
 pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every
-/// [`RECOVERY_INTERVAL`], when the store is degraded, tries
-/// [`RevocationStore::recover`]. A healthy store costs one atomic load per tick.
+/// [`RECOVERY_INTERVAL`], a healthy store watches its files (two `stat`s and two opens
+/// for writing), a degraded one tries [`RevocationStore::recover`].
 pub async fn run_recovery(
     store: RevocationStore,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -87,6 +89,7 @@ pub async fn run_recovery(
         }
         tokio::select! {
             () = tokio::time::sleep(RECOVERY_INTERVAL) => {
+                store.watch_files();
                 if store.is_degraded() {
                     match store.recover().await {
                         Ok(true) => {}
@@ -114,7 +117,8 @@ mod tests {
     async fn sweeps_on_tick_and_stops_on_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000);
-        let store = RevocationStore::open(dir.path(), 1 << 20, clock.clone()).unwrap();
+        let store =
+            RevocationStore::open(&dir.path().join("store"), 1 << 20, clock.clone()).unwrap();
         store
             .revoke(NewRevocation {
                 kind: Kind::Jti,
@@ -149,7 +153,8 @@ mod tests {
     async fn a_shorter_interval_applies_without_waiting_for_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000);
-        let store = RevocationStore::open(dir.path(), 1 << 20, clock.clone()).unwrap();
+        let store =
+            RevocationStore::open(&dir.path().join("store"), 1 << 20, clock.clone()).unwrap();
         let (interval_tx, interval_rx) = tokio::sync::watch::channel(Duration::from_secs(3600));
         let (tx, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run_sweeper_following(store.clone(), interval_rx, rx));

@@ -9,8 +9,14 @@ use crate::clock::{Clock, ManualClock};
 const ISS: &str = "https://idp.example.com/";
 const T0: u64 = 1_700_000_000;
 
+/// The store directory inside a test's temporary directory (its mark goes beside it,
+/// still inside the temporary directory).
+fn store_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("store")
+}
+
 fn open_at(dir: &std::path::Path, clock: Arc<ManualClock>) -> RevocationStore {
-    RevocationStore::open(dir, 1 << 20, clock).expect("open store")
+    RevocationStore::open(&store_path(dir), 1 << 20, clock).expect("open store")
 }
 
 fn setup() -> (tempfile::TempDir, Arc<ManualClock>, RevocationStore) {
@@ -554,14 +560,15 @@ async fn data_survives_drop_and_reopen() {
 async fn unknown_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(store_path(dir.path())).unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert(META_SCHEMA, &99u32.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
-    let err = RevocationStore::open(dir.path(), 1 << 20, ManualClock::new(T0)).unwrap_err();
+    let err =
+        RevocationStore::open(&store_path(dir.path()), 1 << 20, ManualClock::new(T0)).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
 }
 
@@ -571,7 +578,7 @@ async fn second_open_in_same_process() {
     // belong to the open file description, so a second open — even from this process —
     // fails the same way another process's would. That is the Locked mapping.
     let (dir, clock, _store) = setup();
-    let err = RevocationStore::open(dir.path(), 1 << 20, clock).unwrap_err();
+    let err = RevocationStore::open(&store_path(dir.path()), 1 << 20, clock).unwrap_err();
     assert!(matches!(err, StoreError::Locked(_)), "{err}");
 }
 
@@ -773,4 +780,284 @@ async fn record_logout_is_all_or_nothing() {
     );
     assert_eq!(store.counts().sid, 2);
     assert!(store.check_consistency(false).unwrap().index_without_record == 0);
+}
+
+// ===== The acknowledgement mark (damage is never silent) =====
+
+/// Copies the directory tree `from` to `to` (a file-level copy of a closed store).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn mark_of(dir: &std::path::Path) -> std::path::PathBuf {
+    mark::path_for(&store_path(dir)).unwrap()
+}
+
+fn damage_of(result: Result<RevocationStore, StoreError>) -> Damage {
+    match result {
+        Err(StoreError::Damaged(d)) => d,
+        Err(e) => panic!("expected a damage refusal, got {e}"),
+        Ok(_) => panic!("expected a damage refusal, the store opened"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_without_a_mark_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+            .await
+            .unwrap();
+    }
+    // As a store from a release without marks.
+    std::fs::remove_file(mark_of(dir.path())).unwrap();
+    {
+        let store = open_at(dir.path(), clock.clone());
+        assert_eq!(store.mark_report().acknowledged, None);
+        assert!(mark_of(dir.path()).is_file(), "mark created at open");
+    }
+    let store = open_at(dir.path(), clock);
+    let (_, counts) = store.mark_report().acknowledged.expect("mark read");
+    assert_eq!(counts.jti, 1);
+}
+
+#[tokio::test]
+async fn a_store_missing_acknowledged_commits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let older = dir.path().join("older");
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+            .await
+            .unwrap();
+    }
+    copy_tree(&store_path(dir.path()), &older);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Sub, "b", None, T0 + 100))
+            .await
+            .unwrap();
+    }
+    std::fs::remove_dir_all(store_path(dir.path())).unwrap();
+    std::fs::rename(&older, store_path(dir.path())).unwrap();
+    let path = store_path(dir.path());
+    let d = damage_of(RevocationStore::open(&path, 1 << 20, clock.clone()));
+    assert!(d.problem.contains("jti 1, sid 0, sub 1"), "{d}");
+    assert!(
+        d.problem.contains("jti 1, sid 0, sub 0 up to commit"),
+        "{d}"
+    );
+    let d2 = damage_of(RevocationStore::open_with(
+        &path,
+        1 << 20,
+        clock.clone(),
+        OpenMode::Check,
+    ));
+    assert_eq!(d, d2);
+    // Salvage reads what is there, says what is wrong, writes nothing.
+    let salvaged =
+        RevocationStore::open_with(&path, 1 << 20, clock.clone(), OpenMode::Salvage).unwrap();
+    assert_eq!(salvaged.damage(), Some(&d));
+    assert_eq!(salvaged.counts().jti, 1);
+    drop(salvaged);
+    damage_of(RevocationStore::open(&path, 1 << 20, clock));
+}
+
+#[tokio::test]
+async fn equal_commit_with_fewer_records_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Jti, "b", None, T0 + 100))
+            .await
+            .unwrap();
+    }
+    // A record lost behind sled's back, the commit sequence untouched.
+    {
+        let db = sled::open(store_path(dir.path())).unwrap();
+        let jti = db.open_tree("jti").unwrap();
+        let victim = jti.iter().keys().next().unwrap().unwrap();
+        jti.remove(victim).unwrap();
+        db.flush().unwrap();
+    }
+    let d = damage_of(RevocationStore::open(
+        &store_path(dir.path()),
+        1 << 20,
+        clock,
+    ));
+    assert!(d.problem.contains("fewer than the jti 2"), "{d}");
+}
+
+#[tokio::test]
+async fn removals_that_never_committed_are_not_taken_for_damage() {
+    // An unrevoke or a sweep whose commit never came (the gateway died first) may still
+    // reach the disk through sled's own flushing: fewer records than the mark counted.
+    // The removal raised the commit sequence in the same transaction, so this is a store
+    // ahead of its mark, not a damaged one.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Sid, "s", Some(T0), T0 + 10))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Sub, "u", Some(T0), T0 + 100))
+            .await
+            .unwrap();
+        store.mark_degraded("test: commits fail from here on");
+        assert!(store.unrevoke(Kind::Jti, ISS, "a").await.is_err());
+        clock.set(T0 + 11);
+        assert!(store.sweep_due(clock.now(), 16).await.is_err());
+        // Dropping the database lets sled write everything it holds.
+    }
+    let store = open_at(dir.path(), clock);
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 0,
+            sid: 0,
+            sub: 1
+        }
+    );
+    let (acked, counts) = store.mark_report().acknowledged.unwrap();
+    assert_eq!(
+        (counts.jti, counts.sid),
+        (1, 1),
+        "the mark still counts them"
+    );
+    assert!(store.mark_report().store_commit > acked);
+}
+
+#[tokio::test]
+async fn the_watch_notices_a_deleted_store_and_recovery_never_reopens_it_empty() {
+    let (dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+        .await
+        .unwrap();
+    store.watch_files();
+    assert!(!store.is_degraded());
+    std::fs::remove_dir_all(store_path(dir.path())).unwrap();
+    store.watch_files();
+    assert!(store.is_degraded(), "deleted directory noticed");
+    assert!(store.probe().is_err());
+    assert!(store.recover().await.is_err());
+    assert!(store.is_degraded());
+    assert!(!store_path(dir.path()).exists(), "no empty store created");
+}
+
+#[tokio::test]
+async fn recovery_refuses_an_older_copy_and_accepts_the_real_store() {
+    let (dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+        .await
+        .unwrap();
+    // A transient fault: the reopen is checked against the mark, then commits.
+    store.mark_degraded("test: transient");
+    let before = store.inner.commit_seq.load(Ordering::SeqCst);
+    assert!(store.recover().await.unwrap());
+    assert!(store.inner.commit_seq.load(Ordering::SeqCst) > before);
+    assert!(matches!(mark::read(&mark_of(dir.path())), mark::Found::Valid(m) if m.counts[0] == 1));
+    // An older copy put in place of the store while it runs.
+    let older = dir.path().join("older");
+    {
+        let db = sled::Config::new().path(&older).open().unwrap();
+        db.flush().unwrap();
+    }
+    store
+        .revoke(rev(Kind::Jti, "b", None, T0 + 100))
+        .await
+        .unwrap();
+    let path = store_path(dir.path());
+    std::fs::remove_dir_all(&path).unwrap();
+    std::fs::rename(&older, &path).unwrap();
+    store.watch_files();
+    assert!(store.is_degraded(), "replaced store noticed");
+    match store.recover().await {
+        Err(StoreError::Damaged(d)) => assert!(d.problem.contains("not the one"), "{d}"),
+        other => panic!("reopened into another store: {other:?}"),
+    }
+    assert!(store.is_degraded());
+}
+
+#[tokio::test]
+async fn open_for_restore_moves_a_damaged_store_aside_and_salvages_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let path = store_path(dir.path());
+    let older = dir.path().join("older");
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "a", None, T0 + 100))
+            .await
+            .unwrap();
+        store
+            .revoke(rev(Kind::Jti, "gone-soon", None, T0 + 5))
+            .await
+            .unwrap();
+    }
+    copy_tree(&path, &older);
+    {
+        let store = open_at(dir.path(), clock.clone());
+        store
+            .revoke(rev(Kind::Jti, "b", None, T0 + 100))
+            .await
+            .unwrap();
+    }
+    std::fs::remove_dir_all(&path).unwrap();
+    std::fs::rename(&older, &path).unwrap();
+    clock.set(T0 + 10);
+    let (store, restored) = RevocationStore::open_for_restore(&path, 1 << 20, clock.clone())
+        .await
+        .unwrap();
+    let restored = restored.expect("damage found");
+    let aside = restored.moved_to.clone().expect("moved aside");
+    assert!(aside.join("db").is_file(), "kept for analysis");
+    assert_eq!(
+        restored.salvaged, 1,
+        "the unexpired record read back: {restored:?}"
+    );
+    assert_eq!(restored.salvage_error, None);
+    assert!(store.get(Kind::Jti, ISS, "a").unwrap().is_some());
+    assert_eq!(store.counts().jti, 1);
+    drop(store);
+    // The new store is the one the mark now describes.
+    let store = open_at(dir.path(), clock);
+    assert_eq!(store.mark_report().acknowledged.unwrap().1.jti, 1);
+    // A healthy store opens for restore untouched.
+    drop(store);
+    let (_, restored) =
+        RevocationStore::open_for_restore(&path, 1 << 20, ManualClock::new(T0 + 10))
+            .await
+            .unwrap();
+    assert_eq!(restored, None);
 }

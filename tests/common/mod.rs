@@ -991,8 +991,26 @@ pub struct ServeChild {
 impl ServeChild {
     /// Starts `revgate serve --config config` and waits (bounded) for its listening line.
     pub async fn start(config: &Path) -> ServeChild {
+        ServeChild::start_under(&[], Path::new(revgate_bin()), config).await
+    }
+
+    /// Like [`ServeChild::start`] with the binary `bin`, run under `wrapper` (a command and
+    /// its arguments, e.g. `strace -f -o FILE`; none when empty). The child is the wrapper.
+    pub async fn start_under(
+        wrapper: &[&std::ffi::OsStr],
+        bin: &Path,
+        config: &Path,
+    ) -> ServeChild {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(revgate_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(config)
