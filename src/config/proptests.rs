@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::auth::verify::proptests::runner;
+use crate::config::env::{env_var_name, ENV_OVERRIDES};
 
 /// A valid base configuration that the generated lines are added to.
 const BASE: &str = r#"

@@ -81,8 +81,7 @@ pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
 pub use mark::MARK_SUFFIX;
 pub use record::{Kind, Record, Source};
 pub use sweeper::{
-    run_recovery, run_sweeper, run_sweeper_following, MIN_SWEEP_INTERVAL, RECOVERY_INTERVAL,
-    SWEEP_BATCH,
+    run_recovery, run_sweeper, run_sweeper_following, RECOVERY_INTERVAL, SWEEP_BATCH,
 };
 
 use std::ops::Bound;

@@ -7,13 +7,11 @@
 use std::time::Duration;
 
 use super::RevocationStore;
+use crate::config::MIN_SWEEP_INTERVAL;
 
 /// Index entries handled per sweep transaction. Bounds the size of one sled transaction
 /// (and so the time writers may wait on it); a sweep repeats batches until nothing is due.
 pub const SWEEP_BATCH: usize = 1024;
-
-/// Shortest interval the sweeper honours; a zero interval would spin.
-pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every `interval`
 /// (at least [`MIN_SWEEP_INTERVAL`]), purges everything due. A failed sweep is logged and
