@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod discover;
 pub mod endpoints;
 pub mod error;
 pub mod metrics;
