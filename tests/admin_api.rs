@@ -73,7 +73,7 @@ fn assert_record_shape(record: &Value, kind: &str, value: &str) {
 }
 
 async fn total(gw: &Gateway) -> u64 {
-    total_records_at(gw.admin).await
+    total_records(gw.admin).await
 }
 
 #[tokio::test]

@@ -330,7 +330,7 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
     }
 
     let child = ServeChild::start(&config).await;
-    assert_eq!(total_records_at(child.admin).await, DUE_ENTRIES as u64);
+    assert_eq!(total_records(child.admin).await, DUE_ENTRIES as u64);
     let admin = child.admin;
     let sweep = tokio::spawn(async move {
         client()
@@ -343,7 +343,7 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
     // plus a random few milliseconds.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let left = total_records_at(child.admin).await;
+        let left = total_records(child.admin).await;
         if left < DUE_ENTRIES as u64 {
             break;
         }
@@ -373,10 +373,10 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
 
     // Restarted, the sweep completes.
     let mut child = ServeChild::start(&config).await;
-    let (s, r) = admin_post_at(child.admin, "/v1/sweep", &json!({})).await;
+    let (s, r) = admin_post(child.admin, "/v1/sweep", &json!({})).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["purged"].as_u64(), Some(left), "{r}");
-    assert_eq!(total_records_at(child.admin).await, 0);
+    assert_eq!(total_records(child.admin).await, 0);
     child.sigterm();
     assert!(child.wait_exit(WAIT).await.is_some_and(|s| s.success()));
     let (code, out, err) = check_store(&config, false).await;
@@ -409,7 +409,7 @@ async fn check_store_repair_fixes_a_damaged_index() {
     let config = write_config_file(dir.path(), &config_text(echo, &store, ""));
     let mut child = ServeChild::start(&config).await;
     for (kind, value) in [("jti", "keep-1"), ("sid", "keep-2"), ("sub", "keep-3")] {
-        let (s, r) = admin_post_at(
+        let (s, r) = admin_post(
             child.admin,
             "/v1/revocations",
             &json!({"kind": kind, "value": value, "ttl": "1h"}),
@@ -460,10 +460,10 @@ async fn check_store_repair_fixes_a_damaged_index() {
 
     // The repaired store still enforces all three, and the sweeper can find keep-1 again.
     let child = ServeChild::start(&config).await;
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "s", "keep-1")).await);
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "keep-2", "j2")).await);
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("keep-3", "s", "j3")).await);
-    let (s, r) = admin_get_at(child.admin, "/v1/revocations/jti/ghost").await;
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "s", "keep-1")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "keep-2", "j2")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("keep-3", "s", "j3")).await);
+    let (s, r) = admin_get(child.admin, "/v1/revocations/jti/ghost").await;
     assert_eq!(s, 404, "{r}");
     let _: Value = r;
     child.kill9().await;

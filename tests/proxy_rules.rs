@@ -352,7 +352,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
         &path,
         &with_server_keys(&base, "trusted_proxies = [\"127.0.0.1/32\"]"),
     );
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["changed"], serde_json::json!(["server"]), "{report}");
     assert_eq!(forwarded_for(&gw).await, "203.0.113.7, 127.0.0.1");
@@ -362,7 +362,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
         &path,
         &with_server_keys(&base, "trusted_proxies = [\"127.0.0.1/33\"]"),
     );
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 400, "{report}");
     let reason = report["error_description"].as_str().unwrap_or_default();
     assert!(reason.contains("server.trusted_proxies"), "{report}");
@@ -370,7 +370,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
 
     // Back to none trusted.
     write_config(&path, &base);
-    assert_eq!(admin_reload_at(gw.admin, None).await.0, 200);
+    assert_eq!(admin_reload(gw.admin).await.0, 200);
     assert_eq!(forwarded_for(&gw).await, "127.0.0.1");
     gw.stop().await;
 }

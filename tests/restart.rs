@@ -76,7 +76,7 @@ struct Acked {
 }
 
 async fn revoke_at(admin: SocketAddr, kind: &'static str, value: &str) {
-    let (s, r) = admin_post_at(
+    let (s, r) = admin_post(
         admin,
         "/v1/revocations",
         &json!({"kind": kind, "value": value}),
@@ -89,7 +89,7 @@ async fn revoke_at(admin: SocketAddr, kind: &'static str, value: &str) {
 async fn restart_and_check(config: &Path, acked: &[Acked], bystander: &str) -> ServeChild {
     let child = ServeChild::start(config).await;
     for a in acked {
-        let answer = proxy_get_at(child.proxy, &a.token).await;
+        let answer = proxy_get(child.proxy, &a.token).await;
         assert_eq!(
             answer.0,
             401,
@@ -100,18 +100,18 @@ async fn restart_and_check(config: &Path, acked: &[Acked], bystander: &str) -> S
         );
         assert_revoked(&answer);
     }
-    assert_passes(&proxy_get_at(child.proxy, bystander).await);
+    assert_passes(&proxy_get(child.proxy, bystander).await);
     for a in acked {
         let path = format!(
             "/v1/revocations/{}/{}",
             a.kind,
             percent_encoding::utf8_percent_encode(&a.value, percent_encoding::NON_ALPHANUMERIC)
         );
-        let (s, r) = admin_get_at(child.admin, &path).await;
+        let (s, r) = admin_get(child.admin, &path).await;
         assert_eq!(s, 200, "{path}: {r}");
         assert_eq!(r["value"], Value::String(a.value.clone()));
     }
-    assert_eq!(total_records_at(child.admin).await, acked.len() as u64);
+    assert_eq!(total_records(child.admin).await, acked.len() as u64);
     child
 }
 
@@ -133,7 +133,7 @@ async fn kill_9_right_after_acknowledgement_loses_nothing() {
                 "sid" => old_token("u", &value, &format!("j-{value}")),
                 _ => old_token(&value, "s", &format!("j-{value}")),
             };
-            assert_passes(&proxy_get_at(child.proxy, &token).await);
+            assert_passes(&proxy_get(child.proxy, &token).await);
             revoke_at(child.admin, kind, &value).await;
             acked.push(Acked { kind, value, token });
             child.kill9().await;
@@ -265,6 +265,6 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let echo = start_echo().await;
     let config = write_config(dir.path(), echo, &dir.path().join("store.db"));
     let child = ServeChild::start(&config).await;
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "s", "term-jti")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "s", "term-jti")).await);
     child.kill9().await;
 }

@@ -287,7 +287,7 @@ async fn revoke_one(admin: SocketAddr, truth: Arc<Truth>, counters: Arc<Counters
         "sid" => format!("s-{}", i / SID_GROUP),
         _ => format!("u-{}", i / SUB_GROUP),
     };
-    let (status, body) = admin_post_at(
+    let (status, body) = admin_post(
         admin,
         "/v1/revocations",
         &json!({"kind": kind, "value": value, "reason": "soak"}),
@@ -307,7 +307,7 @@ async fn revoke_one(admin: SocketAddr, truth: Arc<Truth>, counters: Arc<Counters
 
 /// A revocation no token carries, expiring in 1–3 s: work for the sweeper.
 async fn chaff_one(admin: SocketAddr, counters: Arc<Counters>, k: u64) {
-    let (status, body) = admin_post_at(
+    let (status, body) = admin_post(
         admin,
         "/v1/revocations",
         &json!({"kind": "jti", "value": format!("chaff-{k}"), "ttl": format!("{}s", 1 + k % 3)}),
@@ -410,7 +410,7 @@ async fn soak(secs: u64) {
     for _ in 0..200 {
         let i = rng.below(n);
         let state = truth.state[i].load(Relaxed);
-        let (status, _) = proxy_get_at(proxy, &truth.tokens[i]).await;
+        let (status, _) = proxy_get(proxy, &truth.tokens[i]).await;
         match state {
             REVOKED if status != 401 => sample_wrong += 1,
             VALID if status != 200 => sample_wrong += 1,
@@ -421,10 +421,10 @@ async fn soak(secs: u64) {
     // at most 3 s ttl), leaving exactly the revocations of the mix.
     let expected = counters.revocations.load(Relaxed);
     let sweep_deadline = Instant::now() + WAIT;
-    let mut records = total_records_at(admin).await;
+    let mut records = total_records(admin).await;
     while records != expected && Instant::now() < sweep_deadline {
         tokio::time::sleep(Duration::from_millis(200)).await; // bounded poll
-        records = total_records_at(admin).await;
+        records = total_records(admin).await;
     }
 
     let c = &counters;

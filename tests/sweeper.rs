@@ -143,7 +143,7 @@ async fn entries_never_leave_before_their_expiry() {
             );
         }
     }
-    assert_eq!(total_records_at(gw.admin).await, 0);
+    assert_eq!(total_records(gw.admin).await, 0);
     gw.stop().await;
 }
 

@@ -171,7 +171,7 @@ upstream = "http://{dead}"
 
     /// The gateway still serves: health 200 and the echo route 200.
     async fn assert_healthy(&self, after: &str) {
-        let (s, body) = admin_get_at(self.child.admin, "/healthz").await;
+        let (s, body) = admin_get(self.child.admin, "/healthz").await;
         assert_eq!(s, 200, "healthz after {after}: {body}");
         let (s, body) = status_json(self.get("/ok/x").await).await;
         assert_eq!(s, 200, "echo after {after}: {body}");
