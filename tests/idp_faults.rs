@@ -54,13 +54,8 @@ impl Idp {
                 let m = m.clone();
                 let hits_tx = hits_tx.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 2048];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    if !read_request_head(&mut stream).await {
+                        return;
                     }
                     hits_tx.send_modify(|n| *n += 1);
                     let mode = m.lock().unwrap().clone();
@@ -68,7 +63,7 @@ impl Idp {
                         Mode::Down => return, // dropped: connection closed, no answer
                         Mode::Slow => {
                             // Hold the connection until the client gives up.
-                            let _ = stream.read(&mut chunk).await;
+                            let _ = stream.read(&mut [0u8; 2048]).await;
                             return;
                         }
                         Mode::Ok(doc) => doc,
@@ -111,15 +106,13 @@ impl Idp {
 
 /// The test JWKS (`rsa-1` and friends).
 fn jwks() -> String {
-    std::fs::read_to_string(key_path("jwks.json")).unwrap()
+    keys::JWKS.to_string()
 }
 
 /// The test JWKS plus the rotated key `rsa-2`.
 fn rotated_jwks() -> String {
-    let mut set: Value = serde_json::from_str(&jwks()).unwrap();
-    let other: Value =
-        serde_json::from_str(&std::fs::read_to_string(key_path("rsa_other_jwk.json")).unwrap())
-            .unwrap();
+    let mut set: Value = serde_json::from_str(keys::JWKS).unwrap();
+    let other: Value = serde_json::from_str(keys::RSA_OTHER_JWK).unwrap();
     set["keys"].as_array_mut().unwrap().push(other);
     set.to_string()
 }
@@ -145,20 +138,7 @@ fn good_token() -> String {
 
 /// A valid token signed by the second RSA key under `kid`.
 fn other_key_token(kid: &str) -> String {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let pem = std::fs::read(key_path("rsa_other_private.pem")).unwrap();
-    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(&header, &claims("u", "s", &unique_id("jti")), &key).unwrap()
-}
-
-async fn status(gw: &Gateway, token: &str) -> (u16, Value) {
-    status_json(get_with(&gw.url("/api/x"), token).await).await
-}
-
-async fn healthz(gw: &Gateway) -> u16 {
-    admin_get(gw, "/healthz").await.0
+    sign_other_key(kid, &claims("u", "s", &unique_id("jti")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +148,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let mut idp = Idp::start(Mode::Ok(jwks())).await;
     let gw = Gateway::start(&config(echo, &store, &idp.url())).await;
     let token = good_token();
-    assert_eq!(status(&gw, &token).await.0, 200);
+    assert_eq!(proxy_get(&gw, &token).await.0, 200);
 
     // Each fault lasts at least two refetches of the 1 s refresher.
     for (name, mode) in [
@@ -179,8 +159,8 @@ async fn faults_during_operation_keep_the_last_good_keys() {
         idp.set(mode);
         let seen = idp.hits();
         idp.wait_hits(seen + 2).await;
-        assert_eq!(status(&gw, &token).await.0, 200, "IdP {name}");
-        assert_eq!(status(&gw, &good_token()).await.0, 200, "IdP {name}");
+        assert_eq!(proxy_get(&gw, &token).await.0, 200, "IdP {name}");
+        assert_eq!(proxy_get(&gw, &good_token()).await.0, 200, "IdP {name}");
         assert_eq!(healthz(&gw).await, 200, "IdP {name}: keys kept");
     }
 
@@ -191,7 +171,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let seen = idp.hits();
     idp.wait_hits(seen + 1).await;
     let started = Instant::now();
-    assert_eq!(status(&gw, &good_token()).await.0, 200, "IdP slow");
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200, "IdP slow");
     assert!(
         started.elapsed() < FETCH_TIMEOUT,
         "a known kid waited for the IdP"
@@ -213,7 +193,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let rotated = other_key_token("rsa-2");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if status(&gw, &rotated).await.0 == 200 {
+        if proxy_get(&gw, &rotated).await.0 == 200 {
             break;
         }
         assert!(
@@ -228,7 +208,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     println!("idp rotation: picked up after {refetches} refetch(es)");
     assert!(refetches >= 1);
     assert_eq!(
-        status(&gw, &token).await.0,
+        proxy_get(&gw, &token).await.0,
         200,
         "old key kept in the new set"
     );
@@ -283,7 +263,7 @@ async fn unknown_kid_flood_does_not_hammer_the_idp() {
         fetched <= allowed,
         "{fetched} JWKS requests for the flood (allowed {allowed})"
     );
-    assert_eq!(status(&gw, &good_token()).await.0, 200);
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200);
     gw.stop().await;
 }
 
@@ -299,7 +279,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
         &format!("http://{}/jwks.json", dead_addr()),
     ))
     .await;
-    let (s, body) = status(&gw, &good_token()).await;
+    let (s, body) = proxy_get(&gw, &good_token()).await;
     assert_eq!(s, 401, "{body}");
     assert_eq!(healthz(&gw).await, 503);
     gw.stop().await;
@@ -307,7 +287,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
     // A first run with the IdP up saves its JWKS in the store.
     let idp = Idp::start(Mode::Ok(jwks())).await;
     let gw = Gateway::start(&config(echo, &store, &idp.url())).await;
-    assert_eq!(status(&gw, &good_token()).await.0, 200);
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200);
     gw.stop().await;
 
     // Restarts while the IdP is refused, answers garbage, an empty set, or hangs.
@@ -333,7 +313,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
             "start with the IdP {name} took {took:?}"
         );
         assert_eq!(
-            status(&gw, &good_token()).await.0,
+            proxy_get(&gw, &good_token()).await.0,
             200,
             "start with IdP {name}"
         );

@@ -28,11 +28,6 @@ fn issuer2() -> String {
     )
 }
 
-/// A `[[route]]` table.
-fn route(prefix: &str, upstream: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n")
-}
-
 /// What one load task saw that it should not have.
 type Failures = Arc<Mutex<Vec<String>>>;
 
@@ -169,7 +164,7 @@ async fn routes_and_issuers_change_under_load_without_a_failed_request_or_a_lost
     // Add a route to another upstream (with a base path) and a second issuer.
     let extra = format!(
         "{}\n{}",
-        route("/v2", &format!("http://{upstream2}/two")),
+        route_table("/v2", &format!("http://{upstream2}/two"), ""),
         issuer2()
     );
     write_config(&path, &config_file_text(upstream, &store, &extra));
@@ -240,7 +235,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
     let good = config_file_text(
         upstream,
         &store,
-        &route("/v2", &format!("http://{upstream}/two")),
+        &route_table("/v2", &format!("http://{upstream}/two"), ""),
     );
     write_config(&path, &good);
     let gw = Gateway::start_from_file(&path).await;
@@ -283,7 +278,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
                 &store,
                 &format!(
                     "{}\n[[issuer]]\nissuer = \"{ISS2}\"\naudiences = [\"{AUD}\"]\njwks_file = \"{}\"\n",
-                    route("/v2", &format!("http://{upstream}/two")),
+                    route_table("/v2", &format!("http://{upstream}/two"), ""),
                     bad_jwks.display()
                 ),
             ),
@@ -416,27 +411,12 @@ async fn limits_admin_token_and_sweep_interval_apply_and_restart_keys_are_report
     assert_eq!(admin_reload(gw.admin).await.0, 401);
 
     // The sweeper follows the new interval: the expired record goes within the bound.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = status_json(
-            client()
-                .get(gw.admin_url("/v1/stats"))
-                .bearer_auth("new-admin-token")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        if body["jti"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not swept after the interval changed: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let admin = gw.with_token("new-admin-token");
+    eventually(
+        "the expired record swept after the interval changed",
+        || async { admin_stats(admin).await["jti"] == 0 },
+    )
+    .await;
     assert!(
         !other_store.exists(),
         "store.path needs a restart: nothing opened there"
@@ -485,25 +465,15 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
         "{body}"
     );
 
-    let sighup = |child: &ServeChild| {
-        let pid = child.child.id().expect("running");
-        let status = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP {pid}");
-    };
-
     write_config(
         &path,
         &config_file_text(
             upstream,
             &store,
-            &route("/v2", &format!("http://{upstream}/two")),
+            &route_table("/v2", &format!("http://{upstream}/two"), ""),
         ),
     );
-    sighup(&child);
+    child.signal("HUP");
     assert!(
         child.wait_for_log("configuration reloaded").await,
         "{}",
@@ -522,7 +492,7 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
         &path,
         &with_server_keys(&config_file_text(upstream, &store, ""), "bogus_key = 1"),
     );
-    sighup(&child);
+    child.signal("HUP");
     assert!(
         child.wait_for_log("configuration reload refused").await,
         "{}",

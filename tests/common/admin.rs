@@ -156,6 +156,14 @@ pub async fn stats_counts(admin: impl AdminTarget) -> (u64, u64, u64) {
     (n("jti"), n("sid"), n("sub"))
 }
 
+/// Asserts that the store holds no revocation at all (stats and list); `what` names the
+/// case.
+pub async fn assert_no_revocations(admin: impl AdminTarget, what: &str) {
+    assert_eq!(stats_counts(&admin).await, (0, 0, 0), "{what}: stats");
+    let items = list_revocations(&admin).await;
+    assert!(items.is_empty(), "{what}: recorded {items:?}");
+}
+
 /// Total records (jti + sid + sub) according to `GET /v1/stats`.
 pub async fn total_records(admin: impl AdminTarget) -> u64 {
     let (jti, sid, sub) = stats_counts(admin).await;

@@ -149,13 +149,18 @@ impl ServeChild {
 
     /// Sends SIGTERM with `kill -TERM <pid>`.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, …) with `kill -<name> <pid>`.
+    pub fn signal(&self, name: &str) {
         let pid = self.pid();
         let status = std::process::Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(pid.to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}");
+        assert!(status.success(), "kill -{name} {pid}");
     }
 
     /// Waits up to `bound` for the exit; kills the child if it overruns.

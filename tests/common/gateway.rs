@@ -182,6 +182,11 @@ sweep_interval = "1h"
     )
 }
 
+/// A `[[route]]` table for `prefix` to `upstream` (a URL), with `more` TOML lines in it.
+pub fn route_table(prefix: &str, upstream: &str, more: &str) -> String {
+    format!("\n[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{more}\n")
+}
+
 /// `config_text` with `server_line` added to the `[server]` section (e.g.
 /// `max_body_bytes = 1`).
 pub fn config_text_with_server(

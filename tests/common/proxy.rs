@@ -70,6 +70,20 @@ pub async fn post_revoke(proxy: impl ProxyTarget, token: &str) -> reqwest::Respo
     post_form(&proxy.url("/revoke"), form(&[("token", token)])).await
 }
 
+/// Asserts the success of a public endpoint (back-channel logout, revocation): exactly
+/// `200` with `Cache-Control: no-store`; `what` names the case.
+#[track_caller]
+pub fn assert_endpoint_ok(resp: &reqwest::Response, what: &str) {
+    assert_eq!(resp.status().as_u16(), 200, "{what}");
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "{what}: Cache-Control"
+    );
+}
+
 /// Asserts a proxy answer is `401 invalid_token` naming a revocation.
 #[track_caller]
 pub fn assert_revoked(answer: &(u16, Value)) {
@@ -96,11 +110,17 @@ fn assert_revoked_as(answer: &(u16, Value), what: &str) {
 /// Asserts a proxy answer is a `200` from the echo upstream.
 #[track_caller]
 pub fn assert_passes(answer: &(u16, Value)) {
+    assert_passes_as(answer, "expected 200 from the upstream");
+}
+
+/// [`assert_passes`], with `what` naming the case in failure messages.
+#[track_caller]
+pub fn assert_passes_as(answer: &(u16, Value), what: &str) {
+    assert_eq!(answer.0, 200, "{what}: refused with {answer:?}");
     assert_eq!(
-        answer.0, 200,
-        "expected 200 from the upstream, got {answer:?}"
+        answer.1["echo"], true,
+        "{what}: not the upstream's answer: {answer:?}"
     );
-    assert_eq!(answer.1["echo"], true, "{answer:?}");
 }
 
 /// The `WWW-Authenticate` prefix of every `invalid_token` refusal (SPEC §4).

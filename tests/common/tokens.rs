@@ -97,7 +97,12 @@ pub fn token(sub: &str, sid: &str, jti: &str) -> String {
 pub fn token_with(sub: &str, sid: &str, jti: &str, f: impl FnOnce(&mut Value)) -> String {
     let mut c = claims(sub, sid, jti);
     f(&mut c);
-    sign_with("RS256", Some("rsa-1"), None, &c)
+    rs256(&c)
+}
+
+/// Signs `claims` RS256 with the test key, kid `rsa-1`, no `typ`.
+pub fn rs256(claims: &Value) -> String {
+    sign_with("RS256", Some("rsa-1"), None, claims)
 }
 
 /// A token issued 5 s ago and valid for 15 minutes, so that a sid or sub revocation made
