@@ -191,35 +191,26 @@ async fn import_merges_skips_expired_and_reports_bad_lines() {
         "{summary}"
     );
 
-    let (s, merged) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/sid/s-1?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, merged) = admin_get(
+        &gw,
+        "/v1/revocations/sid/s-1?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 200);
     assert_eq!(merged["issued_before"], "2030-06-01T00:00:00Z");
     assert_eq!(merged["expires_at"], "2031-01-01T00:00:00Z");
-    let (s, new) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-new?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, new) = admin_get(
+        &gw,
+        "/v1/revocations/jti/j-new?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 200);
     assert_eq!(new["source"], "backchannel", "source kept");
     assert_eq!(new["reason"], "seed", "reason kept");
     assert_eq!(new["revoked_at"], "2026-01-01T00:00:00Z", "revoked_at kept");
-    let (s, _) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-old?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, _) = admin_get(
+        &gw,
+        "/v1/revocations/jti/j-old?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 404, "expired line not stored");
@@ -250,17 +241,13 @@ async fn cli_export_import_and_offline_store_access() {
     assert_eq!(exported.lines().count(), 2);
 
     // Offline export while the gateway holds the store: refused with a clear message.
-    let out = run_revgate(
-        &[
-            "export",
-            "--offline",
-            "--config",
-            config_file.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    )
-    .await;
+    let offline_export = [
+        "export",
+        "--offline",
+        "--config",
+        config_file.to_str().unwrap(),
+    ];
+    let out = run_revgate(&offline_export, &[], dir.path()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
@@ -287,29 +274,12 @@ async fn cli_export_import_and_offline_store_access() {
     assert_eq!(summary["imported"], 1);
     assert_eq!(summary["merged"], 1);
     assert_eq!(summary["rejected"][0]["line"], 3);
-    let (s, _) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _) = admin_get(&gw, "/v1/revocations/jti/j-2").await;
     assert_eq!(s, 200);
     gw.stop().await;
 
     // Stopped gateway: offline export works and matches; offline import into a new store.
-    let out = run_revgate(
-        &[
-            "export",
-            "--offline",
-            "--config",
-            config_file.to_str().unwrap(),
-        ],
-        &[],
-        dir.path(),
-    )
-    .await;
+    let out = run_revgate(&offline_export, &[], dir.path()).await;
     assert!(
         out.status.success(),
         "{}",

@@ -218,7 +218,7 @@ async fn signed_tokens_with_huge_claim_sets_deep_nesting_or_duplicates_are_refus
         "{}.{}.{}",
         b64url(header.as_bytes()),
         b64url(b"{\"iss\":\"\xff\xfe\"}"),
-        b64url(&[0u8; 256])
+        b64url([0u8; 256])
     );
     assert_invalid_token(
         get_with(&gw.url("/api/x"), &t).await,

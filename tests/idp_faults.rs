@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 /// Bound of one JWKS fetch (`revgate::auth::keys::JWKS_FETCH_TIMEOUT`).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,43 +43,31 @@ struct Idp {
 
 impl Idp {
     async fn start(mode: Mode) -> Idp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(mode));
         let (hits_tx, hits) = tokio::sync::watch::channel(0u64);
         let hits_tx = Arc::new(hits_tx);
         let m = mode.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let m = m.clone();
-                let hits_tx = hits_tx.clone();
-                tokio::spawn(async move {
-                    if !read_request_head(&mut stream).await {
+        let addr = start_raw(move |mut stream| {
+            let m = m.clone();
+            let hits_tx = hits_tx.clone();
+            async move {
+                hits_tx.send_modify(|n| *n += 1);
+                let mode = m.lock().unwrap().clone();
+                let body = match mode {
+                    Mode::Down => return, // dropped: connection closed, no answer
+                    Mode::Slow => {
+                        // Hold the connection until the client gives up.
+                        let _ = stream.read(&mut [0u8; 2048]).await;
                         return;
                     }
-                    hits_tx.send_modify(|n| *n += 1);
-                    let mode = m.lock().unwrap().clone();
-                    let body = match mode {
-                        Mode::Down => return, // dropped: connection closed, no answer
-                        Mode::Slow => {
-                            // Hold the connection until the client gives up.
-                            let _ = stream.read(&mut [0u8; 2048]).await;
-                            return;
-                        }
-                        Mode::Ok(doc) => doc,
-                        Mode::Garbage => "<html>502 upstream trouble</html>".to_string(),
-                        Mode::Empty => "{\"keys\":[]}".to_string(),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
+                    Mode::Ok(doc) => doc,
+                    Mode::Garbage => "<html>502 upstream trouble</html>".to_string(),
+                    Mode::Empty => "{\"keys\":[]}".to_string(),
+                };
+                write_raw_200(&mut stream, "application/json", body.as_bytes()).await;
             }
-        });
+        })
+        .await;
         Idp { addr, mode, hits }
     }
 

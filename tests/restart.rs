@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn graceful_restart_keeps_every_revocation() {
@@ -161,31 +160,18 @@ async fn start_slow_upstream() -> (
     tokio::sync::mpsc::UnboundedReceiver<()>,
     tokio::sync::watch::Sender<bool>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (arrived_tx, arrived_rx) = tokio::sync::mpsc::unbounded_channel();
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let arrived = arrived_tx.clone();
-            let mut release = release_rx.clone();
-            tokio::spawn(async move {
-                if !read_request_head(&mut stream).await {
-                    return;
-                }
-                let _ = arrived.send(());
-                let _ = release.wait_for(|r| *r).await;
-                let body = b"{\"slow\":true}";
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body).await;
-                let _ = stream.shutdown().await;
-            });
+    let addr = start_raw(move |mut stream| {
+        let arrived = arrived_tx.clone();
+        let mut release = release_rx.clone();
+        async move {
+            let _ = arrived.send(());
+            let _ = release.wait_for(|r| *r).await;
+            write_raw_200(&mut stream, "application/json", b"{\"slow\":true}").await;
         }
-    });
+    })
+    .await;
     (addr, arrived_rx, release_tx)
 }
 

@@ -27,58 +27,40 @@ const SLOW_TIMEOUT: Duration = Duration::from_secs(1);
 /// An upstream that answers every request with a `Content-Length` of [`RESET_DECLARED`],
 /// sends [`RESET_SENT`] bytes of it and closes the connection.
 async fn start_resetting() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if !read_request_head(&mut s).await {
-                    return;
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {RESET_DECLARED}\r\n\r\n"
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(&vec![b'x'; RESET_SENT]).await;
-                let _ = s.flush().await;
-                // Dropped here: the connection closes mid-body.
-            });
-        }
-    });
-    addr
+    start_raw(|mut s| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {RESET_DECLARED}\r\n\r\n"
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(&vec![b'x'; RESET_SENT]).await;
+        let _ = s.flush().await;
+        // Dropped here: the connection closes mid-body.
+    })
+    .await
 }
 
 /// An upstream that answers every request with `len` bytes (Content-Length), generated
 /// 64 KiB at a time: the test process holds no copy of the body.
 async fn start_huge(len: u64) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if !read_request_head(&mut s).await {
-                    return;
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
-                );
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![0xA5u8; 64 * 1024];
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(chunk.len() as u64) as usize;
-                    if s.write_all(&chunk[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n as u64;
-                }
-                let _ = s.shutdown().await;
-            });
+    start_raw(move |mut s| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        );
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    addr
+        let chunk = vec![0xA5u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if s.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 struct Setup {

@@ -111,24 +111,13 @@ async fn bind(config: &Config) -> revgate::Listeners {
 /// store at `store`: routes `/` (token), `/public` (public) and `/admin-area` (scope
 /// `admin`), all to `upstream`; sweeps hourly. `extra` is appended TOML.
 pub fn config_text(upstream: SocketAddr, store: &Path, extra: &str) -> String {
+    let head = config_head(
+        r#""RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA""#,
+        &format!("logout_audiences = [\"{CLIENT_ID}\"]\nlogout_algorithms = [\"RS256\"]\n"),
+    );
+    let store = store_table(store);
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-
-[[issuer]]
-issuer = "{ISS}"
-audiences = ["{AUD}", "api://two"]
-jwks_file = "{jwks}"
-algorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
-logout_audiences = ["{CLIENT_ID}"]
-logout_algorithms = ["RS256"]
-
-[auth]
-leeway = "60s"
-max_token_lifetime = "1h"
-
+        r#"{head}
 [[route]]
 prefix = "/"
 upstream = "http://{upstream}"
@@ -143,18 +132,24 @@ prefix = "/admin-area"
 upstream = "http://{upstream}"
 scopes = ["admin"]
 
-[store]
-path = "{store}"
-sweep_interval = "1h"
-{extra}
-"#,
-        jwks = key_path("jwks.json"),
-        store = store.display(),
+{store}{extra}
+"#
     )
 }
 
-/// Like [`config_text`] but with only the given `[[route]]` tables (no default routes).
+/// Like [`config_text`] but with only the given `[[route]]` tables (no default routes)
+/// and algorithms RS256 and ES256.
 pub fn config_with_routes(store: &Path, routes: &str) -> String {
+    let head = config_head(r#""RS256", "ES256""#, "");
+    let store = store_table(store);
+    format!("{head}\n{store}\n{routes}\n")
+}
+
+/// The `[server]` (both listeners on 127.0.0.1:0), `[[issuer]]` and `[auth]` tables of
+/// the test configs: the test issuer with audiences [`AUD`] and `api://two`, the keys of
+/// `jwks.json`, the quoted `algorithms` and the `issuer_more` lines; leeway 60 s, max
+/// token lifetime 1 h.
+fn config_head(algorithms: &str, issuer_more: &str) -> String {
     format!(
         r#"
 [server]
@@ -165,20 +160,21 @@ admin_listen = "127.0.0.1:0"
 issuer = "{ISS}"
 audiences = ["{AUD}", "api://two"]
 jwks_file = "{jwks}"
-algorithms = ["RS256", "ES256"]
-
+algorithms = [{algorithms}]
+{issuer_more}
 [auth]
 leeway = "60s"
 max_token_lifetime = "1h"
-
-[store]
-path = "{store}"
-sweep_interval = "1h"
-
-{routes}
 "#,
         jwks = key_path("jwks.json"),
-        store = store.display(),
+    )
+}
+
+/// The `[store]` table: the store at `store`, swept hourly.
+fn store_table(store: &Path) -> String {
+    format!(
+        "[store]\npath = \"{}\"\nsweep_interval = \"1h\"\n",
+        store.display()
     )
 }
 

@@ -7,7 +7,8 @@
 //! - [`child`]: the `revgate` binary as a child process ([`ServeChild`], [`run_revgate`]).
 //! - [`keys`] (`tests/keys/mod.rs`, shared with the library's unit tests) and [`tokens`]:
 //!   the test keys, signing, access-token and logout-token claims.
-//! - [`upstreams`]: echo, mirror, body echo, byte pattern, silent and dead upstreams.
+//! - [`upstreams`]: echo, mirror, body echo, byte pattern, silent and dead upstreams, and
+//!   raw hand-written ones.
 //! - [`http`]: the HTTP client, raw HTTP, status/JSON helpers.
 //! - [`proxy`] and [`admin`]: requests to the proxy and the admin listener of a running
 //!   gateway (in-process, child or bare address alike) and the checks on their answers.

@@ -1,6 +1,7 @@
 //! Upstreams the gateway forwards to, each on 127.0.0.1:0: an echo of the request
 //! (`{"echo": true, ...}`), a mirror of everything that arrived, a body echo, a byte
-//! pattern, one that never answers and an address nothing listens on.
+//! pattern, one that never answers, an address nothing listens on, and [`start_raw`] for
+//! hand-written answers (cut bodies, held connections, a fake IdP).
 
 use std::net::SocketAddr;
 
@@ -180,7 +181,8 @@ pub async fn start_silent() -> SocketAddr {
     addr
 }
 
-/// An address nothing listens on: a port that was bound and then released.
+/// An address nothing listens on: a port that was bound and then released (also a free
+/// port for a peer to bind).
 pub fn dead_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -188,9 +190,46 @@ pub fn dead_addr() -> SocketAddr {
     addr
 }
 
-/// Reads one request head (up to the blank line) off `stream`, for hand-written upstreams
-/// that answer with raw bytes; false if the peer went away first.
-pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+/// Starts a hand-written upstream on 127.0.0.1:0 for answers hyper would not give (cut
+/// bodies, raw bytes, held connections): for each connection it reads the request head,
+/// then hands the connection to `answer` (not when the peer went away first).
+pub async fn start_raw<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = l.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                if read_request_head(&mut stream).await {
+                    answer(stream).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Writes a complete `200` answer with `content_type`, `body` and `Connection: close` on
+/// a raw connection, then closes it (errors ignored: the client may be gone).
+pub async fn write_raw_200(stream: &mut tokio::net::TcpStream, content_type: &str, body: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads one request head (up to the blank line) off `stream`; false if the peer went
+/// away first.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt as _;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
