@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 /// Leeway and max token lifetime of the test config (`60s`, `1h`).
@@ -25,10 +24,6 @@ async fn start_with(extra: &str) -> (tempfile::TempDir, Gateway) {
     let echo = start_echo().await;
     let gw = Gateway::start(&config_text(echo, &store, extra)).await;
     (dir, gw)
-}
-
-fn enc(value: &str) -> String {
-    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
 }
 
 #[track_caller]
@@ -70,10 +65,6 @@ fn assert_record_shape(record: &Value, kind: &str, value: &str) {
     } else {
         instant(&record["issued_before"]);
     }
-}
-
-async fn total(gw: &Gateway) -> u64 {
-    total_records_at(gw.admin).await
 }
 
 #[tokio::test]
@@ -306,7 +297,7 @@ async fn revoke_by_token() {
             .contains("token"),
         "{body}"
     );
-    assert_eq!(total(&gw).await, 1);
+    assert_eq!(total_records(&gw).await, 1);
     for v in ["forged-1", "old-1"] {
         assert_eq!(
             admin_get(&gw, &format!("/v1/revocations/jti/{v}")).await.0,
@@ -321,20 +312,11 @@ async fn revoke_by_token() {
     assert_passes(&proxy_get(&gw, &nojti).await);
     let (status, record) = admin_post(&gw, "/v1/revocations/token", &json!({"token": nojti})).await;
     assert_eq!(status, 201, "{record}");
-    let expected = {
-        use base64::Engine as _;
-        use sha2::Digest as _;
-        format!(
-            "sha256:{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(
-                // SPEC §1: the JWS signing input `header.payload`.
-                &nojti.as_bytes()[..nojti.rfind('.').unwrap()],
-            ))
-        )
-    };
+    // SPEC §1: the digest of the JWS signing input `header.payload`.
+    let expected = digest_id(&nojti);
     assert_eq!(record["value"], expected.as_str());
     assert_revoked(&proxy_get(&gw, &nojti).await);
-    let (status, _) = admin_get(&gw, &format!("/v1/revocations/jti/{}", enc(&expected))).await;
+    let (status, _) = admin_get(&gw, &revocation_path("jti", &expected)).await;
     assert_eq!(status, 200);
     gw.stop().await;
 }
@@ -359,17 +341,16 @@ async fn lookup_delete_and_percent_encoded_values() {
     assert_revoked(&proxy_get(&gw, &t2).await);
 
     for (kind, value) in [("jti", odd_jti), ("sid", odd_sid)] {
-        let path = format!("/v1/revocations/{kind}/{}", enc(value));
+        let path = revocation_path(kind, value);
         let (status, record) = admin_get(&gw, &path).await;
         assert_eq!(status, 200, "{path}: {record}");
         assert_record_shape(&record, kind, value);
         // With the issuer named explicitly too.
-        let (status, _) = admin_get(&gw, &format!("{path}?issuer={}", enc(ISS))).await;
+        let (status, _) = admin_get(&gw, &format!("{path}?issuer={}", url_encode(ISS))).await;
         assert_eq!(status, 200);
         // Another kind with the same value: nothing.
         let other = if kind == "jti" { "sub" } else { "jti" };
-        let (status, body) =
-            admin_get(&gw, &format!("/v1/revocations/{other}/{}", enc(value))).await;
+        let (status, body) = admin_get(&gw, &revocation_path(other, value)).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(admin_delete(&gw, &path).await, 204);
         assert_eq!(admin_get(&gw, &path).await.0, 404);
@@ -378,7 +359,7 @@ async fn lookup_delete_and_percent_encoded_values() {
     // Unrevoke restores access.
     assert_passes(&proxy_get(&gw, &t1).await);
     assert_passes(&proxy_get(&gw, &t2).await);
-    assert_eq!(total(&gw).await, 0);
+    assert_eq!(total_records(&gw).await, 0);
     assert_eq!(
         admin_get(&gw, "/v1/revocations/jti/never-revoked").await.0,
         404
@@ -394,7 +375,7 @@ async fn walk(gw: &Gateway, query: &str) -> (Vec<(String, String)>, usize) {
     loop {
         let mut path = format!("/v1/revocations?{query}");
         if let Some(a) = &after {
-            path.push_str(&format!("&after={}", enc(a)));
+            path.push_str(&format!("&after={}", url_encode(a)));
         }
         let (status, page) = admin_get(gw, &path).await;
         assert_eq!(status, 200, "{path}: {page}");
@@ -602,7 +583,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
             d.contains(field),
             "{body}: description {d:?} does not name {field}"
         );
-        assert_eq!(total(&gw).await, 0, "{body} stored something");
+        assert_eq!(total_records(&gw).await, 0, "{body} stored something");
         for kind in ["jti", "sub"] {
             assert_eq!(
                 admin_get(&gw, &format!("/v1/revocations/{kind}/bad-1"))
@@ -658,7 +639,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         assert!(status == 400 || status == 411, "{status} {answer}");
         assert_eq!(answer["error"], "invalid_request", "{answer}");
     }
-    assert_eq!(total(&gw).await, 0);
+    assert_eq!(total_records(&gw).await, 0);
     // Path lookups with bad input.
     let (status, answer) = admin_get(&gw, "/v1/revocations/foo/x").await;
     assert_eq!(status, 400, "{answer}");
@@ -692,7 +673,7 @@ async fn bad_input_is_refused_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
-    assert_eq!(total(&gw).await, 0);
+    assert_eq!(total_records(&gw).await, 0);
     assert_eq!(admin_get(&gw, "/v1/revocations/jti/big-1").await.0, 404);
     gw.stop().await;
 }
@@ -916,7 +897,7 @@ async fn admin_api_is_not_reachable_on_the_proxy_listener() {
     )
     .await;
     assert!(answer.get("kind").is_none(), "{status} {answer}");
-    assert_eq!(total(&gw).await, 0);
+    assert_eq!(total_records(&gw).await, 0);
     assert_eq!(admin_get(&gw, "/v1/revocations/jti/via-proxy").await.0, 404);
     assert_passes(&proxy_get(&gw, &t).await);
     gw.stop().await;
@@ -949,7 +930,7 @@ jwks_file = "{}"
             .contains("issuer"),
         "{answer}"
     );
-    assert_eq!(total(&gw).await, 0);
+    assert_eq!(total_records(&gw).await, 0);
 
     // Scoped to the second issuer: a token of the first issuer with that jti still passes.
     let (status, record) = admin_post(
@@ -974,14 +955,14 @@ jwks_file = "{}"
         &gw,
         &format!(
             "/v1/revocations/jti/two-1?issuer={}",
-            enc("https://idp2.test/")
+            url_encode("https://idp2.test/")
         ),
     )
     .await;
     assert_eq!(status, 200);
     let (status, _) = admin_get(
         &gw,
-        &format!("/v1/revocations/jti/two-1?issuer={}", enc(ISS)),
+        &format!("/v1/revocations/jti/two-1?issuer={}", url_encode(ISS)),
     )
     .await;
     assert_eq!(status, 404);
@@ -1025,7 +1006,7 @@ async fn values_up_to_the_store_limit_are_revoked_and_enforced_everywhere() {
     assert_eq!(status, 201, "{record}");
     assert_eq!(record["value"], sub.as_str());
     assert_revoked(&proxy_get(&gw, &long).await);
-    let (status, found) = admin_get(&gw, &format!("/v1/revocations/sub/{}", enc(&sub))).await;
+    let (status, found) = admin_get(&gw, &revocation_path("sub", &sub)).await;
     assert_eq!(status, 200, "{found}");
 
     // Exactly the store's limit is accepted for every kind; one byte more is refused by
@@ -1053,7 +1034,7 @@ async fn values_up_to_the_store_limit_are_revoked_and_enforced_everywhere() {
             "{desc}"
         );
     }
-    assert_eq!(total(&gw).await, 4);
+    assert_eq!(total_records(&gw).await, 4);
 
     // Imports take the same limit.
     let line = |value: &str| {
@@ -1085,6 +1066,6 @@ async fn values_up_to_the_store_limit_are_revoked_and_enforced_everywhere() {
         error.contains("value") && error.contains(&max.to_string()),
         "{summary}"
     );
-    assert_eq!(total(&gw).await, 5);
+    assert_eq!(total_records(&gw).await, 5);
     gw.stop().await;
 }

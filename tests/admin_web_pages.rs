@@ -356,13 +356,13 @@ async fn admin_hosts_follow_a_reload() {
     assert_eq!(status_as("gw-1.internal").await, 200);
     assert_eq!(status_as("gw-2.internal").await, 421);
     write_config(&path, &with_hosts("\"gw-2.internal\""));
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(status_as("gw-1.internal").await, 421);
     assert_eq!(status_as("gw-2.internal").await, 200);
     // A bad entry refuses the reload and keeps the running list.
     write_config(&path, &with_hosts("\"gw-3.internal:9090\""));
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 400, "{report}");
     assert!(
         report["error_description"]

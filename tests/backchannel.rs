@@ -46,26 +46,6 @@ fn access(sub: &str, sid: &str, iat: u64) -> String {
     sign_with("RS256", Some("rsa-1"), None, &c)
 }
 
-/// Asserts a `401` whose description says `revoked`.
-async fn assert_revoked(gw: &Gateway, token: &str, what: &str) {
-    let (status, body) = status_json(get_with(&gw.url("/api/x"), token).await).await;
-    assert_eq!(status, 401, "{what}: {body}");
-    let desc = body["error_description"].as_str().unwrap_or_default();
-    assert!(desc.contains("revoked"), "{what}: description {desc:?}");
-}
-
-/// Asserts exactly `200` with `Cache-Control: no-store`.
-fn assert_ok(resp: &reqwest::Response, what: &str) {
-    assert_eq!(resp.status().as_u16(), 200, "{what}");
-    assert_eq!(
-        resp.headers()
-            .get("cache-control")
-            .map(|v| v.to_str().unwrap()),
-        Some("no-store"),
-        "{what}: Cache-Control"
-    );
-}
-
 /// Asserts `400` `{"error":"invalid_request","error_description":...}` with
 /// `Cache-Control: no-store`; returns the description.
 async fn assert_invalid(resp: reqwest::Response, what: &str) -> String {
@@ -95,9 +75,7 @@ async fn assert_invalid(resp: reqwest::Response, what: &str) -> String {
 
 /// Asserts that the store holds no revocation at all and that `session_token` still passes.
 async fn assert_nothing_recorded(gw: &Gateway, session_token: &str, what: &str) {
-    assert_eq!(stats_counts(gw).await, (0, 0, 0), "{what}: stats");
-    let items = list_revocations(gw).await;
-    assert!(items.is_empty(), "{what}: recorded {items:?}");
+    assert_no_revocations(gw, what).await;
     assert_eq!(
         proxy_status(gw, session_token).await,
         200,
@@ -130,8 +108,7 @@ fn with(mut claims: Value, name: &str, value: Value) -> Value {
 }
 
 fn b64_json(v: &Value) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    b64url(serde_json::to_vec(v).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,14 +125,14 @@ async fn logout_by_sid_revokes_the_session_durably() {
         &sign_logout(&logout_claims(Some("s-1"), Some("u-1"), n)),
     )
     .await;
-    assert_ok(&resp, "valid logout token");
+    assert_endpoint_ok(&resp, "valid logout token");
     assert_eq!(
         resp.text().await.unwrap(),
         "",
         "200 has no content to speak of"
     );
 
-    assert_revoked(&gw, &before, "token of the logged-out session").await;
+    assert_token_revoked(&gw, &before, "token of the logged-out session").await;
     assert_eq!(
         proxy_status(&gw, &other_session).await,
         200,
@@ -178,7 +155,7 @@ async fn logout_by_sid_revokes_the_session_durably() {
     assert_eq!(stats_counts(&gw).await, (0, 1, 0));
 
     let gw = restart(gw, f.upstream, &f.store, "").await;
-    assert_revoked(&gw, &before, "after a restart").await;
+    assert_token_revoked(&gw, &before, "after a restart").await;
     assert_eq!(proxy_status(&gw, &other_session).await, 200);
     gw.stop().await;
 }
@@ -192,9 +169,9 @@ async fn a_new_login_after_the_logout_is_not_locked_out() {
     let at_cutoff = access("u-1", "s-1", n - 20);
     let relogin = access("u-1", "s-1", n);
     let resp = post_logout(&gw, &sign_logout(&logout_claims(Some("s-1"), None, n - 20))).await;
-    assert_ok(&resp, "logout with iat = now-20");
-    assert_revoked(&gw, &old, "issued before the logout").await;
-    assert_revoked(
+    assert_endpoint_ok(&resp, "logout with iat = now-20");
+    assert_token_revoked(&gw, &old, "issued before the logout").await;
+    assert_token_revoked(
         &gw,
         &at_cutoff,
         "issued at the logout's iat (iat <= issued_before)",
@@ -233,9 +210,9 @@ async fn logout_with_only_sub_revokes_the_subject() {
         .send()
         .await
         .unwrap();
-    assert_ok(&resp, "sub-only logout token");
-    assert_revoked(&gw, &a, "session a of the user").await;
-    assert_revoked(&gw, &b, "session b of the user").await;
+    assert_endpoint_ok(&resp, "sub-only logout token");
+    assert_token_revoked(&gw, &a, "session a of the user").await;
+    assert_token_revoked(&gw, &b, "session b of the user").await;
     assert_eq!(proxy_status(&gw, &someone_else).await, 200);
     assert_eq!(proxy_status(&gw, &later).await, 200, "a later login");
 
@@ -256,12 +233,12 @@ async fn replayed_jti_is_refused_and_remembered_across_restarts() {
     let n = now();
     let first = logout_claims(Some("s-1"), Some("u-1"), n - 10);
     let token = sign_logout(&first);
-    assert_ok(&post_logout(&gw, &token).await, "first delivery");
+    assert_endpoint_ok(&post_logout(&gw, &token).await, "first delivery");
     let after_first = list_revocations(&gw).await;
     assert_eq!(after_first.len(), 1);
 
     // The exact same token again (an OP retry): 200, nothing changes.
-    assert_ok(&post_logout(&gw, &token).await, "exact repeat");
+    assert_endpoint_ok(&post_logout(&gw, &token).await, "exact repeat");
     assert_eq!(
         list_revocations(&gw).await,
         after_first,
@@ -301,7 +278,7 @@ async fn replayed_jti_is_refused_and_remembered_across_restarts() {
     .await;
     assert_eq!(list_revocations(&gw).await, after_first);
     assert_eq!(proxy_status(&gw, &other_session).await, 200);
-    assert_ok(
+    assert_endpoint_ok(
         &post_logout(&gw, &token).await,
         "exact repeat after restart",
     );
@@ -322,7 +299,7 @@ async fn typ_variants_are_accepted_by_default() {
     ] {
         let c = logout_claims(Some(&unique_id("s")), None, now());
         let resp = post_logout(&gw, &sign_with("RS256", Some("rsa-1"), typ, &c)).await;
-        assert_ok(&resp, &format!("typ {typ:?}"));
+        assert_endpoint_ok(&resp, &format!("typ {typ:?}"));
     }
     assert_eq!(stats_counts(&gw).await, (0, 4, 0));
     gw.stop().await;
@@ -341,7 +318,7 @@ async fn conformance_suite_shape_is_accepted() {
     let token = sign_with("RS256", Some("rsa-1"), None, &c);
     let body = form(&[("logout_token", &token), ("ignored_parameter", "y")]);
     let resp = post_form(&gw.url("/backchannel-logout"), body).await;
-    assert_ok(&resp, "conformance-suite logout token");
+    assert_endpoint_ok(&resp, "conformance-suite logout token");
     assert_eq!(stats_counts(&gw).await, (0, 1, 0));
     gw.stop().await;
 }
@@ -356,8 +333,8 @@ async fn strict_typ_accepts_only_logout_jwt() {
         assert_refused(&gw, &token, &session, &format!("strict typ {typ:?}")).await;
     }
     let resp = post_logout(&gw, &sign_logout(&victim_claims())).await;
-    assert_ok(&resp, "strict typ logout+jwt");
-    assert_revoked(&gw, &session, "strict mode still revokes").await;
+    assert_endpoint_ok(&resp, "strict typ logout+jwt");
+    assert_token_revoked(&gw, &session, "strict mode still revokes").await;
     gw.stop().await;
 }
 
@@ -398,7 +375,7 @@ async fn exp_is_optional_only_where_configured() {
         "iss",
         json!(LEGACY_ISS),
     );
-    assert_ok(
+    assert_endpoint_ok(
         &post_logout(&gw, &sign_logout(&legacy)).await,
         "no exp, logout_require_exp = false",
     );
@@ -633,8 +610,8 @@ async fn malformed_requests_are_refused_and_record_nothing() {
     assert_nothing_recorded(&gw, &session, "100 KiB body").await;
 
     // The valid token still works afterwards (nothing above consumed its jti).
-    assert_ok(&post_logout(&gw, &valid).await, "valid after the refusals");
-    assert_revoked(&gw, &session, "valid after the refusals").await;
+    assert_endpoint_ok(&post_logout(&gw, &valid).await, "valid after the refusals");
+    assert_token_revoked(&gw, &session, "valid after the refusals").await;
     gw.stop().await;
 }
 
@@ -675,7 +652,7 @@ async fn body_over_max_body_bytes_is_413() {
     assert_nothing_recorded(&gw, &session, "413 chunked").await;
 
     // A normal-sized logout still works under this limit.
-    assert_ok(&post_logout(&gw, &valid).await, "small body");
+    assert_endpoint_ok(&post_logout(&gw, &valid).await, "small body");
     gw.stop().await;
 }
 
@@ -718,7 +695,7 @@ async fn metrics_count_accepted_and_rejected_logouts() {
     assert_eq!(metric(&gw, recorded).await, 0);
 
     let token = sign_logout(&logout_claims(Some("s-m"), None, now()));
-    assert_ok(&post_logout(&gw, &token).await, "valid");
+    assert_endpoint_ok(&post_logout(&gw, &token).await, "valid");
     assert_eq!(metric(&gw, accepted).await, 1);
     assert_eq!(metric(&gw, recorded).await, 1);
     assert_eq!(metric(&gw, rejected).await, 0);
@@ -776,8 +753,8 @@ async fn an_older_logout_arriving_late_keeps_the_later_cutoff() {
     let between = access("u-1", "s-1", n - 10);
     let newer = sign_logout(&logout_claims(Some("s-1"), None, n));
     let older = sign_logout(&logout_claims(Some("s-1"), None, n - 30));
-    assert_ok(&post_logout(&gw, &newer).await, "newer logout");
-    assert_ok(
+    assert_endpoint_ok(&post_logout(&gw, &newer).await, "newer logout");
+    assert_endpoint_ok(
         &post_logout(&gw, &older).await,
         "older logout, delivered late",
     );
@@ -789,7 +766,7 @@ async fn an_older_logout_arriving_late_keeps_the_later_cutoff() {
         "the later cutoff wins"
     );
     assert_eq!(items[0]["expires_at"], rfc3339(n + 3600 + 60));
-    assert_revoked(&gw, &between, "issued between the two logouts").await;
+    assert_token_revoked(&gw, &between, "issued between the two logouts").await;
     gw.stop().await;
 }
 
@@ -802,7 +779,7 @@ async fn seen_jti_is_kept_until_exp_plus_leeway_then_swept() {
     let gw = Gateway::start_with_clock(&config_text(upstream, &store, ""), clock.clone()).await;
     let jti = unique_id("kept");
     let first = with(logout_claims(Some("s-1"), None, t0), "jti", json!(jti));
-    assert_ok(&post_logout(&gw, &sign_logout(&first)).await, "first");
+    assert_endpoint_ok(&post_logout(&gw, &sign_logout(&first)).await, "first");
 
     // A later, otherwise valid token reusing the jti, at exp + leeway of the first.
     let second = with(
@@ -826,7 +803,7 @@ async fn seen_jti_is_kept_until_exp_plus_leeway_then_swept() {
     let (_, stats) = admin_get(&gw, "/v1/stats").await;
     assert_eq!(stats["last_sweep"]["purged_logout_jtis"], 1, "{stats}");
     assert_eq!(stats["sid"], 1, "{stats}");
-    assert_ok(&post_logout(&gw, &second).await, "jti free again");
+    assert_endpoint_ok(&post_logout(&gw, &second).await, "jti free again");
     assert_eq!(stats_counts(&gw).await, (0, 2, 0));
     gw.stop().await;
 }
@@ -915,7 +892,7 @@ async fn bodies_trickling_past_10_s_are_cut_with_408_on_both_public_endpoints() 
     }
     // Nothing was recorded, and the same requests sent at once still work.
     assert_eq!(stats_counts(&gw).await, (0, 0, 0));
-    assert_ok(&post_logout(&gw, &logout).await, "logout sent at once");
+    assert_endpoint_ok(&post_logout(&gw, &logout).await, "logout sent at once");
     assert_eq!(post_revoke(&gw, &own).await.status().as_u16(), 200);
     assert_eq!(stats_counts(&gw).await, (1, 1, 0));
     gw.stop().await;
@@ -936,7 +913,7 @@ async fn a_far_exp_keeps_a_seen_jti_only_until_iat_plus_max_age_plus_leeway() {
         json!(t0 + 1_000_000_000),
     );
     let far = sign_logout(&far);
-    assert_ok(
+    assert_endpoint_ok(
         &post_logout(&gw, &far).await,
         "logout with exp 31 years ahead",
     );
@@ -965,7 +942,7 @@ async fn a_far_exp_keeps_a_seen_jti_only_until_iat_plus_max_age_plus_leeway() {
     assert_eq!(status, 200);
     let stats = admin_stats(&gw).await;
     assert_eq!(stats["last_sweep"]["purged_logout_jtis"], 1, "{stats}");
-    assert_ok(&post_logout(&gw, &reuse).await, "jti free again");
+    assert_endpoint_ok(&post_logout(&gw, &reuse).await, "jti free again");
     assert_eq!(stats_counts(&gw).await, (0, 2, 0));
     gw.stop().await;
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -58,23 +56,6 @@ async fn import(gw: &Gateway, body: String, dry_run: bool) -> (u16, Value) {
     .await
 }
 
-async fn revoke(gw: &Gateway, body: Value) {
-    let (status, v) = admin_post(gw, "/v1/revocations", &body).await;
-    assert_eq!(status, 201, "{v}");
-}
-
-async fn stats(gw: &Gateway) -> Value {
-    status_json(
-        client()
-            .get(gw.admin_url("/v1/stats"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .1
-}
-
 fn lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -84,18 +65,18 @@ fn lines(text: &str) -> Vec<Value> {
 #[tokio::test]
 async fn export_import_round_trip_is_lossless() {
     let (a, _da, _) = gateway().await;
-    revoke(
+    admin_revoke(
         &a,
-        json!({"kind":"jti","value":"j-1","issuer":ISS,"reason":"leaked"}),
+        &json!({"kind":"jti","value":"j-1","issuer":ISS,"reason":"leaked"}),
     )
     .await;
-    revoke(&a, json!({"kind":"jti","value":"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU","issuer":SECOND_ISS})).await;
-    revoke(
+    admin_revoke(&a, &json!({"kind":"jti","value":"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU","issuer":SECOND_ISS})).await;
+    admin_revoke(
         &a,
-        json!({"kind":"sid","value":"s-1","issuer":ISS,"ttl":"2h"}),
+        &json!({"kind":"sid","value":"s-1","issuer":ISS,"ttl":"2h"}),
     )
     .await;
-    revoke(&a, json!({"kind":"sub","value":"alice","issuer":SECOND_ISS,"issued_before":"2030-01-01T00:00:00Z"})).await;
+    admin_revoke(&a, &json!({"kind":"sub","value":"alice","issuer":SECOND_ISS,"issued_before":"2030-01-01T00:00:00Z"})).await;
     // A jti-less token revoked by its digest, and a back-channel-sourced record.
     let n = now();
     let jti_less = sign_with(
@@ -161,7 +142,7 @@ fn record(
 #[tokio::test]
 async fn import_merges_skips_expired_and_reports_bad_lines() {
     let (gw, _d, _) = gateway().await;
-    revoke(&gw, json!({"kind":"sid","value":"s-1","issuer":ISS,"issued_before":"2030-01-01T00:00:00Z","expires_at":"2031-01-01T00:00:00Z"})).await;
+    admin_revoke(&gw, &json!({"kind":"sid","value":"s-1","issuer":ISS,"issued_before":"2030-01-01T00:00:00Z","expires_at":"2031-01-01T00:00:00Z"})).await;
     let body = [
         // merges: later issued_before wins, earlier expiry loses
         record("sid", "s-1", "2029-06-01T00:00:00Z", Some("2030-06-01T00:00:00Z"), "2030-12-01T00:00:00Z"),
@@ -183,7 +164,7 @@ async fn import_merges_skips_expired_and_reports_bad_lines() {
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["imported"], 1);
     assert_eq!(dry["merged"], 1);
-    let st = stats(&gw).await;
+    let st = admin_stats(&gw).await;
     assert_eq!(
         (st["jti"].as_u64(), st["sid"].as_u64()),
         (Some(0), Some(1)),
@@ -210,60 +191,30 @@ async fn import_merges_skips_expired_and_reports_bad_lines() {
         "{summary}"
     );
 
-    let (s, merged) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/sid/s-1?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, merged) = admin_get(
+        &gw,
+        "/v1/revocations/sid/s-1?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 200);
     assert_eq!(merged["issued_before"], "2030-06-01T00:00:00Z");
     assert_eq!(merged["expires_at"], "2031-01-01T00:00:00Z");
-    let (s, new) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-new?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, new) = admin_get(
+        &gw,
+        "/v1/revocations/jti/j-new?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 200);
     assert_eq!(new["source"], "backchannel", "source kept");
     assert_eq!(new["reason"], "seed", "reason kept");
     assert_eq!(new["revoked_at"], "2026-01-01T00:00:00Z", "revoked_at kept");
-    let (s, _) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-old?issuer=https%3A%2F%2Fidp.test%2F"))
-            .send()
-            .await
-            .unwrap(),
+    let (s, _) = admin_get(
+        &gw,
+        "/v1/revocations/jti/j-old?issuer=https%3A%2F%2Fidp.test%2F",
     )
     .await;
     assert_eq!(s, 404, "expired line not stored");
     gw.stop().await;
-}
-
-fn bin() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_revgate"));
-    c.env_remove("REVGATE_ADMIN_TOKEN");
-    c
-}
-
-fn run_bounded(mut cmd: std::process::Command) -> std::process::Output {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("command finished within the bound")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,16 +226,12 @@ async fn cli_export_import_and_offline_store_access() {
     std::fs::write(&config_file, &text).unwrap();
 
     let gw = Gateway::start(&text).await;
-    revoke(&gw, json!({"kind":"jti","value":"j-1"})).await;
-    revoke(&gw, json!({"kind":"sub","value":"alice"})).await;
+    admin_revoke(&gw, &json!({"kind":"jti","value":"j-1"})).await;
+    admin_revoke(&gw, &json!({"kind":"sub","value":"alice"})).await;
     let admin = format!("http://{}", gw.admin);
 
     // Online export through the CLI.
-    let mut c = bin();
-    c.args(["export", "--admin", &admin]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    let out = run_revgate(&["export", "--admin", &admin], &[], dir.path()).await;
     assert!(
         out.status.success(),
         "{}",
@@ -294,16 +241,13 @@ async fn cli_export_import_and_offline_store_access() {
     assert_eq!(exported.lines().count(), 2);
 
     // Offline export while the gateway holds the store: refused with a clear message.
-    let mut c = bin();
-    c.args([
+    let offline_export = [
         "export",
         "--offline",
         "--config",
         config_file.to_str().unwrap(),
-    ]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    ];
+    let out = run_revgate(&offline_export, &[], dir.path()).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
@@ -314,11 +258,12 @@ async fn cli_export_import_and_offline_store_access() {
     let mut seed = exported.replace("j-1", "j-2");
     seed.push_str("garbage\n");
     std::fs::write(&file, seed).unwrap();
-    let mut c = bin();
-    c.args(["import", file.to_str().unwrap(), "--admin", &admin]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    let out = run_revgate(
+        &["import", file.to_str().unwrap(), "--admin", &admin],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -329,28 +274,12 @@ async fn cli_export_import_and_offline_store_access() {
     assert_eq!(summary["imported"], 1);
     assert_eq!(summary["merged"], 1);
     assert_eq!(summary["rejected"][0]["line"], 3);
-    let (s, _) = status_json(
-        client()
-            .get(gw.admin_url("/v1/revocations/jti/j-2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _) = admin_get(&gw, "/v1/revocations/jti/j-2").await;
     assert_eq!(s, 200);
     gw.stop().await;
 
     // Stopped gateway: offline export works and matches; offline import into a new store.
-    let mut c = bin();
-    c.args([
-        "export",
-        "--offline",
-        "--config",
-        config_file.to_str().unwrap(),
-    ]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    let out = run_revgate(&offline_export, &[], dir.path()).await;
     assert!(
         out.status.success(),
         "{}",
@@ -364,27 +293,29 @@ async fn cli_export_import_and_offline_store_access() {
     let store2 = dir.path().join("restored.db");
     let config2 = dir.path().join("restored.toml");
     std::fs::write(&config2, config_text(upstream, &store2, "")).unwrap();
-    let mut c = bin();
-    c.args([
-        "import",
-        backup.to_str().unwrap(),
-        "--offline",
-        "--config",
-        config2.to_str().unwrap(),
-    ]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    let out = run_revgate(
+        &[
+            "import",
+            backup.to_str().unwrap(),
+            "--offline",
+            "--config",
+            config2.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut c = bin();
-    c.args(["export", "--offline", "--config", config2.to_str().unwrap()]);
-    let out = tokio::task::spawn_blocking(move || run_bounded(c))
-        .await
-        .unwrap();
+    let out = run_revgate(
+        &["export", "--offline", "--config", config2.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         offline,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
@@ -67,12 +67,6 @@ fn assert_fails_with_one_line(o: &Output, what: &str) {
 fn json_stdout(o: &Output) -> Value {
     serde_json::from_str(&stdout(o))
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
-}
-
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("revgate.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,10 +369,7 @@ async fn admin_token_from_flag_env_and_config() {
     )
     .await;
     assert_fails_with_one_line(&o, "wrong env token");
-    assert_eq!(
-        total_records_at_with_token(&gw, "cli-admin-secret").await,
-        0
-    );
+    assert_eq!(total_records(gw.with_token("cli-admin-secret")).await, 0);
 
     let o = revgate(
         &[
@@ -416,7 +407,7 @@ async fn admin_token_from_flag_env_and_config() {
     .await;
     assert_ok(&o, "flag over env");
     // The token from --config's server.admin_token.
-    let cfg_path = write_config(dir.path(), &config);
+    let cfg_path = write_config_file(dir.path(), &config);
     let o = revgate(
         &[
             "lookup",
@@ -431,28 +422,8 @@ async fn admin_token_from_flag_env_and_config() {
     )
     .await;
     assert_ok(&o, "token from --config");
-    assert_eq!(
-        total_records_at_with_token(&gw, "cli-admin-secret").await,
-        2
-    );
+    assert_eq!(total_records(gw.with_token("cli-admin-secret")).await, 2);
     gw.stop().await;
-}
-
-async fn total_records_at_with_token(gw: &Gateway, token: &str) -> u64 {
-    let (status, body) = status_json(
-        client()
-            .get(gw.admin_url("/v1/stats"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    ["jti", "sid", "sub"]
-        .iter()
-        .map(|k| body[k].as_u64().unwrap())
-        .sum()
 }
 
 fn sample_config(dir: &Path) -> String {
@@ -467,7 +438,7 @@ async fn check_config_valid_prints_settings_with_the_token_redacted() {
         &sample_config(dir.path()),
         "admin_token = \"very-secret-admin-token\"",
     );
-    let path = write_config(dir.path(), &text);
+    let path = write_config_file(dir.path(), &text);
     let o = revgate(&["check-config", "--config", path.to_str().unwrap()], &[]).await;
     assert_ok(&o, "check-config");
     let out = stdout(&o);
@@ -519,7 +490,7 @@ async fn check_config_refuses_bad_files_with_64() {
         ),
     ];
     for (text, key) in cases {
-        let path = write_config(dir.path(), &text);
+        let path = write_config_file(dir.path(), &text);
         let o = revgate(&["check-config", "--config", path.to_str().unwrap()], &[]).await;
         assert_eq!(
             o.status.code(),
@@ -548,7 +519,7 @@ async fn serve_refuses_a_public_admin_listener_without_token() {
         "admin_listen = \"127.0.0.1:0\"",
         "admin_listen = \"0.0.0.0:0\"",
     );
-    let path = write_config(dir.path(), &text);
+    let path = write_config_file(dir.path(), &text);
     let o = revgate(&["serve", "--config", path.to_str().unwrap()], &[]).await;
     assert_eq!(o.status.code(), Some(64), "{:?} {}", o.status, stderr(&o));
     assert!(stderr(&o).contains("admin_listen"), "{}", stderr(&o));
@@ -576,7 +547,7 @@ async fn check_store_reports_counts() {
         );
     }
     gw.stop().await;
-    let path = write_config(dir.path(), &text);
+    let path = write_config_file(dir.path(), &text);
     let o = revgate(&["check-store", "--config", path.to_str().unwrap()], &[]).await;
     assert_ok(&o, "check-store");
     let out = stdout(&o);

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use revgate::clock::rfc3339;
 use serde_json::{json, Value};
 
 /// Concurrent writers per cycle.
@@ -35,15 +36,6 @@ fn cycles() -> usize {
         .unwrap_or(DEFAULT_CYCLES)
 }
 
-/// A token issued a few seconds ago (a sid/sub revocation made now covers it).
-fn old_token(sub: &str, sid: &str, jti: &str) -> String {
-    token_with(sub, sid, jti, |c| {
-        let n = now();
-        c["iat"] = json!(n - 5);
-        c["exp"] = json!(n + 900);
-    })
-}
-
 /// One acknowledged revocation: what to look up and the token it must refuse.
 #[derive(Debug, Clone)]
 struct Acked {
@@ -55,12 +47,7 @@ struct Acked {
 
 /// A client that does not retry or pool across kills.
 fn writer_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap()
+    client_keeping_idle(1)
 }
 
 /// One write by writer `w`, its `n`-th; `Ok(Some(acked))` on a 2xx, `Ok(None)` on a
@@ -126,15 +113,10 @@ async fn write_one(
 
 /// Whether `a` survived: admin lookup 200 and its token refused as revoked.
 async fn present_and_enforced(http: &reqwest::Client, child: &ServeChild, a: &Acked) -> bool {
-    let path = format!(
-        "http://{}/v1/revocations/{}/{}",
-        child.admin,
-        a.kind,
-        percent_encoding::utf8_percent_encode(&a.value, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let path = child.admin_url(&revocation_path(a.kind, &a.value));
     let lookup = http.get(path).send().await.expect("lookup").status();
     let resp = http
-        .get(format!("http://{}/api/resource", child.proxy))
+        .get(child.url("/api/resource"))
         .bearer_auth(&a.token)
         .send()
         .await
@@ -286,11 +268,6 @@ fn seed(path: &Path, n: usize, expires_at: &str) {
     f.flush().unwrap();
 }
 
-/// RFC 3339 UTC text of `secs` since the epoch.
-fn rfc3339(secs: u64) -> String {
-    revgate::clock::rfc3339(secs)
-}
-
 /// Due entries for the mid-sweep test.
 const DUE_ENTRIES: usize = 20_000;
 
@@ -323,14 +300,13 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Entries go once `expires_at < now`: wait (bounded) until the wall clock passed it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while now() <= expires {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the wall clock to pass the entries' expiry", || async {
+        now() > expires
+    })
+    .await;
 
     let child = ServeChild::start(&config).await;
-    assert_eq!(total_records_at(child.admin).await, DUE_ENTRIES as u64);
+    assert_eq!(total_records(child.admin).await, DUE_ENTRIES as u64);
     let admin = child.admin;
     let sweep = tokio::spawn(async move {
         client()
@@ -343,7 +319,7 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
     // plus a random few milliseconds.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let left = total_records_at(child.admin).await;
+        let left = total_records(child.admin).await;
         if left < DUE_ENTRIES as u64 {
             break;
         }
@@ -373,10 +349,10 @@ async fn kill_9_mid_sweep_leaves_no_orphan_and_the_sweep_completes() {
 
     // Restarted, the sweep completes.
     let mut child = ServeChild::start(&config).await;
-    let (s, r) = admin_post_at(child.admin, "/v1/sweep", &json!({})).await;
+    let (s, r) = admin_post(child.admin, "/v1/sweep", &json!({})).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["purged"].as_u64(), Some(left), "{r}");
-    assert_eq!(total_records_at(child.admin).await, 0);
+    assert_eq!(total_records(child.admin).await, 0);
     child.sigterm();
     assert!(child.wait_exit(WAIT).await.is_some_and(|s| s.success()));
     let (code, out, err) = check_store(&config, false).await;
@@ -409,7 +385,7 @@ async fn check_store_repair_fixes_a_damaged_index() {
     let config = write_config_file(dir.path(), &config_text(echo, &store, ""));
     let mut child = ServeChild::start(&config).await;
     for (kind, value) in [("jti", "keep-1"), ("sid", "keep-2"), ("sub", "keep-3")] {
-        let (s, r) = admin_post_at(
+        let (s, r) = admin_post(
             child.admin,
             "/v1/revocations",
             &json!({"kind": kind, "value": value, "ttl": "1h"}),
@@ -460,10 +436,10 @@ async fn check_store_repair_fixes_a_damaged_index() {
 
     // The repaired store still enforces all three, and the sweeper can find keep-1 again.
     let child = ServeChild::start(&config).await;
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "s", "keep-1")).await);
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "keep-2", "j2")).await);
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("keep-3", "s", "j3")).await);
-    let (s, r) = admin_get_at(child.admin, "/v1/revocations/jti/ghost").await;
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "s", "keep-1")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "keep-2", "j2")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("keep-3", "s", "j3")).await);
+    let (s, r) = admin_get(child.admin, "/v1/revocations/jti/ghost").await;
     assert_eq!(s, 404, "{r}");
     let _: Value = r;
     child.kill9().await;

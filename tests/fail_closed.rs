@@ -10,23 +10,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
-
-/// A token issued a few seconds ago (covered by a sid/sub revocation made now).
-fn old_token(sub: &str, sid: &str, jti: &str) -> String {
-    token_with(sub, sid, jti, |c| {
-        let n = now();
-        c["iat"] = json!(n - 5);
-        c["exp"] = json!(n + 900);
-    })
-}
-
-async fn healthz(gw: &Gateway) -> u16 {
-    admin_get(gw, "/healthz").await.0
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_fails_closed_and_recovers_by_itself() {
@@ -113,14 +98,10 @@ async fn full_disk_fails_closed_and_recovers_by_itself() {
 
     // Free the disk: the gateway recovers by itself (bounded wait, polled).
     std::fs::remove_file(&filler).expect("remove filler");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while healthz(&gw).await != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway did not recover within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the gateway to recover", || async {
+        healthz(&gw).await == 200
+    })
+    .await;
     assert_passes(&proxy_get(&gw, &bystander).await);
     for value in &acked {
         let (s, r) = admin_get(&gw, &format!("/v1/revocations/jti/{value}")).await;

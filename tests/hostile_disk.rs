@@ -65,7 +65,7 @@ impl Seeded {
         let config = write_config_file(dir.path(), &config_text(echo, &store, ""));
         let mut child = ServeChild::start(&config).await;
         for i in 0..RECORDS {
-            let (s, r) = admin_post_at(
+            let (s, r) = admin_post(
                 child.admin,
                 "/v1/revocations",
                 &json!({"kind": kind_of(i), "value": value_of(i), "ttl": "1h"}),
@@ -296,7 +296,7 @@ fn revoked_token(i: usize) -> String {
 async fn assert_all_enforced(s: &Seeded, case: &str, extra_jti: u64) {
     let mut child = ServeChild::start(&s.config).await;
     let (jti, sid, sub) = {
-        let (status, body) = admin_get_at(child.admin, "/v1/stats").await;
+        let (status, body) = admin_get(child.admin, "/v1/stats").await;
         assert_eq!(status, 200, "{body}");
         let n = |k: &str| body[k].as_u64().unwrap();
         (n("jti"), n("sid"), n("sub"))
@@ -307,7 +307,7 @@ async fn assert_all_enforced(s: &Seeded, case: &str, extra_jti: u64) {
         "{case}: counts after start"
     );
     for i in 0..RECORDS {
-        let (status, body) = admin_get_at(
+        let (status, body) = admin_get(
             child.admin,
             &format!("/v1/revocations/{}/{}", kind_of(i), value_of(i)),
         )
@@ -321,7 +321,7 @@ async fn assert_all_enforced(s: &Seeded, case: &str, extra_jti: u64) {
         );
     }
     for i in [0, RECORDS / 2, RECORDS - 1] {
-        assert_revoked(&proxy_get_at(child.proxy, &revoked_token(i)).await);
+        assert_revoked(&proxy_get(child.proxy, &revoked_token(i)).await);
     }
     stop(&mut child).await;
     let (code, out, err) = revgate(
@@ -540,7 +540,7 @@ async fn older_copy_of_the_store_is_refused() {
     for round in 0..2 {
         let mut child = ServeChild::start(&config).await;
         for i in 0..10 {
-            let (s, r) = admin_post_at(
+            let (s, r) = admin_post(
                 child.admin,
                 "/v1/revocations",
                 &json!({"kind": "jti", "value": format!("r{round}-{i}"), "ttl": "1h"}),
@@ -596,7 +596,7 @@ async fn another_store_in_its_place_is_refused() {
         let cfg = write_config_file(&cfg_dir, &config_text(s.echo, &other, ""));
         let mut child = ServeChild::start(&cfg).await;
         for i in 0..RECORDS + 5 {
-            let (status, body) = admin_post_at(
+            let (status, body) = admin_post(
                 child.admin,
                 "/v1/revocations",
                 &json!({"kind": "jti", "value": format!("elsewhere-{i}"), "ttl": "1h"}),
@@ -667,7 +667,7 @@ async fn store_without_a_mark_is_adopted() {
 async fn wait_health(admin: SocketAddr, status: u16, within: Duration) -> Duration {
     let started = tokio::time::Instant::now();
     loop {
-        let (s, _) = admin_get_at(admin, "/healthz").await;
+        let (s, _) = admin_get(admin, "/healthz").await;
         if s == status {
             return started.elapsed();
         }
@@ -682,9 +682,9 @@ async fn wait_health(admin: SocketAddr, status: u16, within: Duration) -> Durati
 /// While the store is unusable: the proxy fails closed, writes are refused.
 async fn assert_fails_closed(child: &ServeChild, case: &str) {
     let bystander = token_with("by", "by-sid", &unique_id("by"), |_| {});
-    let (s, body) = proxy_get_at(child.proxy, &bystander).await;
+    let (s, body) = proxy_get(child.proxy, &bystander).await;
     assert_eq!(s, 503, "{case}: proxy must fail closed: {body}");
-    let (s, body) = admin_post_at(
+    let (s, body) = admin_post(
         child.admin,
         "/v1/revocations",
         &json!({"kind": "jti", "value": unique_id("during")}),
@@ -704,7 +704,7 @@ async fn store_directory_deleted_while_running_fails_closed() {
     assert_fails_closed(&child, "directory deleted").await;
     // It stays closed (the recovery never reopens into an empty store).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(admin_get_at(child.admin, "/healthz").await.0, 503);
+    assert_eq!(admin_get(child.admin, "/healthz").await.0, 503);
     assert!(
         !s.store.exists(),
         "the recovery created a store at {}",
@@ -747,7 +747,7 @@ async fn store_made_unwritable_while_running_fails_closed_then_recovers() {
     assert!(set_immutable(&s.db(), false), "chattr -i");
     // Writable again: the gateway reopens the store by itself, checked against its mark.
     wait_health(child.admin, 200, WAIT).await;
-    let (status, body) = admin_post_at(
+    let (status, body) = admin_post(
         child.admin,
         "/v1/revocations",
         &json!({"kind": "jti", "value": "after-recovery", "ttl": "1h"}),
@@ -755,7 +755,7 @@ async fn store_made_unwritable_while_running_fails_closed_then_recovers() {
     .await;
     assert_eq!(status, 201, "{body}");
     for i in [0, RECORDS / 2, RECORDS - 1] {
-        assert_revoked(&proxy_get_at(child.proxy, &revoked_token(i)).await);
+        assert_revoked(&proxy_get(child.proxy, &revoked_token(i)).await);
     }
     stop(&mut child).await;
     assert_all_enforced(&s, "after recovery", 1).await;

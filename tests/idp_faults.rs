@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 /// Bound of one JWKS fetch (`revgate::auth::keys::JWKS_FETCH_TIMEOUT`).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,48 +43,31 @@ struct Idp {
 
 impl Idp {
     async fn start(mode: Mode) -> Idp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(mode));
         let (hits_tx, hits) = tokio::sync::watch::channel(0u64);
         let hits_tx = Arc::new(hits_tx);
         let m = mode.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let m = m.clone();
-                let hits_tx = hits_tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 2048];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+        let addr = start_raw(move |mut stream| {
+            let m = m.clone();
+            let hits_tx = hits_tx.clone();
+            async move {
+                hits_tx.send_modify(|n| *n += 1);
+                let mode = m.lock().unwrap().clone();
+                let body = match mode {
+                    Mode::Down => return, // dropped: connection closed, no answer
+                    Mode::Slow => {
+                        // Hold the connection until the client gives up.
+                        let _ = stream.read(&mut [0u8; 2048]).await;
+                        return;
                     }
-                    hits_tx.send_modify(|n| *n += 1);
-                    let mode = m.lock().unwrap().clone();
-                    let body = match mode {
-                        Mode::Down => return, // dropped: connection closed, no answer
-                        Mode::Slow => {
-                            // Hold the connection until the client gives up.
-                            let _ = stream.read(&mut chunk).await;
-                            return;
-                        }
-                        Mode::Ok(doc) => doc,
-                        Mode::Garbage => "<html>502 upstream trouble</html>".to_string(),
-                        Mode::Empty => "{\"keys\":[]}".to_string(),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
+                    Mode::Ok(doc) => doc,
+                    Mode::Garbage => "<html>502 upstream trouble</html>".to_string(),
+                    Mode::Empty => "{\"keys\":[]}".to_string(),
+                };
+                write_raw_200(&mut stream, "application/json", body.as_bytes()).await;
             }
-        });
+        })
+        .await;
         Idp { addr, mode, hits }
     }
 
@@ -111,15 +94,13 @@ impl Idp {
 
 /// The test JWKS (`rsa-1` and friends).
 fn jwks() -> String {
-    std::fs::read_to_string(key_path("jwks.json")).unwrap()
+    keys::JWKS.to_string()
 }
 
 /// The test JWKS plus the rotated key `rsa-2`.
 fn rotated_jwks() -> String {
-    let mut set: Value = serde_json::from_str(&jwks()).unwrap();
-    let other: Value =
-        serde_json::from_str(&std::fs::read_to_string(key_path("rsa_other_jwk.json")).unwrap())
-            .unwrap();
+    let mut set: Value = serde_json::from_str(keys::JWKS).unwrap();
+    let other: Value = serde_json::from_str(keys::RSA_OTHER_JWK).unwrap();
     set["keys"].as_array_mut().unwrap().push(other);
     set.to_string()
 }
@@ -145,20 +126,7 @@ fn good_token() -> String {
 
 /// A valid token signed by the second RSA key under `kid`.
 fn other_key_token(kid: &str) -> String {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let pem = std::fs::read(key_path("rsa_other_private.pem")).unwrap();
-    let key = EncodingKey::from_rsa_pem(&pem).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(&header, &claims("u", "s", &unique_id("jti")), &key).unwrap()
-}
-
-async fn status(gw: &Gateway, token: &str) -> (u16, Value) {
-    status_json(get_with(&gw.url("/api/x"), token).await).await
-}
-
-async fn healthz(gw: &Gateway) -> u16 {
-    admin_get(gw, "/healthz").await.0
+    sign_other_key(kid, &claims("u", "s", &unique_id("jti")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +136,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let mut idp = Idp::start(Mode::Ok(jwks())).await;
     let gw = Gateway::start(&config(echo, &store, &idp.url())).await;
     let token = good_token();
-    assert_eq!(status(&gw, &token).await.0, 200);
+    assert_eq!(proxy_get(&gw, &token).await.0, 200);
 
     // Each fault lasts at least two refetches of the 1 s refresher.
     for (name, mode) in [
@@ -179,8 +147,8 @@ async fn faults_during_operation_keep_the_last_good_keys() {
         idp.set(mode);
         let seen = idp.hits();
         idp.wait_hits(seen + 2).await;
-        assert_eq!(status(&gw, &token).await.0, 200, "IdP {name}");
-        assert_eq!(status(&gw, &good_token()).await.0, 200, "IdP {name}");
+        assert_eq!(proxy_get(&gw, &token).await.0, 200, "IdP {name}");
+        assert_eq!(proxy_get(&gw, &good_token()).await.0, 200, "IdP {name}");
         assert_eq!(healthz(&gw).await, 200, "IdP {name}: keys kept");
     }
 
@@ -191,7 +159,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let seen = idp.hits();
     idp.wait_hits(seen + 1).await;
     let started = Instant::now();
-    assert_eq!(status(&gw, &good_token()).await.0, 200, "IdP slow");
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200, "IdP slow");
     assert!(
         started.elapsed() < FETCH_TIMEOUT,
         "a known kid waited for the IdP"
@@ -213,7 +181,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     let rotated = other_key_token("rsa-2");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if status(&gw, &rotated).await.0 == 200 {
+        if proxy_get(&gw, &rotated).await.0 == 200 {
             break;
         }
         assert!(
@@ -228,7 +196,7 @@ async fn faults_during_operation_keep_the_last_good_keys() {
     println!("idp rotation: picked up after {refetches} refetch(es)");
     assert!(refetches >= 1);
     assert_eq!(
-        status(&gw, &token).await.0,
+        proxy_get(&gw, &token).await.0,
         200,
         "old key kept in the new set"
     );
@@ -283,7 +251,7 @@ async fn unknown_kid_flood_does_not_hammer_the_idp() {
         fetched <= allowed,
         "{fetched} JWKS requests for the flood (allowed {allowed})"
     );
-    assert_eq!(status(&gw, &good_token()).await.0, 200);
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200);
     gw.stop().await;
 }
 
@@ -299,7 +267,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
         &format!("http://{}/jwks.json", dead_addr()),
     ))
     .await;
-    let (s, body) = status(&gw, &good_token()).await;
+    let (s, body) = proxy_get(&gw, &good_token()).await;
     assert_eq!(s, 401, "{body}");
     assert_eq!(healthz(&gw).await, 503);
     gw.stop().await;
@@ -307,7 +275,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
     // A first run with the IdP up saves its JWKS in the store.
     let idp = Idp::start(Mode::Ok(jwks())).await;
     let gw = Gateway::start(&config(echo, &store, &idp.url())).await;
-    assert_eq!(status(&gw, &good_token()).await.0, 200);
+    assert_eq!(proxy_get(&gw, &good_token()).await.0, 200);
     gw.stop().await;
 
     // Restarts while the IdP is refused, answers garbage, an empty set, or hangs.
@@ -333,7 +301,7 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
             "start with the IdP {name} took {took:?}"
         );
         assert_eq!(
-            status(&gw, &good_token()).await.0,
+            proxy_get(&gw, &good_token()).await.0,
             200,
             "start with IdP {name}"
         );

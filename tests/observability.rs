@@ -30,7 +30,7 @@ async fn refused_requests_are_logged_as_json_with_reason_kid_and_jti_but_never_t
 
     let revoked_jti = unique_id("logged-revoked");
     let revoked = token("rita", "s-rita", &revoked_jti);
-    let (status, _) = admin_post_at(
+    let (status, _) = admin_post(
         child.admin,
         "/v1/revocations",
         &json!({"kind": "jti", "value": revoked_jti}),
@@ -53,7 +53,7 @@ async fn refused_requests_are_logged_as_json_with_reason_kid_and_jti_but_never_t
     }
     // A later accepted request flushes nothing special, but proves the order of lines.
     let valid = token("vic", "s-vic", &unique_id("valid"));
-    assert_passes(&proxy_get_at(child.proxy, &valid).await);
+    assert_passes(&proxy_get(child.proxy, &valid).await);
     child.sigterm();
     assert!(child.wait_exit(WAIT).await.is_some_and(|s| s.success()));
 

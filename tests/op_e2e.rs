@@ -81,14 +81,6 @@ async fn peer_dir() -> PathBuf {
     local
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Bound for one start attempt of the provider. The provider normally prints its ready
 /// line within a second; now and then a start stalls before it (seen on this machine under
 /// load, before the provider printed its start-up warnings), so a stalled start is killed
@@ -101,7 +93,8 @@ const PROVIDER_START_ATTEMPTS: usize = 4;
 /// child and its port.
 async fn start_provider(peer: &Path, logout_uri: &str) -> (Child, u16) {
     for attempt in 1..=PROVIDER_START_ATTEMPTS {
-        let port = free_port();
+        // A free port: bound and released again, for the provider to bind.
+        let port = dead_addr().port();
         let mut child = Command::new("node")
             .args([
                 "op.mjs",
@@ -190,10 +183,6 @@ path = "{store}"
     )
 }
 
-async fn call(proxy: std::net::SocketAddr, token: &str) -> (u16, Value) {
-    status_json(get_with(&format!("http://{proxy}/api/orders"), token).await).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_provider_logout_revokes_the_session_across_restarts() {
     if !node_available() {
@@ -228,7 +217,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
         Some(sid.as_str())
     );
 
-    let (status, body) = call(proxy, &access_token).await;
+    let (status, body) = proxy_get(proxy, &access_token).await;
     assert_eq!(status, 200, "valid provider token passes: {body}");
     assert_eq!(body["headers"]["x-auth-sid"].as_str(), Some(sid.as_str()));
 
@@ -257,7 +246,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
         "{logout}"
     );
 
-    let (status, body) = call(proxy, &access_token).await;
+    let (status, body) = proxy_get(proxy, &access_token).await;
     assert_eq!(status, 401, "logged-out token refused: {body}");
     assert!(
         body["error_description"]
@@ -277,7 +266,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
     // A new login is a new session and is not locked out.
     let (code, again) = op(&peer, &logout_uri, &["login", "--issuer", &issuer]).await;
     assert_eq!(code, 0);
-    let (status, _) = call(proxy, again["access_token"].as_str().unwrap()).await;
+    let (status, _) = proxy_get(proxy, again["access_token"].as_str().unwrap()).await;
     assert_eq!(status, 200, "a new session passes");
 
     // Restart revgate with the provider gone: keys come from the stored last good JWKS,
@@ -292,7 +281,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
     .unwrap();
     let proxy = listeners.proxy_addr();
     let gw = Gateway::start_on(&config_text, listeners).await;
-    let (status, body) = call(proxy, &access_token).await;
+    let (status, body) = proxy_get(proxy, &access_token).await;
     assert_eq!(status, 401, "still refused after a restart: {body}");
     assert!(
         body["error_description"]
@@ -301,7 +290,7 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
             .contains("revoked"),
         "{body}"
     );
-    let (status, body) = call(proxy, again["access_token"].as_str().unwrap()).await;
+    let (status, body) = proxy_get(proxy, again["access_token"].as_str().unwrap()).await;
     assert_eq!(
         status, 200,
         "the new session still passes with the stored JWKS: {body}"

@@ -537,7 +537,7 @@ async fn every_documented_operation_answers_as_documented() {
             if op.id() == "reload" {
                 let bad = std::fs::read_to_string(&path).unwrap();
                 write_config(&path, &bad.replacen("bogus = 1\n", "", 1));
-                let (status, body) = admin_reload_at(gw.admin, Some(ADMIN_TOKEN)).await;
+                let (status, body) = admin_reload(gw.admin.with_token(ADMIN_TOKEN)).await;
                 assert_eq!(status, 200, "the restored file reloads: {body}");
             }
         }

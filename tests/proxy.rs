@@ -24,11 +24,6 @@ fn good_token() -> String {
     token("user-1", "sess-1", "jti-1")
 }
 
-/// A `[[route]]` table.
-fn route(prefix: &str, upstream: &str, more: &str) -> String {
-    format!("\n[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{more}\n")
-}
-
 /// GET with the good token; asserts 200 and returns the mirror's view of the request.
 /// A chunked (no Content-Length) request body of `n` chunks of `size` bytes.
 fn chunked_body(n: usize, size: usize) -> reqwest::Body {
@@ -48,8 +43,8 @@ async fn mirrored(gw: &Gateway, path: &str) -> Value {
 async fn longest_whole_segment_prefix_wins() {
     let mirror = start_mirror().await;
     let (_dir, store) = temp_store();
-    let extra = route("/api", &format!("http://{mirror}/A"), "")
-        + &route("/api/v2", &format!("http://{mirror}/B"), "");
+    let extra = route_table("/api", &format!("http://{mirror}/A"), "")
+        + &route_table("/api/v2", &format!("http://{mirror}/B"), "");
     let gw = Gateway::start(&config_text(mirror, &store, &extra)).await;
     for (path, seen) in [
         ("/api", "/A/api"),
@@ -70,7 +65,10 @@ async fn longest_whole_segment_prefix_wins() {
 async fn unmatched_paths_are_404_before_any_token_check() {
     let mirror = start_mirror().await;
     let (_dir, store) = temp_store();
-    let config = config_with_routes(&store, &route("/api", &format!("http://{mirror}"), ""));
+    let config = config_with_routes(
+        &store,
+        &route_table("/api", &format!("http://{mirror}"), ""),
+    );
     let gw = Gateway::start(&config).await;
     for path in ["/apix", "/", "/other/api", "/ap"] {
         // No token, a forged token: 404 either way, with a JSON error body.
@@ -92,12 +90,12 @@ async fn unmatched_paths_are_404_before_any_token_check() {
 async fn strip_prefix_upstream_base_path_and_query() {
     let mirror = start_mirror().await;
     let (_dir, store) = temp_store();
-    let extra = route(
+    let extra = route_table(
         "/svc",
         &format!("http://{mirror}/base"),
         "strip_prefix = true",
-    ) + &route("/keep", &format!("http://{mirror}/base/"), "")
-        + &route("/bare", &format!("http://{mirror}"), "strip_prefix = true");
+    ) + &route_table("/keep", &format!("http://{mirror}/base/"), "")
+        + &route_table("/bare", &format!("http://{mirror}"), "strip_prefix = true");
     let gw = Gateway::start(&config_text(mirror, &store, &extra)).await;
 
     let b = mirrored(&gw, "/svc/x/y?q=1&r=a%20b").await;
@@ -420,8 +418,8 @@ async fn request_ids_are_passed_or_generated() {
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let dead = dead_addr();
     let silent = start_silent().await;
-    let extra = route("/down", &format!("http://{dead}"), "")
-        + &route("/slow", &format!("http://{silent}"), "timeout = \"1s\"");
+    let extra = route_table("/down", &format!("http://{dead}"), "")
+        + &route_table("/slow", &format!("http://{silent}"), "timeout = \"1s\"");
     let (gw, _dir, _) = start(&extra, "").await;
 
     let (status, body) = status_json(get_with(&gw.url("/down/x"), &good_token()).await).await;
@@ -465,8 +463,8 @@ async fn dot_segments_are_refused() {
 async fn large_bodies_stream_intact_both_ways() {
     let echo_body = start_body_echo().await;
     let big = start_bytes(20 * 1024 * 1024).await;
-    let extra = route("/echo-body", &format!("http://{echo_body}"), "")
-        + &route("/big", &format!("http://{big}"), "");
+    let extra = route_table("/echo-body", &format!("http://{echo_body}"), "")
+        + &route_table("/big", &format!("http://{big}"), "");
     let (gw, _dir, _) = start(&extra, "").await;
 
     // 8 MiB up (Content-Length) and back, under the default 10 MiB limit.
@@ -530,7 +528,7 @@ async fn large_bodies_stream_intact_both_ways() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
     let echo_body = start_body_echo().await;
-    let extra = route("/echo-body", &format!("http://{echo_body}"), "");
+    let extra = route_table("/echo-body", &format!("http://{echo_body}"), "");
     let (gw, _dir, _) = start(&extra, "max_body_bytes = 65536").await;
     let over = vec![b'x'; 65537];
 

@@ -7,11 +7,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A public route `/pub`, a scoped route `/admin-ish` (scope `admin`) and a token route
 /// `/api`, all to one mirror; `server_keys` go into `[server]`. The two public endpoints
@@ -352,7 +349,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
         &path,
         &with_server_keys(&base, "trusted_proxies = [\"127.0.0.1/32\"]"),
     );
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["changed"], serde_json::json!(["server"]), "{report}");
     assert_eq!(forwarded_for(&gw).await, "203.0.113.7, 127.0.0.1");
@@ -362,7 +359,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
         &path,
         &with_server_keys(&base, "trusted_proxies = [\"127.0.0.1/33\"]"),
     );
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 400, "{report}");
     let reason = report["error_description"].as_str().unwrap_or_default();
     assert!(reason.contains("server.trusted_proxies"), "{report}");
@@ -370,7 +367,7 @@ async fn a_reload_applies_a_changed_trusted_proxies() {
 
     // Back to none trusted.
     write_config(&path, &base);
-    assert_eq!(admin_reload_at(gw.admin, None).await.0, 200);
+    assert_eq!(admin_reload(gw.admin).await.0, 200);
     assert_eq!(forwarded_for(&gw).await, "127.0.0.1");
     gw.stop().await;
 }
@@ -498,21 +495,6 @@ async fn only_a_real_preflight_passes_without_a_token_and_it_carries_nothing() {
     gw.stop().await;
 }
 
-/// Writes `bytes` on one connection and reads everything until the server closes.
-async fn one_connection(addr: SocketAddr, bytes: &[u8]) -> String {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let _ = s.write_all(bytes).await;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        out
-    };
-    let out = tokio::time::timeout(WAIT, fut)
-        .await
-        .expect("server closes within the bound");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn a_preflight_body_is_never_read_as_the_next_request() {
     let (gw, _dir) = start("", "").await;
@@ -525,7 +507,7 @@ async fn a_preflight_body_is_never_read_as_the_next_request() {
          GET /pub/after HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
         smuggled.len()
     );
-    let out = one_connection(gw.proxy, bytes.as_bytes()).await;
+    let out = String::from_utf8_lossy(&raw_exchange(gw.proxy, bytes.as_bytes()).await).into_owned();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(
         !out.contains("/api/smuggled"),

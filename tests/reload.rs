@@ -28,11 +28,6 @@ fn issuer2() -> String {
     )
 }
 
-/// A `[[route]]` table.
-fn route(prefix: &str, upstream: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n")
-}
-
 /// What one load task saw that it should not have.
 type Failures = Arc<Mutex<Vec<String>>>;
 
@@ -169,11 +164,11 @@ async fn routes_and_issuers_change_under_load_without_a_failed_request_or_a_lost
     // Add a route to another upstream (with a base path) and a second issuer.
     let extra = format!(
         "{}\n{}",
-        route("/v2", &format!("http://{upstream2}/two")),
+        route_table("/v2", &format!("http://{upstream2}/two"), ""),
         issuer2()
     );
     write_config(&path, &config_file_text(upstream, &store, &extra));
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["reloaded"], true, "{report}");
     assert_eq!(report["changed"], json!(["issuer", "route"]), "{report}");
@@ -240,7 +235,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
     let good = config_file_text(
         upstream,
         &store,
-        &route("/v2", &format!("http://{upstream}/two")),
+        &route_table("/v2", &format!("http://{upstream}/two"), ""),
     );
     write_config(&path, &good);
     let gw = Gateway::start_from_file(&path).await;
@@ -283,7 +278,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
                 &store,
                 &format!(
                     "{}\n[[issuer]]\nissuer = \"{ISS2}\"\naudiences = [\"{AUD}\"]\njwks_file = \"{}\"\n",
-                    route("/v2", &format!("http://{upstream}/two")),
+                    route_table("/v2", &format!("http://{upstream}/two"), ""),
                     bad_jwks.display()
                 ),
             ),
@@ -296,7 +291,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
     ];
     for (case, key, text) in cases {
         write_config(&path, &text);
-        let (status, body) = admin_reload_at(gw.admin, None).await;
+        let (status, body) = admin_reload(gw.admin).await;
         assert_eq!(status, 400, "{case}: {body}");
         assert_eq!(body["error"], "invalid_request", "{case}: {body}");
         let description = body["error_description"].as_str().unwrap().to_string();
@@ -337,7 +332,7 @@ async fn a_bad_config_is_refused_with_the_key_named_and_check_config_says_the_sa
 
     // Fixed again: reload and check-config accept it.
     write_config(&path, &good);
-    assert_eq!(admin_reload_at(gw.admin, None).await.0, 200);
+    assert_eq!(admin_reload(gw.admin).await.0, 200);
     let out = run_revgate(
         &["check-config", "--config", path.to_str().unwrap()],
         &[],
@@ -386,7 +381,7 @@ async fn limits_admin_token_and_sweep_interval_apply_and_restart_keys_are_report
     )
     .replace("sweep_interval = \"1h\"", "sweep_interval = \"1s\"");
     write_config(&path, &changed);
-    let (status, report) = admin_reload_at(gw.admin, None).await;
+    let (status, report) = admin_reload(gw.admin).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report["needs_restart"],
@@ -413,30 +408,15 @@ async fn limits_admin_token_and_sweep_interval_apply_and_restart_keys_are_report
         401,
         "admin_token applies"
     );
-    assert_eq!(admin_reload_at(gw.admin, None).await.0, 401);
+    assert_eq!(admin_reload(gw.admin).await.0, 401);
 
     // The sweeper follows the new interval: the expired record goes within the bound.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = status_json(
-            client()
-                .get(gw.admin_url("/v1/stats"))
-                .bearer_auth("new-admin-token")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        if body["jti"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not swept after the interval changed: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let admin = gw.with_token("new-admin-token");
+    eventually(
+        "the expired record swept after the interval changed",
+        || async { admin_stats(admin).await["jti"] == 0 },
+    )
+    .await;
     assert!(
         !other_store.exists(),
         "store.path needs a restart: nothing opened there"
@@ -449,7 +429,7 @@ async fn a_gateway_without_a_config_file_refuses_reload() {
     let (_dir, store) = temp_store();
     let upstream = start_echo().await;
     let gw = Gateway::start(&config_text(upstream, &store, "")).await;
-    let (status, body) = admin_reload_at(gw.admin, None).await;
+    let (status, body) = admin_reload(gw.admin).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error_description"]
@@ -470,7 +450,7 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
     let mut child = ServeChild::start(&path).await;
     let valid = token("vic", "s-vic", &unique_id("valid"));
     let revoked = token("rita", "s-rita", &unique_id("rev"));
-    let (status, _) = admin_post_at(
+    let (status, _) = admin_post(
         child.admin,
         "/v1/revocations",
         &json!({"kind": "sub", "value": "rita"}),
@@ -485,25 +465,15 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
         "{body}"
     );
 
-    let sighup = |child: &ServeChild| {
-        let pid = child.child.id().expect("running");
-        let status = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP {pid}");
-    };
-
     write_config(
         &path,
         &config_file_text(
             upstream,
             &store,
-            &route("/v2", &format!("http://{upstream}/two")),
+            &route_table("/v2", &format!("http://{upstream}/two"), ""),
         ),
     );
-    sighup(&child);
+    child.signal("HUP");
     assert!(
         child.wait_for_log("configuration reloaded").await,
         "{}",
@@ -515,14 +485,14 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
         (200, json!("/two/v2/x")),
         "{body}"
     );
-    assert_revoked(&proxy_get_at(child.proxy, &revoked).await);
+    assert_revoked(&proxy_get(child.proxy, &revoked).await);
 
     // A bad file: refused, logged with the key, the process keeps serving the last good one.
     write_config(
         &path,
         &with_server_keys(&config_file_text(upstream, &store, ""), "bogus_key = 1"),
     );
-    sighup(&child);
+    child.signal("HUP");
     assert!(
         child.wait_for_log("configuration reload refused").await,
         "{}",
@@ -535,7 +505,7 @@ async fn sighup_reloads_the_serving_process_and_a_bad_file_keeps_it_running() {
         .unwrap();
     assert!(line.contains("bogus_key"), "{line}");
     assert_eq!(get_with(&v2, &valid).await.status().as_u16(), 200);
-    assert_revoked(&proxy_get_at(child.proxy, &revoked).await);
+    assert_revoked(&proxy_get(child.proxy, &revoked).await);
     assert!(
         !log.contains(&valid) && !log.contains(&revoked),
         "tokens never logged"

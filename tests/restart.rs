@@ -10,16 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A token issued a few seconds ago (so a sid/sub revocation made now covers it).
-fn old_token(sub: &str, sid: &str, jti: &str) -> String {
-    token_with(sub, sid, jti, |c| {
-        let n = now();
-        c["iat"] = json!(n - 5);
-        c["exp"] = json!(n + 900);
-    })
-}
 
 #[tokio::test]
 async fn graceful_restart_keeps_every_revocation() {
@@ -62,10 +52,9 @@ async fn graceful_restart_keeps_every_revocation() {
     gw.stop().await;
 }
 
-fn write_config(dir: &Path, upstream: SocketAddr, store: &Path) -> PathBuf {
-    let path = dir.join("revgate.toml");
-    std::fs::write(&path, config_text(upstream, store, "")).unwrap();
-    path
+/// Writes the harness config for `upstream` and `store` to `dir/revgate.toml`.
+fn write_config_for(dir: &Path, upstream: SocketAddr, store: &Path) -> PathBuf {
+    write_config_file(dir, &config_text(upstream, store, ""))
 }
 
 /// One acknowledged revocation and the token it must refuse.
@@ -76,20 +65,14 @@ struct Acked {
 }
 
 async fn revoke_at(admin: SocketAddr, kind: &'static str, value: &str) {
-    let (s, r) = admin_post_at(
-        admin,
-        "/v1/revocations",
-        &json!({"kind": kind, "value": value}),
-    )
-    .await;
-    assert_eq!(s, 201, "{r}");
+    admin_revoke(admin, &json!({"kind": kind, "value": value})).await;
 }
 
 /// Restarts and checks every acknowledged revocation on the first requests, then by lookup.
 async fn restart_and_check(config: &Path, acked: &[Acked], bystander: &str) -> ServeChild {
     let child = ServeChild::start(config).await;
     for a in acked {
-        let answer = proxy_get_at(child.proxy, &a.token).await;
+        let answer = proxy_get(child.proxy, &a.token).await;
         assert_eq!(
             answer.0,
             401,
@@ -100,18 +83,14 @@ async fn restart_and_check(config: &Path, acked: &[Acked], bystander: &str) -> S
         );
         assert_revoked(&answer);
     }
-    assert_passes(&proxy_get_at(child.proxy, bystander).await);
+    assert_passes(&proxy_get(child.proxy, bystander).await);
     for a in acked {
-        let path = format!(
-            "/v1/revocations/{}/{}",
-            a.kind,
-            percent_encoding::utf8_percent_encode(&a.value, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let (s, r) = admin_get_at(child.admin, &path).await;
+        let path = revocation_path(a.kind, &a.value);
+        let (s, r) = admin_get(child.admin, &path).await;
         assert_eq!(s, 200, "{path}: {r}");
         assert_eq!(r["value"], Value::String(a.value.clone()));
     }
-    assert_eq!(total_records_at(child.admin).await, acked.len() as u64);
+    assert_eq!(total_records(child.admin).await, acked.len() as u64);
     child
 }
 
@@ -119,7 +98,7 @@ async fn restart_and_check(config: &Path, acked: &[Acked], bystander: &str) -> S
 async fn kill_9_right_after_acknowledgement_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let echo = start_echo().await;
-    let config = write_config(dir.path(), echo, &dir.path().join("store.db"));
+    let config = write_config_for(dir.path(), echo, &dir.path().join("store.db"));
     let bystander = old_token("by", "by-sid", "by-jti");
     let mut acked: Vec<Acked> = Vec::new();
     let mut child = ServeChild::start(&config).await;
@@ -133,7 +112,7 @@ async fn kill_9_right_after_acknowledgement_loses_nothing() {
                 "sid" => old_token("u", &value, &format!("j-{value}")),
                 _ => old_token(&value, "s", &format!("j-{value}")),
             };
-            assert_passes(&proxy_get_at(child.proxy, &token).await);
+            assert_passes(&proxy_get(child.proxy, &token).await);
             revoke_at(child.admin, kind, &value).await;
             acked.push(Acked { kind, value, token });
             child.kill9().await;
@@ -181,36 +160,18 @@ async fn start_slow_upstream() -> (
     tokio::sync::mpsc::UnboundedReceiver<()>,
     tokio::sync::watch::Sender<bool>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (arrived_tx, arrived_rx) = tokio::sync::mpsc::unbounded_channel();
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let arrived = arrived_tx.clone();
-            let mut release = release_rx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = arrived.send(());
-                let _ = release.wait_for(|r| *r).await;
-                let body = b"{\"slow\":true}";
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body).await;
-                let _ = stream.shutdown().await;
-            });
+    let addr = start_raw(move |mut stream| {
+        let arrived = arrived_tx.clone();
+        let mut release = release_rx.clone();
+        async move {
+            let _ = arrived.send(());
+            let _ = release.wait_for(|r| *r).await;
+            write_raw_200(&mut stream, "application/json", b"{\"slow\":true}").await;
         }
-    });
+    })
+    .await;
     (addr, arrived_rx, release_tx)
 }
 
@@ -218,7 +179,7 @@ async fn start_slow_upstream() -> (
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let (slow, mut arrived, release) = start_slow_upstream().await;
-    let config = write_config(dir.path(), slow, &dir.path().join("store.db"));
+    let config = write_config_for(dir.path(), slow, &dir.path().join("store.db"));
     let mut child = ServeChild::start(&config).await;
 
     // A revocation acknowledged before the shutdown must survive it.
@@ -263,8 +224,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
 
     // Restart: the revocation is there.
     let echo = start_echo().await;
-    let config = write_config(dir.path(), echo, &dir.path().join("store.db"));
+    let config = write_config_for(dir.path(), echo, &dir.path().join("store.db"));
     let child = ServeChild::start(&config).await;
-    assert_revoked(&proxy_get_at(child.proxy, &old_token("u", "s", "term-jti")).await);
+    assert_revoked(&proxy_get(child.proxy, &old_token("u", "s", "term-jti")).await);
     child.kill9().await;
 }

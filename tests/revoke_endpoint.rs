@@ -3,11 +3,9 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::*;
 use revgate::clock::rfc3339;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 /// Claims of an access token of the test issuer with explicit times.
 fn access_claims(jti: Option<&str>, iat: u64, exp: u64) -> Value {
@@ -18,46 +16,6 @@ fn access_claims(jti: Option<&str>, iat: u64, exp: u64) -> Value {
         c["jti"] = json!(jti);
     }
     c
-}
-
-fn rs256(claims: &Value) -> String {
-    sign_with("RS256", Some("rsa-1"), None, claims)
-}
-
-/// Asserts `200` with `Cache-Control: no-store`.
-fn assert_ok(resp: &reqwest::Response, what: &str) {
-    assert_eq!(resp.status().as_u16(), 200, "{what}");
-    assert_eq!(
-        resp.headers()
-            .get("cache-control")
-            .map(|v| v.to_str().unwrap()),
-        Some("no-store"),
-        "{what}: Cache-Control"
-    );
-}
-
-async fn assert_revoked(gw: &Gateway, token: &str, what: &str) {
-    let (status, body) = status_json(get_with(&gw.url("/api/x"), token).await).await;
-    assert_eq!(status, 401, "{what}: {body}");
-    let desc = body["error_description"].as_str().unwrap_or_default();
-    assert!(desc.contains("revoked"), "{what}: description {desc:?}");
-}
-
-async fn assert_nothing_revoked(gw: &Gateway, what: &str) {
-    assert_eq!(stats_counts(gw).await, (0, 0, 0), "{what}: stats");
-    let items = list_revocations(gw).await;
-    assert!(items.is_empty(), "{what}: recorded {items:?}");
-}
-
-/// `sha256:` + unpadded base64url of the SHA-256 of the token's JWS signing input
-/// `header.payload` (SPEC §1).
-fn token_digest_id(token: &str) -> String {
-    let signing_input = &token[..token.rfind('.').unwrap()];
-    format!(
-        "sha256:{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(sha2::Sha256::digest(signing_input))
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,8 +31,8 @@ async fn valid_token_is_revoked_durably() {
     assert_eq!(proxy_status(&gw, &t).await, 200);
 
     let resp = post_revoke(&gw, &t).await;
-    assert_ok(&resp, "valid token");
-    assert_revoked(&gw, &t, "revoked token").await;
+    assert_endpoint_ok(&resp, "valid token");
+    assert_token_revoked(&gw, &t, "revoked token").await;
     assert_eq!(
         proxy_status(&gw, &sibling).await,
         200,
@@ -97,12 +55,12 @@ async fn valid_token_is_revoked_durably() {
     );
 
     // Posting it again is still 200 and keeps one record.
-    assert_ok(&post_revoke(&gw, &t).await, "again");
+    assert_endpoint_ok(&post_revoke(&gw, &t).await, "again");
     assert_eq!(stats_counts(&gw).await, (1, 0, 0));
 
     gw.stop().await;
     let gw = Gateway::start(&text).await;
-    assert_revoked(&gw, &t, "after a restart").await;
+    assert_token_revoked(&gw, &t, "after a restart").await;
     assert_eq!(proxy_status(&gw, &sibling).await, 200);
     gw.stop().await;
 }
@@ -120,8 +78,8 @@ async fn token_type_hint_is_ignored() {
     {
         let t = rs256(&access_claims(Some(&unique_id("hint")), n, n + 300));
         let resp = post_form(&url, form(&[("token", &t), ("token_type_hint", hint)])).await;
-        assert_ok(&resp, hint);
-        assert_revoked(&gw, &t, hint).await;
+        assert_endpoint_ok(&resp, hint);
+        assert_token_revoked(&gw, &t, hint).await;
         assert_eq!(stats_counts(&gw).await, (i as u64 + 1, 0, 0), "{hint}");
     }
     gw.stop().await;
@@ -140,8 +98,7 @@ async fn unverified_tokens_get_200_and_revoke_nothing() {
     let edited = {
         let parts: Vec<&str> = victim.split('.').collect();
         let other = json!({"iss": ISS, "aud": AUD, "sub": "u-2", "jti": victim_jti, "iat": n, "exp": n + 600});
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(&other).unwrap());
+        let payload = b64url(serde_json::to_vec(&other).unwrap());
         format!("{}.{}.{}", parts[0], payload, parts[2])
     };
     let cases: Vec<(&str, String)> = vec![
@@ -187,8 +144,8 @@ async fn unverified_tokens_get_200_and_revoke_nothing() {
     ];
     for (what, token) in cases {
         let resp = post_revoke(&gw, &token).await;
-        assert_ok(&resp, what);
-        assert_nothing_revoked(&gw, what).await;
+        assert_endpoint_ok(&resp, what);
+        assert_no_revocations(&gw, what).await;
         assert_eq!(
             proxy_status(&gw, &victim).await,
             200,
@@ -206,8 +163,8 @@ async fn jti_less_token_is_revoked_by_its_digest() {
     let n = now();
     let t = rs256(&access_claims(None, n - 5, n + 600));
     let other = rs256(&access_claims(None, n - 6, n + 600));
-    assert_ok(&post_revoke(&gw, &t).await, "jti-less token");
-    assert_revoked(&gw, &t, "jti-less token").await;
+    assert_endpoint_ok(&post_revoke(&gw, &t).await, "jti-less token");
+    assert_token_revoked(&gw, &t, "jti-less token").await;
     assert_eq!(
         proxy_status(&gw, &other).await,
         200,
@@ -216,7 +173,7 @@ async fn jti_less_token_is_revoked_by_its_digest() {
     let items = list_revocations(&gw).await;
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0]["kind"], "jti");
-    assert_eq!(items[0]["value"], token_digest_id(&t));
+    assert_eq!(items[0]["value"], digest_id(&t));
     assert_eq!(items[0]["source"], "revoke_endpoint");
     assert_eq!(items[0]["expires_at"], rfc3339(n + 600 + 60));
     gw.stop().await;
@@ -255,7 +212,7 @@ async fn missing_token_is_400_and_other_methods_405() {
         assert_eq!(resp.status().as_u16(), 405, "{method}");
         assert_eq!(resp.headers()["cache-control"], "no-store", "{method}");
     }
-    assert_nothing_revoked(&gw, "after 400/405").await;
+    assert_no_revocations(&gw, "after 400/405").await;
     assert_eq!(proxy_status(&gw, &t).await, 200);
     gw.stop().await;
 }

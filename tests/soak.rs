@@ -77,57 +77,14 @@ impl Rng {
     }
 }
 
-/// VmRSS of process `pid` in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// `revgate serve` with per-request logging off (it would only measure the log pipe);
-/// stderr is drained for the child's whole life.
-async fn spawn_gateway(
-    config: &std::path::Path,
-) -> (tokio::process::Child, SocketAddr, SocketAddr) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(revgate_bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .env(
-            "RUST_LOG",
-            "warn,revgate=info,revgate::proxy=warn,revgate::admin=warn",
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn revgate serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut tx = Some(tx);
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(addrs) = parse_listening_line(&line) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addrs);
-                }
-            } else if line.contains("ERROR") || line.contains("panicked") {
-                eprintln!("gateway: {line}");
-            }
-        }
-    });
-    let (proxy, admin) = tokio::time::timeout(WAIT, rx)
-        .await
-        .expect("gateway listening within the bound")
-        .expect("listening line");
-    (child, proxy, admin)
+/// `revgate serve` with per-request logging off (it would only measure the log pipe).
+async fn spawn_gateway(config: &std::path::Path) -> ServeChild {
+    let mut cmd = ServeChild::command(config);
+    cmd.env(
+        "RUST_LOG",
+        "warn,revgate=info,revgate::proxy=warn,revgate::admin=warn",
+    );
+    ServeChild::spawn(cmd).await
 }
 
 /// Garbage: random base64url parts, forged signatures, expired, wrong audience, alg none,
@@ -183,12 +140,7 @@ async fn client_loop(
     deadline: Instant,
     seed: u64,
 ) {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap();
+    let http = client_keeping_idle(1);
     let url = format!("http://{proxy}/api/soak");
     let mut rng = Rng(seed | 1);
     while Instant::now() < deadline {
@@ -287,7 +239,7 @@ async fn revoke_one(admin: SocketAddr, truth: Arc<Truth>, counters: Arc<Counters
         "sid" => format!("s-{}", i / SID_GROUP),
         _ => format!("u-{}", i / SUB_GROUP),
     };
-    let (status, body) = admin_post_at(
+    let (status, body) = admin_post(
         admin,
         "/v1/revocations",
         &json!({"kind": kind, "value": value, "reason": "soak"}),
@@ -307,7 +259,7 @@ async fn revoke_one(admin: SocketAddr, truth: Arc<Truth>, counters: Arc<Counters
 
 /// A revocation no token carries, expiring in 1–3 s: work for the sweeper.
 async fn chaff_one(admin: SocketAddr, counters: Arc<Counters>, k: u64) {
-    let (status, body) = admin_post_at(
+    let (status, body) = admin_post(
         admin,
         "/v1/revocations",
         &json!({"kind": "jti", "value": format!("chaff-{k}"), "ttl": format!("{}s", 1 + k % 3)}),
@@ -333,8 +285,8 @@ async fn soak(secs: u64) {
         "1s",
     );
     std::fs::write(&config_path, config).unwrap();
-    let (mut child, proxy, admin) = spawn_gateway(&config_path).await;
-    let pid = child.id().expect("child pid");
+    let child = spawn_gateway(&config_path).await;
+    let (proxy, admin, pid) = (child.proxy, child.admin, child.pid());
 
     // The mix: enough tokens that the revoker never runs out (each revocation covers up
     // to SUB_GROUP of them). ES256: quick to sign. Lifetime 10 min, within max_token_lifetime.
@@ -374,7 +326,7 @@ async fn soak(secs: u64) {
         })
         .collect();
     tokio::time::sleep(warmup).await; // load shaping (warm-up length), not synchronisation
-    let rss_start = rss_kb(pid);
+    let rss_start = vm_rss_kib(pid);
     let mut revocations = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / REVOCATIONS_PER_SEC));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -403,14 +355,14 @@ async fn soak(secs: u64) {
     })
     .await
     .expect("revocations finish within the bound");
-    let rss_end = rss_kb(pid);
+    let rss_end = vm_rss_kib(pid);
 
     // Quiet check of a sample: every revoked token refused, every untouched one passes.
     let mut sample_wrong = 0;
     for _ in 0..200 {
         let i = rng.below(n);
         let state = truth.state[i].load(Relaxed);
-        let (status, _) = proxy_get_at(proxy, &truth.tokens[i]).await;
+        let (status, _) = proxy_get(proxy, &truth.tokens[i]).await;
         match state {
             REVOKED if status != 401 => sample_wrong += 1,
             VALID if status != 200 => sample_wrong += 1,
@@ -421,10 +373,10 @@ async fn soak(secs: u64) {
     // at most 3 s ttl), leaving exactly the revocations of the mix.
     let expected = counters.revocations.load(Relaxed);
     let sweep_deadline = Instant::now() + WAIT;
-    let mut records = total_records_at(admin).await;
+    let mut records = total_records(admin).await;
     while records != expected && Instant::now() < sweep_deadline {
         tokio::time::sleep(Duration::from_millis(200)).await; // bounded poll
-        records = total_records_at(admin).await;
+        records = total_records(admin).await;
     }
 
     let c = &counters;
@@ -446,8 +398,12 @@ async fn soak(secs: u64) {
         c.revocation_failures.load(Relaxed),
         started.elapsed().as_secs_f64(),
     );
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(WAIT, child.wait()).await;
+    for line in child.log_text().lines() {
+        if line.contains("ERROR") || line.contains("panicked") {
+            eprintln!("gateway: {line}");
+        }
+    }
+    child.kill9().await;
 
     assert_eq!(wrong, 0, "wrong decisions");
     assert_eq!(c.unexpected_5xx.load(Relaxed), 0, "unexpected 5xx");

@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 /// Leeway + max token lifetime of the test config.
 const KEEP: u64 = 60 + 3600;
 
+/// Bound of the waits for the background sweeper.
+const SWEEPER_WAIT: Duration = Duration::from_secs(10);
+
 async fn start(interval: &str) -> (tempfile::TempDir, Gateway, Arc<ManualClock>, u64) {
     let (dir, store) = temp_store();
     let echo = start_echo().await;
@@ -143,27 +146,8 @@ async fn entries_never_leave_before_their_expiry() {
             );
         }
     }
-    assert_eq!(total_records_at(gw.admin).await, 0);
+    assert_eq!(total_records(gw.admin).await, 0);
     gw.stop().await;
-}
-
-/// Polls `cond` every 50 ms for up to 10 s (a bounded wait on an observable condition).
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn sweeps_total(gw: &Gateway) -> f64 {
@@ -185,7 +169,7 @@ async fn background_sweeper_purges_due_entries_unasked() {
     // Not due yet: background sweeps run (observed through the metric) and keep it.
     clock.set(t0 + 30);
     let before = sweeps_total(&gw).await;
-    eventually("two background sweeps", || {
+    eventually_within(SWEEPER_WAIT, "two background sweeps", || {
         let gw = &gw;
         async move { sweeps_total(gw).await >= before + 2.0 }
     })
@@ -198,10 +182,14 @@ async fn background_sweeper_purges_due_entries_unasked() {
 
     // Due: the background sweeper purges it without being asked.
     clock.set(t0 + 31);
-    eventually("the background sweeper purging bg-due", || {
-        let gw = &gw;
-        async move { admin_stats(gw).await["jti"] == 1 }
-    })
+    eventually_within(
+        SWEEPER_WAIT,
+        "the background sweeper purging bg-due",
+        || {
+            let gw = &gw;
+            async move { admin_stats(gw).await["jti"] == 1 }
+        },
+    )
     .await;
     assert!(!present(&gw, "jti", "bg-due").await);
     assert!(present(&gw, "jti", "bg-later").await);

@@ -15,7 +15,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 /// Order of the P-256 group (SEC 2 §2.4.2), big-endian.
 const P256_N: [u8; 32] = [
@@ -83,14 +82,6 @@ fn jti_less_claims(sub: &str) -> Value {
 
 fn es256_jti_less(sub: &str) -> String {
     sign_with("ES256", Some("ec256-1"), None, &jti_less_claims(sub))
-}
-
-/// `sha256:` + base64url of the SHA-256 of `bytes` (SPEC §1 notation).
-fn sha256_id(bytes: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(bytes))
-    )
 }
 
 /// The `X-Auth-Jti` the upstream received for `token` (the echo upstream reflects headers).

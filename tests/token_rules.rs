@@ -48,15 +48,12 @@ async fn call(gw: &Gateway, token: &str) -> reqwest::Response {
     get_with(&gw.url("/api/x"), token).await
 }
 
-/// Asserts the echo upstream answered 200; returns the headers it saw.
-async fn assert_passes(resp: reqwest::Response, case: &str) -> Value {
-    let (status, body) = status_json(resp).await;
-    assert_eq!(status, 200, "{case}: refused with {body}");
-    assert_eq!(
-        body["echo"], true,
-        "{case}: not the upstream's answer: {body}"
-    );
-    body["headers"].clone()
+/// Asserts the echo upstream answered 200 ([`assert_passes_as`]); returns the headers it
+/// saw.
+async fn passed_headers(resp: reqwest::Response, case: &str) -> Value {
+    let answer = status_json(resp).await;
+    assert_passes_as(&answer, case);
+    answer.1["headers"].clone()
 }
 
 /// Default claims as a mutable object.
@@ -81,10 +78,6 @@ fn without(name: &str) -> Value {
     Value::Object(c)
 }
 
-fn rs256(claims: &Value) -> String {
-    sign_with("RS256", Some("rsa-1"), None, claims)
-}
-
 #[tokio::test]
 async fn a_valid_token_of_every_algorithm_passes_with_identity_headers() {
     let (gw, _dir) = gateway().await;
@@ -93,7 +86,7 @@ async fn a_valid_token_of_every_algorithm_passes_with_identity_headers() {
     ] {
         let jti = format!("jti-{alg}");
         let t = sign_with(alg, Some(kid_for(alg)), None, &claims("alice", "s-9", &jti));
-        let headers = assert_passes(call(&gw, &t).await, alg).await;
+        let headers = passed_headers(call(&gw, &t).await, alg).await;
         assert_eq!(headers["x-auth-iss"], ISS, "{alg}");
         assert_eq!(headers["x-auth-sub"], "alice", "{alg}");
         assert_eq!(headers["x-auth-sid"], "s-9", "{alg}");
@@ -101,7 +94,7 @@ async fn a_valid_token_of_every_algorithm_passes_with_identity_headers() {
     }
     // No kid: the only key of the type is used (SPEC §4).
     let t = sign_with("ES256", None, None, &claims("alice", "s-9", "no-kid"));
-    assert_passes(call(&gw, &t).await, "ES256 without kid").await;
+    passed_headers(call(&gw, &t).await, "ES256 without kid").await;
     gw.stop().await;
 }
 
@@ -139,7 +132,7 @@ async fn unsigned_confused_and_disallowed_algorithms_are_refused() {
     .await;
     // The same issuer accepts RS256.
     let t = rs256(&with(&[("iss", json!(RS_ONLY_ISS))]));
-    assert_passes(call(&gw, &t).await, "RS256 for RS256-only issuer").await;
+    passed_headers(call(&gw, &t).await, "RS256 for RS256-only issuer").await;
 
     // The allow-list is case-sensitive.
     let t = raw_jws(r#"{"alg":"rs256","kid":"rsa-1"}"#, &c, b"sig");
@@ -185,7 +178,7 @@ async fn bad_signatures_and_unknown_keys_are_refused() {
     let forged_jku = sign_raw_with("RS256", header, &claims("u", "s", "j").to_string());
     assert_invalid_token(call(&gw, &forged_jku).await, "signature", "jku header").await;
 
-    assert_passes(call(&gw, &good).await, "the original").await;
+    passed_headers(call(&gw, &good).await, "the original").await;
     gw.stop().await;
 }
 
@@ -208,9 +201,9 @@ async fn issuer_and_audience_are_checked() {
     assert_invalid_token(call(&gw, &t).await, "audience", "no aud").await;
 
     let t = rs256(&with(&[("aud", json!(["api://other", AUD]))]));
-    assert_passes(call(&gw, &t).await, "aud array with the right one").await;
+    passed_headers(call(&gw, &t).await, "aud array with the right one").await;
     let t = rs256(&with(&[("aud", json!("api://two"))]));
-    assert_passes(call(&gw, &t).await, "second configured audience").await;
+    passed_headers(call(&gw, &t).await, "second configured audience").await;
     gw.stop().await;
 }
 
@@ -222,16 +215,16 @@ async fn time_claims_are_checked_with_leeway() {
     let t = rs256(&with(&[("iat", json!(n - 900)), ("exp", json!(n - 120))]));
     assert_invalid_token(call(&gw, &t).await, "expired", "expired beyond leeway").await;
     let t = rs256(&with(&[("iat", json!(n - 900)), ("exp", json!(n - 30))]));
-    assert_passes(call(&gw, &t).await, "expired within leeway").await;
+    passed_headers(call(&gw, &t).await, "expired within leeway").await;
     let t = rs256(&without("exp"));
     assert_invalid_token(call(&gw, &t).await, "malformed", "no exp").await;
 
     let t = rs256(&with(&[("nbf", json!(n + 300))]));
     assert_invalid_token(call(&gw, &t).await, "", "nbf beyond leeway").await;
     let t = rs256(&with(&[("nbf", json!(n + 30))]));
-    assert_passes(call(&gw, &t).await, "nbf within leeway").await;
+    passed_headers(call(&gw, &t).await, "nbf within leeway").await;
     let t = rs256(&with(&[("nbf", json!(n - 30))]));
-    assert_passes(call(&gw, &t).await, "nbf passed").await;
+    passed_headers(call(&gw, &t).await, "nbf passed").await;
 
     let t = rs256(&without("iat"));
     assert_invalid_token(call(&gw, &t).await, "malformed", "no iat").await;
@@ -240,13 +233,13 @@ async fn time_claims_are_checked_with_leeway() {
     let t = rs256(&with(&[("iat", json!(n + 300)), ("exp", json!(n + 900))]));
     assert_invalid_token(call(&gw, &t).await, "", "iat in the future").await;
     let t = rs256(&with(&[("iat", json!(n + 30)), ("exp", json!(n + 900))]));
-    assert_passes(call(&gw, &t).await, "iat within leeway").await;
+    passed_headers(call(&gw, &t).await, "iat within leeway").await;
 
     // max_token_lifetime is 1h in the harness.
     let t = rs256(&with(&[("iat", json!(n)), ("exp", json!(n + 3601))]));
     assert_invalid_token(call(&gw, &t).await, "lifetime", "lifetime over 1h").await;
     let t = rs256(&with(&[("iat", json!(n - 100)), ("exp", json!(n + 3500))]));
-    assert_passes(call(&gw, &t).await, "lifetime exactly 1h").await;
+    passed_headers(call(&gw, &t).await, "lifetime exactly 1h").await;
     gw.stop().await;
 }
 
@@ -272,7 +265,7 @@ async fn logout_and_event_tokens_and_require_typ() {
     // Other typ values are fine for an issuer without require_typ.
     for typ in ["JWT", "at+jwt"] {
         let t = sign_with("RS256", Some("rsa-1"), Some(typ), &c);
-        assert_passes(call(&gw, &t).await, typ).await;
+        passed_headers(call(&gw, &t).await, typ).await;
     }
 
     let typed = with(&[("iss", json!(TYPED_ISS))]);
@@ -282,7 +275,7 @@ async fn logout_and_event_tokens_and_require_typ() {
     assert_invalid_token(call(&gw, &t).await, "", "require_typ, typ JWT").await;
     for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
         let t = sign_with("RS256", Some("rsa-1"), Some(typ), &typed);
-        let headers = assert_passes(call(&gw, &t).await, typ).await;
+        let headers = passed_headers(call(&gw, &t).await, typ).await;
         assert_eq!(headers["x-auth-iss"], TYPED_ISS);
     }
     gw.stop().await;
@@ -301,7 +294,7 @@ async fn malformed_tokens_are_refused() {
     };
     // Sanity: the raw signer produces a token that passes.
     let ok = sign_raw_with("RS256", header, &claims_json(""));
-    assert_passes(call(&gw, &ok).await, "raw-signed control").await;
+    passed_headers(call(&gw, &ok).await, "raw-signed control").await;
 
     // Duplicate claim names, really signed.
     let dup = sign_raw_with("RS256", header, &claims_json(r#","sub":"admin""#));
@@ -372,16 +365,11 @@ async fn malformed_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_token_without_jti_is_identified_by_its_digest() {
-    use sha2::Digest as _;
     let (gw, _dir) = gateway().await;
     let t = rs256(&without("jti"));
-    let headers = assert_passes(call(&gw, &t).await, "no jti").await;
+    let headers = passed_headers(call(&gw, &t).await, "no jti").await;
     // SPEC §1: the digest of the JWS signing input `header.payload`.
-    let signing_input = &t[..t.rfind('.').unwrap()];
-    let expected = format!(
-        "sha256:{}",
-        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(signing_input.as_bytes()))
-    );
+    let expected = digest_id(&t);
     assert_eq!(headers["x-auth-jti"], expected.as_str());
     assert_eq!(expected.len(), 7 + 43, "unpadded base64url of 32 bytes");
     gw.stop().await;
@@ -455,7 +443,7 @@ async fn credentials_follow_rfc6750() {
             .send()
             .await
             .unwrap();
-        assert_passes(resp, scheme).await;
+        passed_headers(resp, scheme).await;
     }
     gw.stop().await;
 }

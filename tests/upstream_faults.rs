@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 /// Body size of the huge answer (`REVGATE_HUGE_MIB` overrides it).
 const HUGE_MIB_DEFAULT: u64 = 200;
@@ -24,74 +24,43 @@ const RESET_SENT: usize = 64 * 1024;
 /// Route timeout of the slow upstream.
 const SLOW_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Reads one request head off `stream`; false if the peer went away first.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
 /// An upstream that answers every request with a `Content-Length` of [`RESET_DECLARED`],
 /// sends [`RESET_SENT`] bytes of it and closes the connection.
 async fn start_resetting() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {RESET_DECLARED}\r\n\r\n"
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(&vec![b'x'; RESET_SENT]).await;
-                let _ = s.flush().await;
-                // Dropped here: the connection closes mid-body.
-            });
-        }
-    });
-    addr
+    start_raw(|mut s| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {RESET_DECLARED}\r\n\r\n"
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(&vec![b'x'; RESET_SENT]).await;
+        let _ = s.flush().await;
+        // Dropped here: the connection closes mid-body.
+    })
+    .await
 }
 
 /// An upstream that answers every request with `len` bytes (Content-Length), generated
 /// 64 KiB at a time: the test process holds no copy of the body.
 async fn start_huge(len: u64) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
-                );
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![0xA5u8; 64 * 1024];
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(chunk.len() as u64) as usize;
-                    if s.write_all(&chunk[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n as u64;
-                }
-                let _ = s.shutdown().await;
-            });
+    start_raw(move |mut s| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        );
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    addr
+        let chunk = vec![0xA5u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if s.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 struct Setup {
@@ -161,17 +130,17 @@ upstream = "http://{dead}"
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.child.proxy)
-    }
-
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("request")
+        self.http
+            .get(self.child.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// The gateway still serves: health 200 and the echo route 200.
     async fn assert_healthy(&self, after: &str) {
-        let (s, body) = admin_get_at(self.child.admin, "/healthz").await;
+        let (s, body) = admin_get(&self.child, "/healthz").await;
         assert_eq!(s, 200, "healthz after {after}: {body}");
         let (s, body) = status_json(self.get("/ok/x").await).await;
         assert_eq!(s, 200, "echo after {after}: {body}");
@@ -188,7 +157,8 @@ async fn upstream_faults_answer_502_504_and_leave_the_gateway_healthy() {
     let (status, body) = status_json(s.get("/refused/x").await).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "bad_gateway", "{body}");
-    let (status, body) = status_json(get_with(&s.url("/api/x"), &token("u", "s", "j")).await).await;
+    let (status, body) =
+        status_json(get_with(&s.child.url("/api/x"), &token("u", "s", "j")).await).await;
     assert_eq!(status, 502, "{body}");
     s.assert_healthy("refused").await;
 
@@ -273,15 +243,10 @@ async fn many_failing_requests_leak_no_connection_or_memory() {
         .chain(std::iter::repeat_n("/slow/x", 40))
         .collect();
     // No pooling: every request is its own connection to the gateway.
-    let unpooled = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let unpooled = client_keeping_idle(0);
     let statuses: Vec<u16> = futures_util::stream::iter(paths)
         .map(|p| {
-            let req = unpooled.get(s.url(p)).send();
+            let req = unpooled.get(s.child.url(p)).send();
             async move {
                 let resp = req.await.expect("request");
                 let status = resp.status().as_u16();

@@ -1,4 +1,5 @@
-//! Test helpers: the keys of `tests/keys/`, a raw JWS signer and a tiny JWKS server.
+//! Test helpers: the keys of `tests/keys/` (their table is `tests/keys/mod.rs`), test
+//! configs, a raw JWS signer and a tiny JWKS server.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,25 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 
-/// The issuer of the test configs.
-pub const ISS: &str = "https://idp.test/";
+/// The test identity provider (issuer, key files, `kid`s, signing keys), shared with the
+/// integration-test harness so the table is written once.
+#[path = "../../tests/keys/mod.rs"]
+mod keys;
+
+pub use keys::*;
+
 /// "Now" in the tests.
 pub const NOW: u64 = 1_700_000_000;
-
-pub const JWKS: &str = include_str!("../../tests/keys/jwks.json");
-pub const RSA_PRIVATE: &str = include_str!("../../tests/keys/rsa_private.pem");
-pub const RSA_PUBLIC: &str = include_str!("../../tests/keys/rsa_public.pem");
-pub const RSA_OTHER_PRIVATE: &str = include_str!("../../tests/keys/rsa_other_private.pem");
-pub const RSA_OTHER_JWK: &str = include_str!("../../tests/keys/rsa_other_jwk.json");
-pub const EC256_PRIVATE: &str = include_str!("../../tests/keys/ec256_private.pem");
-pub const EC384_PRIVATE: &str = include_str!("../../tests/keys/ec384_private.pem");
-pub const ED_PRIVATE: &str = include_str!("../../tests/keys/ed25519_private.pem");
-pub const HMAC_SECRET: &str = include_str!("../../tests/keys/hmac.secret");
-
-/// Absolute path of a file in `tests/keys/`.
-pub fn key_path(name: &str) -> String {
-    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A one-issuer config: JWKS from `jwks` (a `jwks_file = ...` or `jwks_url = ...` line),
 /// the given algorithms, the test HMAC secret, leeway 60 s, max lifetime 1 h.
@@ -48,32 +39,6 @@ pub fn config(algorithms: &[&str]) -> Config {
         &format!("jwks_file = {:?}", key_path("jwks.json")),
         algorithms,
     )
-}
-
-/// The encoding key of the test key for `alg` (the in-JWKS RSA key for RS*/PS*).
-pub fn encoding_key(alg: Algorithm) -> EncodingKey {
-    use jsonwebtoken::AlgorithmFamily::*;
-    match alg.family() {
-        Rsa => EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
-        Ec if alg == Algorithm::ES256 => {
-            EncodingKey::from_ec_pem(EC256_PRIVATE.as_bytes()).unwrap()
-        }
-        Ec => EncodingKey::from_ec_pem(EC384_PRIVATE.as_bytes()).unwrap(),
-        Ed => EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
-        Hmac => EncodingKey::from_secret(HMAC_SECRET.trim_end().as_bytes()).unwrap(),
-    }
-}
-
-/// The kid of the test key for `alg` in `jwks.json`.
-pub fn kid_for(alg: Algorithm) -> Option<&'static str> {
-    use jsonwebtoken::AlgorithmFamily::*;
-    match alg.family() {
-        Rsa => Some("rsa-1"),
-        Ec if alg == Algorithm::ES256 => Some("ec256-1"),
-        Ec => Some("ec384-1"),
-        Ed => Some("ed-1"),
-        Hmac => None,
-    }
 }
 
 pub fn b64(bytes: &[u8]) -> String {
