@@ -101,15 +101,7 @@ pub fn mint(sub: &str, sid: &str, jti: &str, iat: u64) -> String {
 
 /// A short random identifier (no crypto strength needed: demo ids only).
 fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    format!("{:012x}", crate::ids::random_u64() & 0xffff_ffff_ffff)
 }
 
 /// Runs the demo until Ctrl-C / SIGTERM.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
+mod ids;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
