@@ -64,6 +64,17 @@ pub enum ConfigError {
     },
 }
 
+/// Why [`Config::resolve_issuer`] found no issuer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerChoiceError {
+    /// No configured issuer has this exact `issuer`.
+    #[error("unknown issuer {0:?}")]
+    Unknown(String),
+    /// No issuer was named and more than one is configured.
+    #[error("issuer is required when several issuers are configured")]
+    Required,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -432,6 +443,20 @@ impl Config {
     /// The issuer whose `issuer` equals `iss` exactly.
     pub fn issuer(&self, iss: &str) -> Option<&IssuerConfig> {
         self.issuers.iter().find(|i| i.issuer == iss)
+    }
+
+    /// The issuer named by `given` (exactly), or the only configured one when `given` is
+    /// `None` (the rule of every admin request and CLI command that takes `--issuer`).
+    pub fn resolve_issuer(&self, given: Option<&str>) -> Result<&IssuerConfig, IssuerChoiceError> {
+        match given {
+            Some(iss) => self
+                .issuer(iss)
+                .ok_or_else(|| IssuerChoiceError::Unknown(iss.to_string())),
+            None => match self.issuers.as_slice() {
+                [only] => Ok(only),
+                _ => Err(IssuerChoiceError::Required),
+            },
+        }
     }
 
     /// The effective settings as TOML, with `admin_token` shown as `"<set>"` when set.
