@@ -110,7 +110,7 @@ impl Gateway {
 }
 
 /// The one line for a store that cannot be opened.
-fn store_line(path: &str, e: &StoreError) -> String {
+pub(crate) fn store_line(path: &str, e: &StoreError) -> String {
     match e {
         StoreError::Damaged(_) => e.to_string(),
         other => format!("cannot open store {path}: {other}"),
