@@ -28,7 +28,7 @@ pub(super) fn demo() -> Result<(), CliError> {
     crate::telemetry::init_tracing(LogFormat::Text);
     runtime()
         .block_on(crate::demo::run_demo())
-        .map_err(CliError::Failed)
+        .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// `check-config`: the checks of [`checked_config`], then the effective settings.

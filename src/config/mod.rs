@@ -40,7 +40,7 @@ pub const DEFAULT_VERIFIED_TOKEN_CACHE: usize = 10_000;
 pub const MAX_VERIFIED_TOKEN_CACHE: usize = 10_000_000;
 
 /// Why a configuration was refused. The message names the key and the problem;
-/// `main` turns any of these into exit status 64.
+/// the CLI turns any of these into exit status 64 ([`crate::cli::EXIT_USAGE`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
