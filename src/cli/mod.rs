@@ -103,6 +103,7 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// The admin subcommands (revoke … import), flattened in beside the others.
     #[command(flatten)]
     Admin(AdminCommand),
 }

@@ -15,6 +15,8 @@ use super::output::{api_error_line, print_json_pretty, CliError};
 use super::{ExportArgs, ImportArgs};
 use crate::store::OpenMode;
 
+/// `export --offline`: every record of the store (or of one kind) as NDJSON on stdout; a
+/// closed stdout (`| head`) ends the export quietly.
 pub(super) async fn export_offline(args: &ExportArgs) -> Result<(), CliError> {
     let (_config, store) = open_offline_store(&args.connection, OpenMode::Salvage)?;
     let kind = args.kind.map(|k| k.kind());
@@ -37,6 +39,7 @@ pub(super) async fn export_offline(args: &ExportArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::Failed(format!("export task failed: {e}")))?
 }
 
+/// `export`: streams `GET /v1/export` to stdout as it arrives.
 pub(super) async fn export_online(client: &AdminClient, args: &ExportArgs) -> Result<(), CliError> {
     use futures_util::StreamExt as _;
     let kind = args.kind.map(|k| k.kind().as_str());
@@ -152,6 +155,7 @@ impl Progress {
     }
 }
 
+/// Prints the import counts; a rejected line makes the command fail (exit 1).
 fn import_result(summary: &Value) -> Result<(), CliError> {
     print_json_pretty(summary);
     let rejected = summary
@@ -166,6 +170,8 @@ fn import_result(summary: &Value) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `import --offline`: merges the file into the store directly (a damaged store is
+/// replaced first, see [`open_restore_store`]; `--dry-run` only reads it).
 pub(super) async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
     let (config, store) = if args.dry_run {
         open_offline_store(&args.connection, OpenMode::Salvage)?
@@ -184,6 +190,7 @@ pub(super) async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
     import_result(&serde_json::to_value(&summary).unwrap_or_default())
 }
 
+/// `import`: streams the file to `POST /v1/import` and prints the counts it answers.
 pub(super) async fn import_online(client: &AdminClient, args: &ImportArgs) -> Result<(), CliError> {
     use futures_util::StreamExt as _;
     let (input, total) = import_input(&args.file).await?;
