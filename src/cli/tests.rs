@@ -510,11 +510,27 @@ async fn fake_admin(
 
 const BOUND: Duration = Duration::from_secs(20);
 
+/// Parses `args` as a command line and runs the admin command, bounded by [`BOUND`].
+async fn run_bounded(args: &[&str]) -> u8 {
+    let cmd = parse(args).unwrap();
+    tokio::time::timeout(BOUND, commands::run(cmd))
+        .await
+        .expect("bounded")
+}
+
+/// The next request the fake admin API saw, waiting at most [`BOUND`].
+async fn next_request(seen: &mut tokio::sync::mpsc::UnboundedReceiver<SeenRequest>) -> SeenRequest {
+    tokio::time::timeout(BOUND, seen.recv())
+        .await
+        .expect("bounded")
+        .expect("a request")
+}
+
 #[tokio::test]
 async fn revoke_against_a_fake_admin_api() {
     let record = r#"{"kind":"sid","issuer":"https://idp/","value":"a/b","revoked_at":"2030-01-01T00:00:00Z","issued_before":"2030-01-01T00:00:00Z","expires_at":"2030-01-02T00:00:00Z","reason":"x","source":"admin"}"#;
     let (base, mut seen) = fake_admin(vec![(201, record)]).await;
-    let cmd = parse(&[
+    let code = run_bounded(&[
         "revoke",
         "sid",
         "a/b",
@@ -527,15 +543,9 @@ async fn revoke_against_a_fake_admin_api() {
         "--admin-token",
         "s3cret",
     ])
-    .unwrap();
-    let code = tokio::time::timeout(BOUND, commands::run(cmd))
-        .await
-        .expect("bounded");
+    .await;
     assert_eq!(code, EXIT_OK);
-    let req = tokio::time::timeout(BOUND, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let req = next_request(&mut seen).await;
     assert!(
         req.head.starts_with("POST /v1/revocations HTTP/1.1\r\n"),
         "{}",
@@ -571,7 +581,7 @@ async fn lookup_not_found_exits_1() {
         r#"{"error":"not_found","error_description":"no such revocation"}"#,
     )])
     .await;
-    let cmd = parse(&[
+    let code = run_bounded(&[
         "lookup",
         "sid",
         "a b/c",
@@ -582,15 +592,9 @@ async fn lookup_not_found_exits_1() {
         "--admin-token",
         "t",
     ])
-    .unwrap();
-    let code = tokio::time::timeout(BOUND, commands::run(cmd))
-        .await
-        .expect("bounded");
+    .await;
     assert_eq!(code, EXIT_FAILURE);
-    let req = tokio::time::timeout(BOUND, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let req = next_request(&mut seen).await;
     assert!(
         req.head.starts_with(
             "GET /v1/revocations/sid/a%20b%2Fc?issuer=https%3A%2F%2Fidp%2F HTTP/1.1\r\n"
@@ -605,7 +609,7 @@ async fn list_follows_cursors_up_to_the_limit() {
     let page1 = r#"{"items":[{"kind":"jti","issuer":"i","value":"1","expires_at":"t","source":"admin"},{"kind":"jti","issuer":"i","value":"2","expires_at":"t","source":"admin"}],"next":"c1"}"#;
     let page2 = r#"{"items":[{"kind":"jti","issuer":"i","value":"3","expires_at":"t","source":"admin"}],"next":"c2"}"#;
     let (base, mut seen) = fake_admin(vec![(200, page1), (200, page2)]).await;
-    let cmd = parse(&[
+    let code = run_bounded(&[
         "list",
         "--kind",
         "jti",
@@ -617,12 +621,9 @@ async fn list_follows_cursors_up_to_the_limit() {
         "--admin-token",
         "t",
     ])
-    .unwrap();
-    let code = tokio::time::timeout(BOUND, commands::run(cmd))
-        .await
-        .expect("bounded");
+    .await;
     assert_eq!(code, EXIT_OK);
-    let first = seen.recv().await.unwrap();
+    let first = next_request(&mut seen).await;
     assert!(
         first
             .head
@@ -630,7 +631,7 @@ async fn list_follows_cursors_up_to_the_limit() {
         "{}",
         first.head
     );
-    let second = seen.recv().await.unwrap();
+    let second = next_request(&mut seen).await;
     assert!(
         second
             .head
@@ -646,9 +647,6 @@ async fn unreachable_admin_api_exits_69() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let cmd = parse(&["stats", "--admin", &addr.to_string(), "--admin-token", "t"]).unwrap();
-    let code = tokio::time::timeout(BOUND, commands::run(cmd))
-        .await
-        .expect("bounded");
+    let code = run_bounded(&["stats", "--admin", &addr.to_string(), "--admin-token", "t"]).await;
     assert_eq!(code, EXIT_UNAVAILABLE);
 }
