@@ -147,17 +147,4 @@ impl App {
         let snapshot = self.snapshot();
         self.auth.verify(snapshot.under(), token).await
     }
-
-    /// The issuer named by `given`, or the only configured one when `given` is `None`.
-    pub fn resolve_issuer(&self, given: Option<&str>) -> Result<String, String> {
-        let config = self.config();
-        match given {
-            Some(iss) => config
-                .issuer(iss)
-                .map(|i| i.issuer.clone())
-                .ok_or_else(|| format!("unknown issuer {iss:?}")),
-            None if config.issuers.len() == 1 => Ok(config.issuers[0].issuer.clone()),
-            None => Err("issuer is required when several issuers are configured".to_string()),
-        }
-    }
 }

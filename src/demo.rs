@@ -101,37 +101,44 @@ pub fn mint(sub: &str, sid: &str, jti: &str, iat: u64) -> String {
 
 /// A short random identifier (no crypto strength needed: demo ids only).
 fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    format!("{:012x}", crate::ids::random_u64() & 0xffff_ffff_ffff)
+}
+
+/// Why the demo could not start; each is one line for the operator (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// [`DEMO_JWKS_FILE`] was missing and could not be written.
+    #[error("cannot write {DEMO_JWKS_FILE}: {0}")]
+    WriteJwks(std::io::Error),
+    /// The built-in configuration did not validate.
+    #[error("demo config: {0}")]
+    Config(crate::config::ConfigError),
+    /// [`DEMO_UPSTREAM`] could not be bound.
+    #[error("cannot bind echo upstream {DEMO_UPSTREAM}: {0}")]
+    BindUpstream(std::io::Error),
+    /// The gateway did not start (store, listeners, keys).
+    #[error("{0}")]
+    Start(#[from] crate::StartError),
 }
 
 /// Runs the demo until Ctrl-C / SIGTERM.
-pub async fn run_demo() -> Result<(), String> {
+pub async fn run_demo() -> Result<(), DemoError> {
     let jwks_path = PathBuf::from(DEMO_JWKS_FILE);
     if !jwks_path.exists() {
         std::fs::create_dir_all(jwks_path.parent().expect("has a parent"))
             .and_then(|_| std::fs::write(&jwks_path, DEMO_JWKS))
-            .map_err(|e| format!("cannot write {DEMO_JWKS_FILE}: {e}"))?;
+            .map_err(DemoError::WriteJwks)?;
     }
     let config = demo_config();
-    config.validate().map_err(|e| format!("demo config: {e}"))?;
+    config.validate().map_err(DemoError::Config)?;
 
     let upstream = tokio::net::TcpListener::bind(DEMO_UPSTREAM)
         .await
-        .map_err(|e| format!("cannot bind echo upstream {DEMO_UPSTREAM}: {e}"))?;
+        .map_err(DemoError::BindUpstream)?;
     tokio::spawn(serve_echo(upstream));
 
     let clock = crate::clock::system();
-    let gateway = crate::Gateway::start(config, None, clock.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let gateway = crate::Gateway::start(config, None, clock.clone()).await?;
     let app = gateway.app().clone();
     let now = clock.now();
     let sid = format!("sess-{}", random_id());

@@ -3,8 +3,8 @@
 //! Connect Back-Channel Logout, an RFC 7009-style revoke endpoint and a local admin API,
 //! and live in an embedded sled store that survives restarts and crashes.
 //!
-//! The binary (`main.rs`) parses the command line and calls into this library; tests drive
-//! [`run`] directly with listeners bound to `127.0.0.1:0` and a temporary store.
+//! The binary (`main.rs`) parses the command line and hands it to [`cli::run`]; tests drive
+//! [`Gateway::start`] directly with listeners bound to `127.0.0.1:0` and a temporary store.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,12 +18,14 @@ pub mod demo;
 pub mod discover;
 pub mod endpoints;
 pub mod error;
+mod ids;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
 mod start;
 pub mod store;
+mod telemetry;
 
 pub use app::{App, Snapshot};
 pub use server::{run, Listeners};

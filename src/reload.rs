@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::auth::keys::KeyError;
+use crate::config::{Config, ConfigError};
 use crate::App;
 
 /// Keys that only apply at start-up. A reload keeps their running values and reports the
@@ -53,20 +54,36 @@ pub struct ReloadReport {
     pub issuers: usize,
 }
 
+/// Why a configuration file was refused (by start-up, `check-config` or a reload). Each
+/// displays as one line naming the key and the problem; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway was configured in memory: there is no file to re-read.
+    #[error("no config file: this gateway was configured in memory")]
+    NoConfigFile,
+    /// The file is not a valid configuration (read, TOML, unknown keys, values,
+    /// `REVGATE_*` overrides), also after keeping the [`RESTART_KEYS`].
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A `jwks_file` or `hmac_secret_file` does not load.
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+}
+
 /// Reads and checks a config file as start-up, reload and `check-config` all do: the
 /// configuration, then its local key material (see [`crate::auth::keys::check_local_keys`]).
 /// The error is one line naming the key and the problem.
-pub fn check_file(path: &Path) -> Result<Config, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+pub fn check_file(path: &Path) -> Result<Config, ReloadError> {
+    let config = Config::load(path)?;
     crate::auth::keys::check_local_keys(&config)?;
     Ok(config)
 }
 
 /// Re-reads `app.config_path` and applies it (see the module documentation). The error is
 /// the one line `POST /v1/reload` answers with; it is logged here too.
-pub async fn reload(app: &App) -> Result<ReloadReport, String> {
+pub async fn reload(app: &App) -> Result<ReloadReport, ReloadError> {
     let Some(path) = app.config_path.clone() else {
-        let e = "no config file: this gateway was configured in memory".to_string();
+        let e = ReloadError::NoConfigFile;
         tracing::warn!(reason = %e, "configuration reload refused");
         return Err(e);
     };
@@ -99,11 +116,11 @@ pub async fn reload(app: &App) -> Result<ReloadReport, String> {
     }
 }
 
-async fn reload_from(app: &App, path: &Path) -> Result<ReloadReport, String> {
+async fn reload_from(app: &App, path: &Path) -> Result<ReloadReport, ReloadError> {
     let mut new = check_file(path)?;
     let old = app.config();
     let needs_restart = keep_restart_keys(&old, &mut new);
-    new.validate().map_err(|e| e.to_string())?;
+    new.validate()?;
     let changed = changed_sections(&old, &new);
     // Keys first: the new issuers have theirs before their tokens are accepted.
     app.keys.refresh_all(&new, &app.metrics).await;

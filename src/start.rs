@@ -33,7 +33,7 @@ pub enum StartError {
     /// A `jwks_file` / `hmac_secret_file` did not load (a `jwks_url` that cannot be
     /// fetched is not an error: the last good keys of the store are used).
     #[error("{0}")]
-    Keys(String),
+    Keys(crate::auth::keys::KeyError),
 }
 
 /// A gateway whose store is open, whose listeners are bound and whose keys are loaded:
@@ -110,7 +110,7 @@ impl Gateway {
 }
 
 /// The one line for a store that cannot be opened.
-fn store_line(path: &str, e: &StoreError) -> String {
+pub(crate) fn store_line(path: &str, e: &StoreError) -> String {
     match e {
         StoreError::Damaged(_) => e.to_string(),
         other => format!("cannot open store {path}: {other}"),

@@ -37,11 +37,13 @@ pub(super) fn key_of(
         }
     }
     let issuer = app
+        .config()
         .resolve_issuer(
             q.get("issuer")
                 .map(String::as_str)
                 .filter(|s| !s.is_empty()),
         )
+        .map(|i| i.issuer.clone())
         .map_err(|e| GatewayError::invalid(format!("issuer: {e}")))?;
     Ok((kind, issuer, value))
 }
@@ -116,7 +118,9 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, Gatewa
     };
     let issuer_given = optional_string(obj, "issuer", MAX_ISSUER_BYTES)?;
     let issuer = app
+        .config()
         .resolve_issuer(issuer_given.as_deref())
+        .map(|i| i.issuer.clone())
         .map_err(|e| GatewayError::invalid(format!("issuer: {e}")))?;
     let ttl = optional_string(obj, "ttl", 64)?;
     let expires_at = optional_string(obj, "expires_at", 64)?;

@@ -357,7 +357,7 @@ pub(super) fn reload(
                     StatusCode::OK,
                     &serde_json::to_value(&report).unwrap_or_default(),
                 )),
-                Err(e) => Err(warp::reject::custom(GatewayError::invalid(e))),
+                Err(e) => Err(warp::reject::custom(GatewayError::invalid(e.to_string()))),
             }
         })
 }

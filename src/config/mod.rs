@@ -40,7 +40,7 @@ pub const DEFAULT_VERIFIED_TOKEN_CACHE: usize = 10_000;
 pub const MAX_VERIFIED_TOKEN_CACHE: usize = 10_000_000;
 
 /// Why a configuration was refused. The message names the key and the problem;
-/// `main` turns any of these into exit status 64.
+/// the CLI turns any of these into exit status 64 ([`crate::cli::EXIT_USAGE`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -62,6 +62,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+/// Why [`Config::resolve_issuer`] found no issuer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerChoiceError {
+    /// No configured issuer has this exact `issuer`.
+    #[error("unknown issuer {0:?}")]
+    Unknown(String),
+    /// No issuer was named and more than one is configured.
+    #[error("issuer is required when several issuers are configured")]
+    Required,
 }
 
 /// The whole configuration file.
@@ -432,6 +443,20 @@ impl Config {
     /// The issuer whose `issuer` equals `iss` exactly.
     pub fn issuer(&self, iss: &str) -> Option<&IssuerConfig> {
         self.issuers.iter().find(|i| i.issuer == iss)
+    }
+
+    /// The issuer named by `given` (exactly), or the only configured one when `given` is
+    /// `None` (the rule of every admin request and CLI command that takes `--issuer`).
+    pub fn resolve_issuer(&self, given: Option<&str>) -> Result<&IssuerConfig, IssuerChoiceError> {
+        match given {
+            Some(iss) => self
+                .issuer(iss)
+                .ok_or_else(|| IssuerChoiceError::Unknown(iss.to_string())),
+            None => match self.issuers.as_slice() {
+                [only] => Ok(only),
+                _ => Err(IssuerChoiceError::Required),
+            },
+        }
     }
 
     /// The effective settings as TOML, with `admin_token` shown as `"<set>"` when set.

@@ -650,3 +650,28 @@ fn trusted_proxies_are_parsed_and_bad_entries_name_the_key() {
         &["server.trusted_proxies"],
     );
 }
+
+#[test]
+fn resolve_issuer_names_one_or_takes_the_only_one() {
+    let one = parse(MINIMAL).unwrap();
+    let only = &one.issuers[0].issuer;
+    assert_eq!(&one.resolve_issuer(None).unwrap().issuer, only);
+    assert_eq!(&one.resolve_issuer(Some(only)).unwrap().issuer, only);
+    let e = one.resolve_issuer(Some("https://other/")).unwrap_err();
+    assert_eq!(e.to_string(), "unknown issuer \"https://other/\"");
+
+    let two = parse(&format!(
+        "{MINIMAL}[[issuer]]\nissuer = \"https://second/\"\naudiences = [\"a\"]\n\
+         jwks_url = \"https://second/jwks\"\n"
+    ))
+    .unwrap();
+    let e = two.resolve_issuer(None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "issuer is required when several issuers are configured"
+    );
+    assert_eq!(
+        two.resolve_issuer(Some("https://second/")).unwrap().issuer,
+        "https://second/"
+    );
+}

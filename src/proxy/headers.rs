@@ -92,18 +92,7 @@ pub(super) fn request_id(headers: &HeaderMap) -> String {
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
+    let seed = *SEED.get_or_init(crate::ids::random_u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{seed:016x}-{n:08x}")
 }

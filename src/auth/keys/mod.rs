@@ -42,7 +42,7 @@ use crate::store::RevocationStore;
 
 pub use jwk::VerifyingKey;
 use jwk::{parse_jwks, read_hmac_secret, same_key};
-pub use source::{check_local_keys, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
+pub use source::{check_local_keys, IssuerKeyError, KeyError, JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
 use source::{read_jwks_file, JwksSource};
 
 /// At most one unknown-`kid` refetch per issuer in this interval. Tokens with an unknown
@@ -192,7 +192,7 @@ impl Keyring {
     /// logged; with neither the issuer has no keys for now — not an error: [`Keyring::ready`]
     /// reports it and its tokens fail with a `signature` error until a refetch succeeds.
     /// Issuers no longer configured are dropped.
-    pub async fn load_all(&self, config: &Config, metrics: &Metrics) -> Result<(), String> {
+    pub async fn load_all(&self, config: &Config, metrics: &Metrics) -> Result<(), KeyError> {
         let results = futures_util::future::join_all(
             config
                 .issuers
@@ -201,11 +201,11 @@ impl Keyring {
         )
         .await;
         self.retain(config);
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        let errors: Vec<IssuerKeyError> = results.into_iter().filter_map(Result::err).collect();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(KeyError::Startup(errors))
         }
     }
 
@@ -409,7 +409,7 @@ impl Keyring {
         ic: &IssuerConfig,
         metrics: &Metrics,
         startup: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), IssuerKeyError> {
         let slot = self.slot(ic);
         let _flight = slot.refetch.lock().await;
         let source = JwksSource::of(ic);
@@ -423,13 +423,12 @@ impl Keyring {
             Some(path) => match read_hmac_secret(path) {
                 Ok(key) => Some(Arc::new(key)),
                 Err(e) => {
-                    let msg = format!(
-                        "issuer {}: hmac_secret_file {}: {e}",
-                        ic.issuer,
-                        path.display()
-                    );
-                    tracing::warn!(issuer = %ic.issuer, "{msg}");
-                    error = Some(msg);
+                    let err = IssuerKeyError {
+                        issuer: ic.issuer.clone(),
+                        problem: format!("hmac_secret_file {}: {e}", path.display()),
+                    };
+                    tracing::warn!(issuer = %ic.issuer, "{err}");
+                    error = Some(err);
                     // Keep the secret already loaded, if any.
                     slot.snapshot().hmac.clone()
                 }
@@ -453,7 +452,10 @@ impl Keyring {
             .await;
         if let Err(e) = jwks {
             if startup && matches!(slot.snapshot().source, JwksSource::File(_)) {
-                error.get_or_insert(format!("issuer {}: {e}", ic.issuer));
+                error.get_or_insert(IssuerKeyError {
+                    issuer: ic.issuer.clone(),
+                    problem: e,
+                });
             }
         }
         match error {

@@ -79,25 +79,67 @@ pub(super) fn read_jwks_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read jwks_file {}: {e}", path.display()))
 }
 
+/// Why local key material did not load. Each displays as the one line an operator sees
+/// (`check-config`, a refused reload, a refused start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// [`check_local_keys`]: a `jwks_file` or `hmac_secret_file` does not load; names the
+    /// key like a config error (`issuer[0].jwks_file: ...`).
+    #[error("{key}: {problem}")]
+    Local {
+        /// Dotted config key, e.g. `issuer[0].hmac_secret_file`.
+        key: String,
+        /// What is wrong (the file and the reason).
+        problem: String,
+    },
+    /// [`super::Keyring::load_all`]: the key files of one or more issuers did not load at
+    /// start-up; one entry per issuer, shown joined by `; `.
+    #[error("{}", join(.0))]
+    Startup(Vec<IssuerKeyError>),
+}
+
+/// One issuer's key files that did not load at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("issuer {issuer}: {problem}")]
+pub struct IssuerKeyError {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// What did not load and why (`jwks_file PATH: ...`, `hmac_secret_file PATH: ...`).
+    pub problem: String,
+}
+
+fn join(errors: &[IssuerKeyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Checks, without touching any keyring, that every issuer's local key material loads:
 /// each `jwks_file` reads and parses as a JWK Set with a usable signing key (or is allowed
 /// to have none because the issuer uses an HMAC secret), each `hmac_secret_file` reads.
 /// `jwks_url` issuers are not fetched: an unreachable IdP is not a configuration error
 /// (the last good keys are kept). The error names the key, like a config error:
 /// `issuer[0].jwks_file: ...`. Shared by `check-config` and reload, so both refuse the same.
-pub fn check_local_keys(config: &Config) -> Result<(), String> {
+pub fn check_local_keys(config: &Config) -> Result<(), KeyError> {
     for (i, ic) in config.issuers.iter().enumerate() {
         if let Some(path) = &ic.hmac_secret_file {
-            read_hmac_secret(path)
-                .map_err(|e| format!("issuer[{i}].hmac_secret_file: {}: {e}", path.display()))?;
+            read_hmac_secret(path).map_err(|e| KeyError::Local {
+                key: format!("issuer[{i}].hmac_secret_file"),
+                problem: format!("{}: {e}", path.display()),
+            })?;
         }
         if let (None, Some(path)) = (&ic.jwks_url, &ic.jwks_file) {
-            let key = format!("issuer[{i}].jwks_file");
-            let doc = read_jwks_file(path).map_err(|e| format!("{key}: {e}"))?;
+            let local = |problem: String| KeyError::Local {
+                key: format!("issuer[{i}].jwks_file"),
+                problem,
+            };
+            let doc = read_jwks_file(path).map_err(local)?;
             let keys = parse_jwks(&doc, &ic.issuer)
-                .map_err(|e| format!("{key}: {}: {e}", path.display()))?;
+                .map_err(|e| local(format!("{}: {e}", path.display())))?;
             if keys.is_empty() && ic.hmac_secret_file.is_none() {
-                return Err(format!("{key}: {}: no usable signing key", path.display()));
+                return Err(local(format!("{}: no usable signing key", path.display())));
             }
         }
     }

@@ -41,6 +41,79 @@ fn hmac_secret_trims_one_trailing_newline() {
     assert!(read_hmac_secret(&path).is_err());
 }
 
+/// The one-line messages of `check-config` / reload / start-up for bad key files: the key
+/// or issuer first, then the file and the reason.
+#[tokio::test]
+async fn local_key_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = |extra: &str| -> Config {
+        toml::from_str(&format!("[[issuer]]\nissuer = \"a\"\n{extra}")).unwrap()
+    };
+    let missing = dir.path().join("missing.json");
+    let err = check_local_keys(&issuer(&format!("jwks_file = {missing:?}\n"))).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "issuer[0].jwks_file: cannot read jwks_file {}: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, r#"{"keys":[]}"#).unwrap();
+    let err = check_local_keys(&issuer(&format!("jwks_file = {empty:?}\n"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "issuer[0].jwks_file: {}: no usable signing key",
+            empty.display()
+        )
+    );
+    let secret = dir.path().join("no-secret");
+    let err = check_local_keys(&issuer(&format!(
+        "jwks_file = {empty:?}\nhmac_secret_file = {secret:?}\n"
+    )))
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "issuer[0].hmac_secret_file: {}: ",
+            secret.display()
+        )),
+        "{err}"
+    );
+
+    // At start-up every issuer's problem is reported, in order, on one line.
+    let two: Config = toml::from_str(&format!(
+        "[[issuer]]\nissuer = \"a\"\njwks_file = {missing:?}\n\
+         [[issuer]]\nissuer = \"b\"\njwks_file = {empty:?}\n"
+    ))
+    .unwrap();
+    let keys = Keyring::without_store(ManualClock::new(1000));
+    let err = keys.load_all(&two, &Metrics::default()).await.unwrap_err();
+    let KeyError::Startup(problems) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        problems
+            .iter()
+            .map(|p| p.issuer.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "issuer a: {}; issuer b: jwks_file {}: no usable signing key",
+            problems[0].problem,
+            empty.display()
+        )
+    );
+    assert!(
+        err.to_string()
+            .starts_with("issuer a: cannot read jwks_file "),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn load_all_reports_bad_files_and_readiness() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,7 +128,11 @@ async fn load_all_reports_bad_files_and_readiness() {
     .unwrap();
     let keys = Keyring::without_store(ManualClock::new(1000));
     let metrics = Metrics::default();
-    let err = keys.load_all(&config, &metrics).await.unwrap_err();
+    let err = keys
+        .load_all(&config, &metrics)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("issuer b") && err.contains("bad.json"),
         "{err}"
