@@ -1,12 +1,15 @@
 //! End to end against a real, certified OpenID Provider (panva's `oidc-provider`, the
-//! peer in `../shared/peers/op`): log in, call an API through revgate (200), log out at
+//! peer in `tests/peers/op`): log in, call an API through revgate (200), log out at
 //! the provider — which POSTs a real logout token to revgate's back-channel endpoint —
 //! and see the same access token refused as `revoked`; then restart revgate (with the
 //! provider gone, so keys come from the stored last good JWKS) and see it still refused.
 //!
 //! Needs `node`. The peer's packages come from `REVGATE_OP_PEER` (set by `.ci/run`), else
-//! `target/op-peer`, else they are installed here from the lock file (`npm ci`) on a copy.
-//! The test skips, saying so, only when `node` is absent.
+//! `target/op-peer` (when installed from the same lock file), else they are installed here
+//! from the lock file (`npm ci`) on a copy under `target/`. The test skips, saying so, only
+//! when `node` is absent — and fails then too when `REVGATE_REQUIRE_OP=1` (CI).
+//!
+//! The gateway's `[[issuer]]` block is the one `revgate discover` writes for the provider.
 
 mod common;
 
@@ -48,16 +51,20 @@ async fn peer_dir() -> PathBuf {
         return p;
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let local = manifest.join("target/op-peer");
-    if installed(&local) {
-        return local;
-    }
-    let source = manifest.join("../shared/peers/op");
+    let source = manifest.join("tests/peers/op");
     assert!(
         source.join("op.mjs").exists(),
         "OP peer not found at {}",
         source.display()
     );
+    let local = manifest.join("target/op-peer");
+    let same_lock = |a: &Path, b: &Path| {
+        std::fs::read(a.join("package-lock.json")).ok()
+            == std::fs::read(b.join("package-lock.json")).ok()
+    };
+    if installed(&local) && same_lock(&local, &source) {
+        return local;
+    }
     let _ = std::fs::remove_dir_all(&local);
     std::fs::create_dir_all(&local).unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {
@@ -157,21 +164,40 @@ async fn op(peer: &Path, logout_uri: &str, args: &[&str]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), json)
 }
 
-fn gateway_config(issuer: &str, upstream: std::net::SocketAddr, store: &Path) -> String {
+/// The `[[issuer]]` block `revgate discover` writes for the running provider (the real
+/// binary, as an operator runs it).
+async fn discovered_issuer(issuer: &str) -> String {
+    let out = run_revgate(
+        &[
+            "discover",
+            issuer,
+            "--client-id",
+            "gateway",
+            "--audience",
+            "https://api.example.test",
+        ],
+        &[],
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "revgate discover failed: {stderr}");
+    assert!(stderr.contains("panva oidc-provider"), "{stderr}");
+    assert!(
+        !stderr.contains("warning:"),
+        "no warnings expected: {stderr}"
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 TOML")
+}
+
+fn gateway_config(block: &str, upstream: std::net::SocketAddr, store: &Path) -> String {
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 
-[[issuer]]
-issuer = "{issuer}"
-audiences = ["https://api.example.test"]
-jwks_url = "{issuer}/jwks"
-algorithms = ["RS256"]
-logout_audiences = ["gateway"]
-logout_algorithms = ["RS256"]
-
+{block}
 [[route]]
 prefix = "/"
 upstream = "http://{upstream}"
@@ -186,6 +212,10 @@ path = "{store}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_provider_logout_revokes_the_session_across_restarts() {
     if !node_available() {
+        assert!(
+            std::env::var("REVGATE_REQUIRE_OP").as_deref() != Ok("1"),
+            "REVGATE_REQUIRE_OP=1 but node is not installed"
+        );
         eprintln!("SKIPPED: node is not installed, so the real OpenID Provider cannot run");
         return;
     }
@@ -204,7 +234,9 @@ async fn real_provider_logout_revokes_the_session_across_restarts() {
     let (mut provider, op_port) = start_provider(&peer, &logout_uri).await;
     let issuer = format!("http://127.0.0.1:{op_port}");
 
-    let config_text = gateway_config(&issuer, upstream, &store);
+    let block = discovered_issuer(&issuer).await;
+    assert!(block.contains("require_typ = \"at+jwt\""), "{block}");
+    let config_text = gateway_config(&block, upstream, &store);
     let gw = Gateway::start_on(&config_text, listeners).await;
 
     // Log in at the provider: a JWT access token carrying the session's sid.

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `serve`, `demo`, `check-config` | the gateway / its config check | `serve.rs` |
 //! | `check-store` | offline store check | `offline.rs` |
+//! | `discover ISSUER_URL` | an `[[issuer]]` block from the provider's discovery document ([`crate::discover`]) | `serve.rs` |
 //! | `revoke jti\|sid\|sub VALUE` | `POST /v1/revocations` | `commands.rs` |
 //! | `revoke token JWT` | `POST /v1/revocations/token` | `commands.rs` |
 //! | `unrevoke KIND VALUE` | `DELETE /v1/revocations/{kind}/{value}?issuer=` | `commands.rs` |
@@ -103,6 +104,26 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Read ISSUER_URL/.well-known/openid-configuration and its JWKS, print a ready
+    /// [[issuer]] block (TOML) for that provider, with its known quirks set and commented,
+    /// and warnings on stderr
+    ///
+    /// Paste the block into the config, fill in what stderr says is left (register
+    /// https://<gateway>/backchannel-logout at the provider, pick the audience), then run
+    /// check-config. Exit 1 with one line when the provider is unreachable, answers
+    /// something that is not JSON, or names another issuer.
+    Discover {
+        /// The provider's issuer URL (what its tokens carry in `iss`).
+        #[arg(value_name = "ISSUER_URL")]
+        issuer_url: String,
+        /// The client whose back-channel logout tokens the gateway receives
+        /// (logout_audiences).
+        #[arg(long, value_name = "ID")]
+        client_id: Option<String>,
+        /// The `aud` of the access tokens the gateway accepts (audiences).
+        #[arg(long, value_name = "AUD")]
+        audience: Option<String>,
+    },
     /// The admin subcommands (revoke … import), flattened in beside the others.
     #[command(flatten)]
     Admin(AdminCommand),
@@ -117,6 +138,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Demo => serve::demo(),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::CheckStore { config, repair } => offline::check_store(&config, repair),
+        Command::Discover {
+            issuer_url,
+            client_id,
+            audience,
+        } => serve::discover(&issuer_url, client_id, audience),
         Command::Admin(cmd) => return runtime().block_on(commands::run(cmd)),
     };
     match done {

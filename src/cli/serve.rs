@@ -1,5 +1,6 @@
-//! The commands that run or check a gateway: `serve` (the start-up script: config,
-//! telemetry, [`Gateway::start`], run until a signal), `demo` and `check-config`.
+//! The commands that run, check or prepare a gateway: `serve` (the start-up script:
+//! config, telemetry, [`Gateway::start`], run until a signal), `demo`, `check-config` and
+//! `discover`.
 
 use std::path::Path;
 
@@ -42,4 +43,35 @@ pub(super) fn check_config(path: &Path) -> Result<(), CliError> {
 /// Config file plus its local keys, exactly as a reload checks it (exit 64 when bad).
 fn checked_config(path: &Path) -> Result<Config, CliError> {
     crate::reload::check_file(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// `discover`: the `[[issuer]]` block on stdout; the provider, what is left to do and the
+/// warnings on stderr.
+pub(super) fn discover(
+    issuer_url: &str,
+    client_id: Option<String>,
+    audience: Option<String>,
+) -> Result<(), CliError> {
+    let options = crate::discover::DiscoverOptions {
+        client_id,
+        audience,
+    };
+    let found = runtime()
+        .block_on(crate::discover::discover(issuer_url, &options))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    print!("{}", found.toml);
+    let mut err = std::io::stderr().lock();
+    use std::io::Write as _;
+    let _ = writeln!(
+        err,
+        "revgate discover: {} at {issuer_url}",
+        found.provider.name()
+    );
+    for item in &found.todo {
+        let _ = writeln!(err, "to do: {item}");
+    }
+    for warning in &found.warnings {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    Ok(())
 }
