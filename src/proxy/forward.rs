@@ -143,23 +143,18 @@ pub(super) async fn forward(
     } else {
         http_body_util::Limited::new(body, config.server.max_body_bytes as usize).boxed()
     };
-    let answer = if url.starts_with("http://") {
-        upstreams
-            .send_plain(route, parts.method, &url, headers, body)
-            .await?
-    } else {
-        upstreams
-            .send_tls(route, parts.method, &url, headers, body)
-            .await?
-    };
+    let answer = upstreams
+        .send(route, parts.method, &url, headers, body)
+        .await?;
     let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
 }
 
 impl Upstreams {
-    /// `http://` upstreams, through hyper's pooled client.
-    async fn send_plain(
+    /// Sends the request to `url`: `http://` through hyper's pooled client, `https://`
+    /// through reqwest.
+    async fn send(
         &self,
         route: &RouteConfig,
         method: http::Method,
@@ -167,26 +162,17 @@ impl Upstreams {
         headers: HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, GatewayError> {
-        let uri: http::Uri = url.parse().map_err(|_| {
-            tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
-            GatewayError::UpstreamUnreachable
-        })?;
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        answered(route, self.plain.request(request), |_| false).await
-    }
-
-    /// `https://` upstreams, through reqwest.
-    async fn send_tls(
-        &self,
-        route: &RouteConfig,
-        method: http::Method,
-        url: &str,
-        headers: HeaderMap,
-        body: ProxyBody,
-    ) -> Result<Response<ProxyBody>, GatewayError> {
+        if url.starts_with("http://") {
+            let uri: http::Uri = url.parse().map_err(|_| {
+                tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
+                GatewayError::UpstreamUnreachable
+            })?;
+            let mut request = Request::new(body);
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            return answered(route, self.plain.request(request), |_| false).await;
+        }
         let request = self
             .tls
             .request(method, url)
@@ -245,18 +231,8 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::route::tests::route;
     use super::*;
-
-    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
-        RouteConfig {
-            prefix: prefix.into(),
-            upstream: upstream.into(),
-            strip_prefix: strip,
-            timeout: std::time::Duration::from_secs(1),
-            public: false,
-            scopes: vec![],
-        }
-    }
 
     #[test]
     fn upstream_url_joins_paths() {

@@ -137,46 +137,26 @@ async fn serve(
     // A real CORS preflight passes without a token, forwarded with nothing that could make
     // the upstream act on it (see `Admission::Preflight`); anything else needs a token.
     let preflight = config.auth.forward_cors_preflight && is_cors_preflight(&req);
-    if route.public || preflight {
-        let admission = if preflight {
-            Admission::Preflight
-        } else {
-            Admission::Public
-        };
-        let resp = forward(
-            &proxy.upstreams,
-            config,
-            route,
-            req,
-            remote,
-            request_id,
-            admission,
-        )
+    let verified;
+    let (admission, outcome) = if preflight {
+        (Admission::Preflight, Outcome::Public)
+    } else if route.public {
+        (Admission::Public, Outcome::Public)
+    } else {
+        // Parse → verify → revocation lookup → scopes, timed as one decision.
+        let decision = app.metrics.decision_timer();
+        verified = app
+            .auth
+            .authorize(snapshot.under(), req.headers(), route)
+            .await?;
+        drop(decision);
+        (Admission::Token(&verified), Outcome::Allowed)
+    };
+    let upstreams = &proxy.upstreams;
+    let resp = forward(upstreams, config, route, req, remote, request_id, admission)
         .await
         .map_err(refuse)?;
-        return Ok((resp, Outcome::Public));
-    }
-
-    // Parse → verify → revocation lookup → scopes, timed as one decision.
-    let decision = app.metrics.decision_timer();
-    let verified = app
-        .auth
-        .authorize(snapshot.under(), req.headers(), route)
-        .await?;
-    drop(decision);
-    let admission = Admission::Token(&verified);
-    let resp = forward(
-        &proxy.upstreams,
-        config,
-        route,
-        req,
-        remote,
-        request_id,
-        admission,
-    )
-    .await
-    .map_err(refuse)?;
-    Ok((resp, Outcome::Allowed))
+    Ok((resp, outcome))
 }
 
 /// 431 / 413 before anything else (SPEC §4: on every endpoint).
