@@ -1,6 +1,7 @@
 //! Unit tests of the store: real sled databases in temporary directories, time from a
 //! [`ManualClock`].
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::*;
