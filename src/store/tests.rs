@@ -712,26 +712,6 @@ async fn probe_and_metrics_helpers() {
     assert!(store.last_sweep().is_none());
 }
 
-#[test]
-fn default_expiry_rules() {
-    assert_eq!(
-        default_expires_at(Kind::Jti, 100, Some(500), None, 1000, 60),
-        560
-    );
-    assert_eq!(
-        default_expires_at(Kind::Jti, 100, None, None, 1000, 60),
-        1160
-    );
-    assert_eq!(
-        default_expires_at(Kind::Sid, 100, None, Some(50), 1000, 60),
-        1110
-    );
-    assert_eq!(
-        default_expires_at(Kind::Sub, 100, None, None, 1000, 60),
-        1160
-    );
-}
-
 #[tokio::test]
 async fn record_logout_is_all_or_nothing() {
     let (_dir, clock, store) = setup();

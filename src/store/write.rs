@@ -7,7 +7,8 @@ use sled::transaction::Transactional;
 use super::commit::raise_commit_seq;
 use super::record::StoredRecordV1;
 use super::{
-    abort, keys, record, tx_error, Kind, Record, RevocationStore, Source, StoreError, TxResult,
+    abort, keys, policy, record, tx_error, Kind, Record, RevocationStore, Source, StoreError,
+    TxResult,
 };
 
 /// A revocation to record (merged with any existing record of the same key).
@@ -40,50 +41,6 @@ pub enum SeenLogout {
     Conflict,
 }
 
-/// Merges a new revocation into the existing stored record (SPEC §1): the later
-/// `issued_before` and the later `expires_at` win, `revoked_at` is now, reason and source
-/// come from the newest call (the old reason is kept when the new call gives none).
-fn merge(
-    old: Option<StoredRecordV1>,
-    rev: &NewRevocation,
-    now: u64,
-    revoked_at: Option<u64>,
-) -> StoredRecordV1 {
-    // jti records carry no cutoff; sid/sub always carry one ("now" unless given).
-    let issued_before = match rev.kind {
-        Kind::Jti => None,
-        Kind::Sid | Kind::Sub => Some(rev.issued_before.unwrap_or(now)),
-    };
-    let new = StoredRecordV1 {
-        revoked_at: revoked_at.unwrap_or(now),
-        issued_before,
-        expires_at: rev.expires_at,
-        reason: rev.reason.clone(),
-        source: record::source_byte(rev.source),
-    };
-    match old {
-        None => new,
-        // An imported record older than the stored one keeps the stored reason/source.
-        Some(old) if revoked_at.is_some_and(|r| r < old.revoked_at) => StoredRecordV1 {
-            issued_before: match (old.issued_before, new.issued_before) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
-            expires_at: old.expires_at.max(new.expires_at),
-            ..old
-        },
-        Some(old) => StoredRecordV1 {
-            issued_before: match (old.issued_before, new.issued_before) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => b.or(a),
-            },
-            expires_at: old.expires_at.max(new.expires_at),
-            reason: new.reason.or(old.reason),
-            ..new
-        },
-    }
-}
-
 /// Inside a transaction over a kind tree and the expiry index: merges `rev` into the
 /// record at `key` and moves its index entry. Returns the merged record and whether it is
 /// new. Shared by plain revocations and back-channel logouts.
@@ -105,7 +62,7 @@ fn merge_in_tx(
     };
     let old_expiry = old.as_ref().map(|o| o.expires_at);
     let was_new = old.is_none();
-    let merged = merge(old, rev, now, revoked_at);
+    let merged = policy::merge(old, rev, now, revoked_at);
     let value = match record::encode_stored(&merged) {
         Ok(v) => v,
         Err(e) => return abort(e),
@@ -120,29 +77,6 @@ fn merge_in_tx(
     )?;
     records.insert(key, value)?;
     Ok((merged, was_new))
-}
-
-/// How long a revocation is kept when the operator gave no explicit expiry (SPEC §1):
-/// `jti`: `token_exp + leeway` when known, else `now + max_lifetime + leeway`;
-/// `sid`/`sub`: `issued_before + max_lifetime + leeway`.
-pub fn default_expires_at(
-    kind: Kind,
-    now: u64,
-    token_exp: Option<u64>,
-    issued_before: Option<u64>,
-    max_lifetime: u64,
-    leeway: u64,
-) -> u64 {
-    match kind {
-        Kind::Jti => match token_exp {
-            Some(exp) => exp.saturating_add(leeway),
-            None => now.saturating_add(max_lifetime).saturating_add(leeway),
-        },
-        Kind::Sid | Kind::Sub => issued_before
-            .unwrap_or(now)
-            .saturating_add(max_lifetime)
-            .saturating_add(leeway),
-    }
 }
 
 impl RevocationStore {
