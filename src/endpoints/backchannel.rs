@@ -13,7 +13,7 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Kind, NewRevocation, Policy, SeenLogout, Source};
+use crate::store::{Kind, Logout, NewRevocation, Policy, SeenLogout, Source};
 use crate::App;
 
 /// Answers a back-channel logout request.
@@ -76,29 +76,29 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
         }
     };
     let policy = Policy::of(&config);
-    let jti_until = policy.seen_jti_expires_at(logout.iat, logout.exp);
-    let rev = NewRevocation {
-        kind,
-        issuer: logout.issuer.clone(),
-        value,
-        issued_before: Some(logout.iat),
-        expires_at: policy.cutoff_expires_at(logout.iat),
-        reason: Some("back-channel logout".to_string()),
-        source: Source::Backchannel,
+    let change = Logout {
+        revocation: NewRevocation {
+            kind,
+            issuer: logout.issuer.clone(),
+            value,
+            issued_before: Some(logout.iat),
+            expires_at: policy.cutoff_expires_at(logout.iat),
+            reason: Some("back-channel logout".to_string()),
+            source: Source::Backchannel,
+        },
+        jti: logout.jti.clone(),
+        fingerprint: logout.fingerprint,
+        jti_expires_at: policy.seen_jti_expires_at(logout.iat, logout.exp),
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let seen = app
-        .store
-        .record_logout(&rev, &logout.jti, logout.fingerprint, jti_until)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store write failed during back-channel logout");
-            Refused::Logout(
-                LogoutReason::Store,
-                "revocation could not be stored".to_string(),
-            )
-        })?;
+    let seen = app.store.record_logout(change).await.map_err(|e| {
+        tracing::error!(error = %e, "store write failed during back-channel logout");
+        Refused::Logout(
+            LogoutReason::Store,
+            "revocation could not be stored".to_string(),
+        )
+    })?;
     match seen {
         SeenLogout::Conflict => Err(Refused::Logout(
             LogoutReason::Replay,

@@ -1,8 +1,6 @@
 //! `check-store`: records against the expiry index, and the repair of what is off.
 
-use sled::transaction::Transactional;
-
-use super::{abort, keys, stored_expiry, tx_error, RevocationStore, StoreError};
+use super::{abort, keys, stored_expiry, RevocationStore, StoreError};
 
 /// Result of `check-store`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -52,13 +50,12 @@ impl RevocationStore {
         if repair && (!missing.is_empty() || !orphans.is_empty()) {
             let mut fixed = 0u64;
             for (kind, key) in &missing {
-                let Some(tree) = h.trees.record_tree(*kind) else {
-                    continue;
-                };
                 // Re-check in a transaction: the record may have changed meanwhile.
-                let created = (tree, &t.expiry)
-                    .transaction(|(records, expiry)| {
-                        let Some(value) = records.get(key)? else {
+                let created = t
+                    .transact(|tx| {
+                        let Some(value) =
+                            tx.entries(*kind).map(|r| r.get(key)).transpose()?.flatten()
+                        else {
                             return Ok(false);
                         };
                         let exp = match stored_expiry(*kind, &value) {
@@ -66,32 +63,33 @@ impl RevocationStore {
                             Err(e) => return abort(e),
                         };
                         let ikey = keys::index_key(exp, *kind, key);
-                        if expiry.get(&ikey)?.is_some() {
+                        if tx.expiry.get(&ikey)?.is_some() {
                             return Ok(false);
                         }
-                        expiry.insert(ikey, sled::IVec::default())?;
+                        tx.expiry.insert(ikey, sled::IVec::default())?;
                         Ok(true)
                     })
-                    .map_err(|e| self.failed(tx_error(e)))?;
+                    .map_err(|e| self.failed(e))?;
                 fixed += u64::from(created);
             }
             for ikey in &orphans {
-                let target = keys::split_index_key(ikey).and_then(|(exp, kind, rkey)| {
-                    Some((exp, kind, rkey, h.trees.record_tree(kind)?))
-                });
-                let removed = match target {
-                    // Not a well-formed index key of a known tree: nothing can refer to it.
-                    None => t.expiry.remove(ikey)?.is_some(),
-                    Some((exp, kind, rkey, tree)) => (tree, &t.expiry)
-                        .transaction(|(records, expiry)| {
-                            let valid = match records.get(rkey)? {
-                                None => false,
-                                Some(v) => matches!(stored_expiry(kind, &v), Ok(e) if e == exp),
-                            };
-                            Ok(!valid && expiry.remove(ikey)?.is_some())
-                        })
-                        .map_err(|e| self.failed(tx_error(e)))?,
-                };
+                let removed = t
+                    .transact(|tx| {
+                        let valid = match keys::split_index_key(ikey) {
+                            // Not a well-formed index key: nothing can refer to it.
+                            None => false,
+                            Some((exp, kind, rkey)) => {
+                                match tx.entries(kind).map(|r| r.get(rkey)).transpose()?.flatten() {
+                                    None => false,
+                                    Some(v) => {
+                                        matches!(stored_expiry(kind, &v), Ok(e) if e == exp)
+                                    }
+                                }
+                            }
+                        };
+                        Ok(!valid && tx.expiry.remove(ikey.as_ref())?.is_some())
+                    })
+                    .map_err(|e| self.failed(e))?;
                 fixed += u64::from(removed);
             }
             if fixed > 0 {

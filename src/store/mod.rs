@@ -71,6 +71,7 @@
 //! only when its `db` file is still there and passes the same check against the mark, so
 //! it never reopens into an emptier store.
 
+mod change;
 mod commit;
 mod fsck;
 mod health;
@@ -85,6 +86,7 @@ mod record;
 mod sweep;
 mod write;
 
+pub use change::{Change, Logout, NewRevocation, Outcome, SeenLogout};
 pub use fsck::ConsistencyReport;
 pub use health::{run_recovery, RECOVERY_INTERVAL, REOPEN_WAIT};
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
@@ -94,13 +96,13 @@ pub use policy::{Policy, Requested};
 pub use read::MAX_LIST_LIMIT;
 pub use record::{Kind, Record, Source};
 pub use sweep::{run_sweeper, run_sweeper_following, SweepReport, SWEEP_BATCH};
-pub use write::{NewRevocation, SeenLogout};
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError, Transactional,
+    TransactionalTree,
 };
 
 use crate::clock::SharedClock;
@@ -333,6 +335,63 @@ impl Trees {
             (keys::KIND_SUB, &self.sub),
             (keys::KIND_LOGOUT, &self.logout),
         ]
+    }
+}
+
+/// The state trees as one sled transaction sees them: everything a [`Change`] or a sweep
+/// touches — records, seen logout jtis, the expiry index and `meta` — changes together or
+/// not at all.
+struct StateTx<'a> {
+    jti: &'a TransactionalTree,
+    sid: &'a TransactionalTree,
+    sub: &'a TransactionalTree,
+    logout: &'a TransactionalTree,
+    expiry: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
+impl StateTx<'_> {
+    /// The record tree of `kind`.
+    fn records(&self, kind: Kind) -> &TransactionalTree {
+        match kind {
+            Kind::Jti => self.jti,
+            Kind::Sid => self.sid,
+            Kind::Sub => self.sub,
+        }
+    }
+
+    /// The tree holding entries of kind byte `kind` (revocations and seen logout jtis).
+    fn entries(&self, kind: u8) -> Option<&TransactionalTree> {
+        match kind {
+            keys::KIND_LOGOUT => Some(self.logout),
+            k => keys::kind_from_byte(k).map(|k| self.records(k)),
+        }
+    }
+}
+
+impl Trees {
+    /// Runs `f` in one sled transaction over the state trees ([`StateTx`]). sled re-runs
+    /// `f` on a conflict, so it must have no side effect outside the transaction.
+    fn transact<A>(&self, f: impl Fn(&StateTx<'_>) -> TxResult<A>) -> Result<A, StoreError> {
+        (
+            &self.jti,
+            &self.sid,
+            &self.sub,
+            &self.logout,
+            &self.expiry,
+            &self.meta,
+        )
+            .transaction(|(jti, sid, sub, logout, expiry, meta)| {
+                f(&StateTx {
+                    jti,
+                    sid,
+                    sub,
+                    logout,
+                    expiry,
+                    meta,
+                })
+            })
+            .map_err(tx_error)
     }
 }
 

@@ -58,7 +58,7 @@ pub enum OpenMode {
 /// Schema version of the whole database layout, kept in `meta` under [`META_SCHEMA`].
 pub const SCHEMA_VERSION: u32 = 1;
 /// Records per batch when [`RevocationStore::open_for_restore`] salvages a damaged store
-/// (one transaction per kind and one commit per batch).
+/// (one transaction and one commit per batch).
 pub const SALVAGE_BATCH: usize = 1024;
 
 /// Text sled 0.34 puts in the `Io` error when another process holds the database's file
@@ -446,9 +446,8 @@ impl RevocationStore {
                             None => true,
                         };
                         if batch.len() >= SALVAGE_BATCH || (done && !batch.is_empty()) {
-                            store.import_records(&batch).await?;
                             restored.salvaged += batch.len() as u64;
-                            batch.clear();
+                            store.import_records(std::mem::take(&mut batch)).await?;
                         }
                         if done {
                             break;

@@ -7,7 +7,7 @@
 //! import — computes its expiry here, and each rule is tested on its own below.
 
 use super::record::{self, StoredRecordV1};
-use super::{Kind, NewRevocation, Source};
+use super::{Kind, NewRevocation, Record, Source};
 use crate::config::Config;
 
 /// The configured lifetimes the "kept until" rules depend on, in seconds.
@@ -125,23 +125,57 @@ impl Policy {
     }
 }
 
+/// A revocation as [`merge`] sees it: what a [`Change::Revoke`](super::Change::Revoke)
+/// or a [`Change::Import`](super::Change::Import) brings to the record of its key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Incoming<'a> {
+    pub kind: Kind,
+    pub issued_before: Option<u64>,
+    pub expires_at: u64,
+    pub reason: Option<&'a str>,
+    pub source: Source,
+    /// An imported record's own; `None` for a revocation (stamped now).
+    pub revoked_at: Option<u64>,
+}
+
+impl<'a> Incoming<'a> {
+    /// A revocation, stamped `revoked_at` = now by [`merge`].
+    pub(super) fn revocation(rev: &'a NewRevocation) -> Self {
+        Incoming {
+            kind: rev.kind,
+            issued_before: rev.issued_before,
+            expires_at: rev.expires_at,
+            reason: rev.reason.as_deref(),
+            source: rev.source,
+            revoked_at: None,
+        }
+    }
+
+    /// An imported record, keeping its `revoked_at`.
+    pub(super) fn import(record: &'a Record) -> Self {
+        Incoming {
+            kind: record.kind,
+            issued_before: record.issued_before,
+            expires_at: record.expires_at,
+            reason: record.reason.as_deref(),
+            source: record.source,
+            revoked_at: Some(record.revoked_at),
+        }
+    }
+}
+
 /// Merges a new revocation into the existing stored record (SPEC §1): the later
 /// `issued_before` and the later `expires_at` win, `revoked_at` is now, reason and source
 /// come from the newest call (the old reason is kept when the new call gives none). An
-/// imported record (`revoked_at` given) older than the stored one keeps the stored reason
-/// and source.
-pub(super) fn merge(
-    old: Option<StoredRecordV1>,
-    rev: &NewRevocation,
-    now: u64,
-    revoked_at: Option<u64>,
-) -> StoredRecordV1 {
+/// imported record older than the stored one keeps the stored reason and source.
+pub(super) fn merge(old: Option<StoredRecordV1>, new: &Incoming<'_>, now: u64) -> StoredRecordV1 {
+    let revoked_at = new.revoked_at;
     let new = StoredRecordV1 {
         revoked_at: revoked_at.unwrap_or(now),
-        issued_before: Policy::issued_before(rev.kind, rev.issued_before, now),
-        expires_at: rev.expires_at,
-        reason: rev.reason.clone(),
-        source: record::source_byte(rev.source),
+        issued_before: Policy::issued_before(new.kind, new.issued_before, now),
+        expires_at: new.expires_at,
+        reason: new.reason.map(str::to_string),
+        source: record::source_byte(new.source),
     };
     match old {
         None => new,
@@ -183,6 +217,24 @@ mod tests {
             issued_before,
             expires_at,
             reason: None,
+            source: Source::Admin,
+        }
+    }
+
+    fn imported(
+        issued_before: Option<u64>,
+        expires_at: u64,
+        revoked_at: u64,
+        reason: Option<&str>,
+    ) -> Record {
+        Record {
+            kind: Kind::Sub,
+            issuer: "iss".into(),
+            value: "v".into(),
+            revoked_at,
+            issued_before,
+            expires_at,
+            reason: reason.map(str::to_string),
             source: Source::Admin,
         }
     }
@@ -269,7 +321,11 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_later_cutoff_and_expiry_and_the_newest_reason() {
-        let first = merge(None, &rev(Kind::Sid, Some(10), 500), 100, None);
+        let first = merge(
+            None,
+            &Incoming::revocation(&rev(Kind::Sid, Some(10), 500)),
+            100,
+        );
         assert_eq!(
             first,
             StoredRecordV1 {
@@ -283,14 +339,18 @@ mod tests {
         let mut second = rev(Kind::Sid, Some(5), 900);
         second.reason = Some("again".into());
         second.source = Source::Backchannel;
-        let merged = merge(Some(first.clone()), &second, 200, None);
+        let merged = merge(Some(first.clone()), &Incoming::revocation(&second), 200);
         assert_eq!(merged.revoked_at, 200);
         assert_eq!(merged.issued_before, Some(10));
         assert_eq!(merged.expires_at, 900);
         assert_eq!(merged.reason.as_deref(), Some("again"));
         assert_eq!(merged.source, record::source_byte(Source::Backchannel));
         // A later call without a reason keeps the old one.
-        let third = merge(Some(merged), &rev(Kind::Sid, Some(20), 100), 300, None);
+        let third = merge(
+            Some(merged),
+            &Incoming::revocation(&rev(Kind::Sid, Some(20), 100)),
+            300,
+        );
         assert_eq!(third.issued_before, Some(20));
         assert_eq!(third.expires_at, 900);
         assert_eq!(third.reason.as_deref(), Some("again"));
@@ -302,17 +362,17 @@ mod tests {
         let mut stored = rev(Kind::Sub, Some(10), 500);
         stored.reason = Some("stored".into());
         stored.source = Source::Backchannel;
-        let stored = merge(None, &stored, 100, None);
-        let mut older = rev(Kind::Sub, Some(40), 800);
-        older.reason = Some("older".into());
-        let merged = merge(Some(stored), &older, 200, Some(50));
+        let stored = merge(None, &Incoming::revocation(&stored), 100);
+        let older = imported(Some(40), 800, 50, Some("older"));
+        let merged = merge(Some(stored), &Incoming::import(&older), 200);
         assert_eq!(merged.revoked_at, 100);
         assert_eq!(merged.issued_before, Some(40));
         assert_eq!(merged.expires_at, 800);
         assert_eq!(merged.reason.as_deref(), Some("stored"));
         assert_eq!(merged.source, record::source_byte(Source::Backchannel));
         // A newer imported record is merged like a revocation, keeping its revoked_at.
-        let newer = merge(Some(merged), &rev(Kind::Sub, Some(20), 100), 300, Some(150));
+        let newer = imported(Some(20), 100, 150, None);
+        let newer = merge(Some(merged), &Incoming::import(&newer), 300);
         assert_eq!(newer.revoked_at, 150);
         assert_eq!(newer.issued_before, Some(40));
         assert_eq!(newer.source, record::source_byte(Source::Admin));

@@ -8,10 +8,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sled::transaction::Transactional;
-
 use super::commit::raise_commit_seq;
-use super::{abort, keys, stored_expiry, tx_error, RevocationStore, StoreError};
+use super::{abort, keys, stored_expiry, RevocationStore, StoreError};
 use crate::config::MIN_SWEEP_INTERVAL;
 
 /// What one sweep did.
@@ -61,25 +59,19 @@ impl RevocationStore {
             }
             let gate = self.gate();
             let seq = self.reserve_commit_seq();
-            let removed = (&t.jti, &t.sid, &t.sub, &t.logout, &t.expiry, &t.meta)
-                .transaction(|(jti, sid, sub, logout, expiry, meta)| {
+            let removed = t
+                .transact(|tx| {
                     let mut removed = [0u64; 4];
                     let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
                     for ikey in &due {
                         let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
                             // Not an index key at all: drop it.
-                            expiry.remove(ikey)?;
+                            tx.expiry.remove(ikey)?;
                             continue;
                         };
-                        let records = match kind {
-                            keys::KIND_JTI => jti,
-                            keys::KIND_SID => sid,
-                            keys::KIND_SUB => sub,
-                            keys::KIND_LOGOUT => logout,
-                            _ => {
-                                expiry.remove(ikey)?;
-                                continue;
-                            }
+                        let Some(records) = tx.entries(kind) else {
+                            tx.expiry.remove(ikey)?;
+                            continue;
                         };
                         if let Some(bytes) = records.get(rkey)? {
                             let current = match stored_expiry(kind, &bytes) {
@@ -96,14 +88,14 @@ impl RevocationStore {
                                 }
                             }
                         }
-                        expiry.remove(ikey)?;
+                        tx.expiry.remove(ikey)?;
                     }
                     if !gone.is_empty() {
-                        raise_commit_seq(meta, seq)?;
+                        raise_commit_seq(tx.meta, seq)?;
                     }
                     Ok((removed, gone))
                 })
-                .map_err(|e| self.failed(tx_error(e)));
+                .map_err(|e| self.failed(e));
             if let Ok((removed, _)) = &removed {
                 for (counter, n) in self.inner.counts.iter().zip(removed) {
                     counter.fetch_sub(*n, Ordering::Relaxed);

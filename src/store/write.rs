@@ -1,58 +1,269 @@
-//! Writes: revocations, imports, back-channel logouts, unrevokes.
+//! The one write path: every change of the revocation state — admin create and delete,
+//! revoke-by-token, `/revoke`, back-channel logout, import, restore — goes through
+//! [`RevocationStore::apply_all`] (or [`apply`](RevocationStore::apply) for one change;
+//! `revoke`, `unrevoke`, `record_logout` and `import_records` are typed shorthands).
+//!
+//! Applying a batch of [`Change`]s:
+//! 1. encode every key (a key that cannot be stored refuses a revocation, and makes an
+//!    unrevoke find nothing) and raise the presence filter for every key that may be
+//!    added, so no reader can see a record while the filter says "absent";
+//! 2. under the read side of the commit gate, run ONE sled transaction over the state
+//!    trees ([`StateTx`]) that applies the changes in order (records and expiry index
+//!    together, SPEC §6), and update the per-kind counters;
+//! 3. lower the filter for keys that turned out to exist already or were removed;
+//! 4. wait for a group commit covering the transaction ([`RevocationStore::flush`]),
+//!    unless nothing was written that an answer depends on (a conflicting logout token,
+//!    an unrevoke of nothing).
+//!
+//! Step 2's transaction is the place where anything that must change atomically with the
+//! revocation state is written too: an outbox entry for a change accepted here, the
+//! position of a change read from a shared log (issue 12).
 
 use std::sync::atomic::Ordering;
 
-use sled::transaction::Transactional;
-
+use super::change::{Change, Logout, NewRevocation, Outcome, SeenLogout};
 use super::commit::raise_commit_seq;
-use super::record::StoredRecordV1;
-use super::{
-    abort, keys, policy, record, tx_error, Kind, Record, RevocationStore, Source, StoreError,
-    TxResult,
-};
+use super::policy::{self, Incoming};
+use super::record::{self, StoredRecordV1};
+use super::{abort, keys, Kind, Record, RevocationStore, StateTx, StoreError, TxResult};
 
-/// A revocation to record (merged with any existing record of the same key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRevocation {
-    /// jti, sid or sub.
-    pub kind: Kind,
-    /// The issuer it is scoped to.
-    pub issuer: String,
-    /// The jti / sid / sub value (`sha256:...` for jti-less tokens).
-    pub value: String,
-    /// For sid/sub: tokens with `iat <= issued_before` are dead. `None` for jti.
-    pub issued_before: Option<u64>,
-    /// When the record may be purged (seconds since the epoch).
-    pub expires_at: u64,
-    /// Free text from the operator.
-    pub reason: Option<String>,
-    /// Who revoked.
-    pub source: Source,
+/// A change with its keys encoded, ready for the transaction.
+enum Prepared<'a> {
+    /// A revocation or an imported record: merged into the record at `key`.
+    Merge {
+        kind: Kind,
+        key: Vec<u8>,
+        incoming: Incoming<'a>,
+    },
+    /// A back-channel logout: the revocation at `key` and the seen jti at `jti_key`.
+    Logout {
+        kind: Kind,
+        key: Vec<u8>,
+        incoming: Incoming<'a>,
+        jti_key: Vec<u8>,
+        logout: &'a Logout,
+    },
+    /// An unrevoke; `key` is `None` when no such key can have been stored.
+    Unrevoke { kind: Kind, key: Option<Vec<u8>> },
 }
 
-/// Outcome of remembering a logout token's `jti`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeenLogout {
-    /// First time: recorded.
-    New,
-    /// The same token (same fingerprint) was seen before.
-    Repeat,
-    /// Another token with the same `jti` was seen before.
-    Conflict,
+impl<'a> Prepared<'a> {
+    fn new(change: &'a Change) -> Result<Self, StoreError> {
+        Ok(match change {
+            Change::Revoke(rev) => Prepared::Merge {
+                kind: rev.kind,
+                key: keys::record_key(&rev.issuer, &rev.value)?,
+                incoming: Incoming::revocation(rev),
+            },
+            Change::Import(r) => Prepared::Merge {
+                kind: r.kind,
+                key: keys::record_key(&r.issuer, &r.value)?,
+                incoming: Incoming::import(r),
+            },
+            Change::Logout(logout) => {
+                let rev = &logout.revocation;
+                Prepared::Logout {
+                    kind: rev.kind,
+                    key: keys::record_key(&rev.issuer, &rev.value)?,
+                    incoming: Incoming::revocation(rev),
+                    jti_key: keys::record_key(&rev.issuer, &logout.jti)?,
+                    logout,
+                }
+            }
+            Change::Unrevoke {
+                kind,
+                issuer,
+                value,
+            } => Prepared::Unrevoke {
+                kind: *kind,
+                key: match keys::record_key(issuer, value) {
+                    Ok(key) => Some(key),
+                    // Such a key cannot have been stored.
+                    Err(StoreError::Invalid(_)) => None,
+                    Err(e) => return Err(e),
+                },
+            },
+        })
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Prepared::Merge { kind, .. }
+            | Prepared::Logout { kind, .. }
+            | Prepared::Unrevoke { kind, .. } => *kind,
+        }
+    }
+
+    /// The record this change may add: its kind byte and key.
+    fn adds(&self) -> Option<(u8, &[u8])> {
+        match self {
+            Prepared::Merge { kind, key, .. } | Prepared::Logout { kind, key, .. } => {
+                Some((keys::kind_byte(*kind), key))
+            }
+            Prepared::Unrevoke { .. } => None,
+        }
+    }
+
+    /// The record this change may remove: its kind byte and key.
+    fn removes(&self) -> Option<(u8, &[u8])> {
+        match self {
+            Prepared::Unrevoke {
+                kind,
+                key: Some(key),
+            } => Some((keys::kind_byte(*kind), key)),
+            _ => None,
+        }
+    }
+
+    /// Applies the change inside the transaction.
+    fn write(&self, tx: &StateTx<'_>, now: u64) -> TxResult<Done> {
+        match self {
+            Prepared::Merge {
+                kind,
+                key,
+                incoming,
+            } => {
+                let (merged, new) = merge_in_tx(tx, *kind, key, incoming, now)?;
+                Ok(Done::Merged { merged, new })
+            }
+            Prepared::Logout {
+                kind,
+                key,
+                incoming,
+                jti_key,
+                logout,
+            } => {
+                if let Some(old) = tx.logout.get(jti_key)? {
+                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
+                        Ok(v) => v,
+                        Err(e) => return abort(e),
+                    };
+                    // An entry whose own expiry has passed (not yet swept) counts as absent.
+                    if old_exp >= now {
+                        let seen = if old_fp == logout.fingerprint {
+                            SeenLogout::Repeat
+                        } else {
+                            SeenLogout::Conflict
+                        };
+                        return Ok(Done::Logout { seen, new: false });
+                    }
+                    tx.expiry
+                        .remove(keys::index_key(old_exp, keys::KIND_LOGOUT, jti_key))?;
+                }
+                let (_, new) = merge_in_tx(tx, *kind, key, incoming, now)?;
+                tx.logout.insert(
+                    jti_key.as_slice(),
+                    keys::encode_logout(&logout.fingerprint, logout.jti_expires_at),
+                )?;
+                tx.expiry.insert(
+                    keys::index_key(logout.jti_expires_at, keys::KIND_LOGOUT, jti_key),
+                    sled::IVec::default(),
+                )?;
+                Ok(Done::Logout {
+                    seen: SeenLogout::New,
+                    new,
+                })
+            }
+            Prepared::Unrevoke { kind, key } => {
+                let Some(key) = key else {
+                    return Ok(Done::Unrevoked { removed: false });
+                };
+                let Some(bytes) = tx.records(*kind).remove(key.as_slice())? else {
+                    return Ok(Done::Unrevoked { removed: false });
+                };
+                // An undecodable record is still removed (the operator's way out); its
+                // index entry, if any, is then dropped by the sweeper when due.
+                if let Ok(head) = record::decode_head(&bytes) {
+                    tx.expiry.remove(keys::index_key(
+                        head.expires_at,
+                        keys::kind_byte(*kind),
+                        key,
+                    ))?;
+                }
+                Ok(Done::Unrevoked { removed: true })
+            }
+        }
+    }
 }
 
-/// Inside a transaction over a kind tree and the expiry index: merges `rev` into the
-/// record at `key` and moves its index entry. Returns the merged record and whether it is
-/// new. Shared by plain revocations and back-channel logouts.
+/// What one change did inside the transaction.
+enum Done {
+    Merged { merged: StoredRecordV1, new: bool },
+    Logout { seen: SeenLogout, new: bool },
+    Unrevoked { removed: bool },
+}
+
+impl Done {
+    /// A record was added (its key was new).
+    fn added(&self) -> bool {
+        matches!(
+            self,
+            Done::Merged { new: true, .. } | Done::Logout { new: true, .. }
+        )
+    }
+
+    fn removed(&self) -> bool {
+        matches!(self, Done::Unrevoked { removed: true })
+    }
+
+    /// Something was written.
+    fn wrote(&self) -> bool {
+        match self {
+            Done::Merged { .. } => true,
+            Done::Logout { seen, .. } => *seen == SeenLogout::New,
+            Done::Unrevoked { removed } => *removed,
+        }
+    }
+
+    /// The answer to this change waits for a commit. Also for a repeated logout token:
+    /// its first delivery may still be waiting for its commit, and the repeat's `200`
+    /// must not overtake it (cheap when already covered).
+    fn needs_commit(&self) -> bool {
+        match self {
+            Done::Logout { seen, .. } => *seen != SeenLogout::Conflict,
+            other => other.wrote(),
+        }
+    }
+
+    /// The debug line of a recorded or removed revocation (imports are not logged one by
+    /// one).
+    fn log(&self, kind: Kind, change: &Change) {
+        match self {
+            Done::Merged { new, .. } if matches!(change, Change::Revoke(_)) => {
+                tracing::debug!(%kind, merged = !new, "revocation recorded");
+            }
+            Done::Logout {
+                seen: SeenLogout::New,
+                new,
+            } => tracing::debug!(%kind, merged = !new, "revocation recorded"),
+            Done::Unrevoked { removed: true } => tracing::debug!(%kind, "revocation removed"),
+            _ => {}
+        }
+    }
+
+    fn outcome(self, change: &Change) -> Result<Outcome, StoreError> {
+        Ok(match (self, change) {
+            (Done::Merged { merged, .. }, Change::Revoke(rev)) => {
+                Outcome::Revoked(merged.into_record(rev.kind, &rev.issuer, &rev.value)?)
+            }
+            (Done::Merged { new, .. }, _) => Outcome::Imported { new },
+            (Done::Logout { seen, .. }, _) => Outcome::Logout(seen),
+            (Done::Unrevoked { removed }, _) => Outcome::Unrevoked { removed },
+        })
+    }
+}
+
+/// Inside a transaction: merges `incoming` into the record of `kind` at `key` and moves
+/// its index entry. Returns the merged record and whether it is new.
 fn merge_in_tx(
-    records: &sled::transaction::TransactionalTree,
-    expiry: &sled::transaction::TransactionalTree,
+    tx: &StateTx<'_>,
+    kind: Kind,
     key: &[u8],
-    rev: &NewRevocation,
+    incoming: &Incoming<'_>,
     now: u64,
-    revoked_at: Option<u64>,
 ) -> TxResult<(StoredRecordV1, bool)> {
-    let kind = keys::kind_byte(rev.kind);
+    let records = tx.records(kind);
+    let kb = keys::kind_byte(kind);
     let old = match records.get(key)? {
         Some(bytes) => match record::decode_stored(&bytes) {
             Ok(old) => Some(old),
@@ -62,17 +273,17 @@ fn merge_in_tx(
     };
     let old_expiry = old.as_ref().map(|o| o.expires_at);
     let was_new = old.is_none();
-    let merged = policy::merge(old, rev, now, revoked_at);
+    let merged = policy::merge(old, incoming, now);
     let value = match record::encode_stored(&merged) {
         Ok(v) => v,
         Err(e) => return abort(e),
     };
     if let Some(old_expiry) = old_expiry.filter(|&e| e != merged.expires_at) {
-        expiry.remove(keys::index_key(old_expiry, kind, key))?;
+        tx.expiry.remove(keys::index_key(old_expiry, kb, key))?;
     }
     // Always (re)written: also heals a missing index entry.
-    expiry.insert(
-        keys::index_key(merged.expires_at, kind, key),
+    tx.expiry.insert(
+        keys::index_key(merged.expires_at, kb, key),
         sled::IVec::default(),
     )?;
     records.insert(key, value)?;
@@ -80,359 +291,152 @@ fn merge_in_tx(
 }
 
 impl RevocationStore {
-    /// Records a revocation, merging with an existing record of the same key (the later
-    /// `issued_before` and the later `expires_at` win; `revoked_at` is now; reason/source
-    /// of the newest call). Returns the stored record once it is durable.
-    pub async fn revoke(&self, rev: NewRevocation) -> Result<Record, StoreError> {
-        let record = self.apply_revocation(&rev)?;
-        self.flush().await?;
-        Ok(record)
+    /// Applies one change durably (see [`apply_all`](Self::apply_all)).
+    pub async fn apply(&self, change: &Change) -> Result<Outcome, StoreError> {
+        let mut outcomes = self.apply_all(std::slice::from_ref(change)).await?;
+        Ok(outcomes.pop().expect("one outcome per change"))
     }
 
-    /// Several revocations, one durable flush for all (bulk paths).
-    pub async fn revoke_many(&self, revs: Vec<NewRevocation>) -> Result<Vec<Record>, StoreError> {
-        let mut out = Vec::with_capacity(revs.len());
-        for rev in &revs {
-            match self.apply_revocation(rev) {
-                Ok(record) => out.push(record),
-                Err(e) => {
-                    // Do not leave the ones already applied waiting for the background
-                    // flush; the caller still gets the error for the batch.
-                    if !out.is_empty() {
-                        if let Err(fe) = self.flush().await {
-                            tracing::warn!(error = %fe, "flush after a failed bulk revocation failed");
-                        }
-                    }
-                    return Err(e);
-                }
-            }
+    /// Applies `changes` in order in ONE transaction — all of them or, on an error, none
+    /// — and returns once a commit covered them (durable, SPEC §6), one [`Outcome`] per
+    /// change. Concurrent callers share commits (group commit).
+    pub async fn apply_all(&self, changes: &[Change]) -> Result<Vec<Outcome>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
         }
-        self.flush().await?;
-        Ok(out)
-    }
-
-    /// Merges one revocation into the store in one transaction over its kind tree and the
-    /// expiry index (not yet durable). Updates the counter and the write sequence.
-    fn apply_revocation(&self, rev: &NewRevocation) -> Result<Record, StoreError> {
-        self.apply_merge(rev, None).map(|(record, _)| record)
-    }
-
-    /// [`apply_revocation`](Self::apply_revocation) with an optional preserved
-    /// `revoked_at` (imports); also says whether the key was new.
-    fn apply_merge(
-        &self,
-        rev: &NewRevocation,
-        revoked_at: Option<u64>,
-    ) -> Result<(Record, bool), StoreError> {
-        let h = self.handles()?;
-        let key = keys::record_key(&rev.issuer, &rev.value)?;
-        let now = self.inner.clock.now();
-        let tree = h.trees.tree(rev.kind);
-        let kb = keys::kind_byte(rev.kind);
-        // Raised before the commit: no reader may see the record while the filter says no.
-        self.inner.presence.insert(kb, &key);
-        let _gate = self.gate();
-        let result = (tree, &h.trees.expiry)
-            .transaction(|(records, expiry)| {
-                merge_in_tx(records, expiry, &key, rev, now, revoked_at)
-            })
-            .map_err(|e| self.failed(tx_error(e)));
-        let (merged, was_new) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                self.inner.presence.remove(kb, &key);
-                return Err(e);
-            }
-        };
-        if !was_new {
-            self.inner.presence.remove(kb, &key);
+        let (outcomes, needs_commit) = self.write(changes)?;
+        if needs_commit {
+            self.flush().await?;
         }
-        self.recorded(rev, was_new);
-        Ok((
-            merged.into_record(rev.kind, &rev.issuer, &rev.value)?,
-            was_new,
-        ))
+        Ok(outcomes)
     }
 
-    /// Bookkeeping after a committed revocation: the per-kind counter and the write
-    /// sequence of the group commit.
-    fn recorded(&self, rev: &NewRevocation, was_new: bool) {
-        if was_new {
-            self.inner.counts[keys::kind_byte(rev.kind) as usize].fetch_add(1, Ordering::Relaxed);
-        }
-        self.wrote();
-        tracing::debug!(kind = %rev.kind, merged = !was_new, "revocation recorded");
-    }
-
-    /// Imports whole records (backup restore, seeding): each merges as a revocation would
-    /// (later `issued_before` and later `expires_at` win) but keeps its own `revoked_at`,
-    /// `reason` and `source`. One durable flush for the batch. Returns, per record,
-    /// whether its key was new (`true`) or merged into an existing record (`false`).
-    pub async fn import_records(&self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
+    /// Steps 1–3 of the module doc (not yet durable). Also says whether an answer must
+    /// wait for a commit.
+    fn write(&self, changes: &[Change]) -> Result<(Vec<Outcome>, bool), StoreError> {
         let h = self.handles()?;
         let now = self.inner.clock.now();
-        let mut out = vec![false; records.len()];
-        let mut failure = None;
-        // One transaction per kind for the whole batch (record and index still change
-        // together): per-record transactions made imports ten times slower.
-        for kind in Kind::ALL {
-            let items: Vec<(usize, Vec<u8>, NewRevocation)> = records
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.kind == kind)
-                .map(|(i, r)| {
-                    let key = keys::record_key(&r.issuer, &r.value)?;
-                    let rev = NewRevocation {
-                        kind: r.kind,
-                        issuer: r.issuer.clone(),
-                        value: r.value.clone(),
-                        issued_before: r.issued_before,
-                        expires_at: r.expires_at,
-                        reason: r.reason.clone(),
-                        source: r.source,
-                    };
-                    Ok((i, key, rev))
-                })
-                .collect::<Result<_, StoreError>>()?;
-            if items.is_empty() {
-                continue;
-            }
-            let kb = keys::kind_byte(kind);
-            for (_, key, _) in &items {
-                self.inner.presence.insert(kb, key);
-            }
-            let gate = self.gate();
-            let result = (h.trees.tree(kind), &h.trees.expiry)
-                .transaction(|(tree, expiry)| {
-                    let mut new = Vec::with_capacity(items.len());
-                    for (i, key, rev) in &items {
-                        let revoked_at = Some(records[*i].revoked_at);
-                        let (_, was_new) = merge_in_tx(tree, expiry, key, rev, now, revoked_at)?;
-                        new.push(was_new);
-                    }
-                    Ok(new)
-                })
-                .map_err(|e| self.failed(tx_error(e)));
-            match result {
-                Ok(new) => {
-                    let mut added = 0;
-                    for ((i, key, _), was_new) in items.iter().zip(new) {
-                        out[*i] = was_new;
-                        if was_new {
-                            added += 1;
-                        } else {
-                            self.inner.presence.remove(kb, key);
-                        }
-                    }
-                    self.inner.counts[kb as usize].fetch_add(added, Ordering::Relaxed);
-                    drop(gate);
-                    self.wrote();
-                }
-                Err(e) => {
-                    drop(gate);
-                    for (_, key, _) in &items {
-                        self.inner.presence.remove(kb, key);
-                    }
-                    failure = Some(e);
-                    break;
-                }
-            }
+        let prepared = changes
+            .iter()
+            .map(Prepared::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let presence = &self.inner.presence;
+        for (kb, key) in prepared.iter().filter_map(Prepared::adds) {
+            presence.insert(kb, key);
         }
-        self.flush().await?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    }
-
-    /// Records a back-channel logout: the revocation `rev` and its logout token's `jti`
-    /// (kept until `jti_expires_at`) in ONE transaction. A token whose `jti` another
-    /// token already used records nothing (`Conflict`), even when both arrive at once;
-    /// the same token again changes nothing (`Repeat`). Durable before it returns,
-    /// except for a conflict, which wrote nothing.
-    pub async fn record_logout(
-        &self,
-        rev: &NewRevocation,
-        jti: &str,
-        fingerprint: [u8; 32],
-        jti_expires_at: u64,
-    ) -> Result<SeenLogout, StoreError> {
-        let h = self.handles()?;
-        let rkey = keys::record_key(&rev.issuer, &rev.value)?;
-        let jkey = keys::record_key(&rev.issuer, jti)?;
-        let seen_value = keys::encode_logout(&fingerprint, jti_expires_at);
-        let now = self.inner.clock.now();
-        let t = &h.trees;
-        let kb = keys::kind_byte(rev.kind);
-        self.inner.presence.insert(kb, &rkey);
         let gate = self.gate();
-        let outcome = (h.trees.tree(rev.kind), &t.logout, &t.expiry)
-            .transaction(|(records, seen, expiry)| {
-                if let Some(old) = seen.get(&jkey)? {
-                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
-                        Ok(v) => v,
-                        Err(e) => return abort(e),
-                    };
-                    if old_exp >= now {
-                        return Ok(if old_fp == fingerprint {
-                            (SeenLogout::Repeat, false)
-                        } else {
-                            (SeenLogout::Conflict, false)
-                        });
-                    }
-                    expiry.remove(keys::index_key(old_exp, keys::KIND_LOGOUT, &jkey))?;
-                }
-                let (_, was_new) = merge_in_tx(records, expiry, &rkey, rev, now, None)?;
-                seen.insert(jkey.as_slice(), seen_value.as_slice())?;
-                expiry.insert(
-                    keys::index_key(jti_expires_at, keys::KIND_LOGOUT, &jkey),
-                    sled::IVec::default(),
-                )?;
-                Ok((SeenLogout::New, was_new))
-            })
-            .map_err(|e| self.failed(tx_error(e)));
-        let outcome = match outcome {
-            Ok(o) => o,
+        let seq = prepared
+            .iter()
+            .any(|p| p.removes().is_some())
+            .then(|| self.reserve_commit_seq());
+        let result = h.trees.transact(|tx| {
+            let mut done = Vec::with_capacity(prepared.len());
+            for p in &prepared {
+                done.push(p.write(tx, now)?);
+            }
+            if let Some(seq) = seq.filter(|_| done.iter().any(Done::removed)) {
+                raise_commit_seq(tx.meta, seq)?;
+            }
+            Ok(done)
+        });
+        let done = match result {
+            Ok(done) => done,
             Err(e) => {
-                self.inner.presence.remove(kb, &rkey);
-                return Err(e);
+                drop(gate);
+                for (kb, key) in prepared.iter().filter_map(Prepared::adds) {
+                    presence.remove(kb, key);
+                }
+                return Err(self.failed(e));
             }
         };
-        if !matches!(outcome, (SeenLogout::New, true)) {
-            self.inner.presence.remove(kb, &rkey);
+        let (mut added, mut removed) = ([0u64; 3], [0u64; 3]);
+        for (p, d) in prepared.iter().zip(&done) {
+            if let (Some((kb, _)), true) = (p.adds(), d.added()) {
+                added[kb as usize] += 1;
+            }
+            if let (Some((kb, _)), true) = (p.removes(), d.removed()) {
+                removed[kb as usize] += 1;
+            }
         }
-        match outcome {
-            (SeenLogout::Conflict, _) => return Ok(SeenLogout::Conflict),
-            (SeenLogout::New, was_new) => self.recorded(rev, was_new),
-            (SeenLogout::Repeat, _) => {}
+        for ((counter, a), r) in self.inner.counts.iter().zip(added).zip(removed) {
+            if a > 0 {
+                counter.fetch_add(a, Ordering::Relaxed);
+            }
+            if r > 0 {
+                counter.fetch_sub(r, Ordering::Relaxed);
+            }
         }
         drop(gate);
-        // Also for a repeat: the first delivery may still be waiting for its flush, and
-        // this 200 must not overtake it. Cheap when already covered.
-        self.flush().await?;
-        Ok(outcome.0)
+        for (p, d) in prepared.iter().zip(&done) {
+            match (p.adds(), p.removes()) {
+                (Some((kb, key)), _) if !d.added() => presence.remove(kb, key),
+                (_, Some((kb, key))) if d.removed() => presence.remove(kb, key),
+                _ => {}
+            }
+        }
+        if done.iter().any(Done::wrote) {
+            self.wrote();
+        }
+        let needs_commit = done.iter().any(Done::needs_commit);
+        let mut outcomes = Vec::with_capacity(done.len());
+        for ((d, p), change) in done.into_iter().zip(&prepared).zip(changes) {
+            d.log(p.kind(), change);
+            outcomes.push(d.outcome(change)?);
+        }
+        Ok((outcomes, needs_commit))
     }
 
-    /// Removes a revocation (record and index together). `Ok(false)` if there was none.
-    /// Durable before it returns.
+    /// Records a revocation ([`Change::Revoke`]): merged with an existing record of the
+    /// same key (the later `issued_before` and the later `expires_at` win; `revoked_at` is
+    /// now; reason/source of the newest call). Returns the stored record once durable.
+    pub async fn revoke(&self, rev: NewRevocation) -> Result<Record, StoreError> {
+        match self.apply(&Change::Revoke(rev)).await? {
+            Outcome::Revoked(record) => Ok(record),
+            other => unreachable!("a revocation applied as {other:?}"),
+        }
+    }
+
+    /// Imports whole records ([`Change::Import`] each; backup restore, seeding) in one
+    /// transaction and one commit. Returns, per record, whether its key was new (`true`)
+    /// or merged into an existing record (`false`).
+    pub async fn import_records(&self, records: Vec<Record>) -> Result<Vec<bool>, StoreError> {
+        let changes: Vec<Change> = records.into_iter().map(Change::Import).collect();
+        let outcomes = self.apply_all(&changes).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Imported { new } => new,
+                other => unreachable!("an import applied as {other:?}"),
+            })
+            .collect())
+    }
+
+    /// Records a back-channel logout ([`Change::Logout`]): the revocation and the logout
+    /// token's `jti` in one transaction. Durable before it returns, except for a
+    /// conflict, which wrote nothing.
+    pub async fn record_logout(&self, logout: Logout) -> Result<SeenLogout, StoreError> {
+        match self.apply(&Change::Logout(logout)).await? {
+            Outcome::Logout(seen) => Ok(seen),
+            other => unreachable!("a logout applied as {other:?}"),
+        }
+    }
+
+    /// Removes a revocation ([`Change::Unrevoke`]: record and index together). `Ok(false)`
+    /// if there was none. Durable before it returns.
     pub async fn unrevoke(
         &self,
         kind: Kind,
         issuer: &str,
         value: &str,
     ) -> Result<bool, StoreError> {
-        let h = self.handles()?;
-        let key = match keys::record_key(issuer, value) {
-            Ok(key) => key,
-            // Such a key cannot have been stored.
-            Err(StoreError::Invalid(_)) => return Ok(false),
-            Err(e) => return Err(e),
+        let change = Change::Unrevoke {
+            kind,
+            issuer: issuer.to_string(),
+            value: value.to_string(),
         };
-        let kb = keys::kind_byte(kind);
-        let gate = self.gate();
-        let seq = self.reserve_commit_seq();
-        let removed = (h.trees.tree(kind), &h.trees.expiry, &h.trees.meta)
-            .transaction(|(records, expiry, meta)| {
-                let Some(bytes) = records.remove(key.as_slice())? else {
-                    return Ok(false);
-                };
-                raise_commit_seq(meta, seq)?;
-                // An undecodable record is still removed (the operator's way out); its
-                // index entry, if any, is then dropped by the sweeper when due.
-                if let Ok(head) = record::decode_head(&bytes) {
-                    expiry.remove(keys::index_key(head.expires_at, kb, &key))?;
-                }
-                Ok(true)
-            })
-            .map_err(|e| self.failed(tx_error(e)));
-        if let Ok(true) = removed {
-            self.inner.counts[kb as usize].fetch_sub(1, Ordering::Relaxed);
+        match self.apply(&change).await? {
+            Outcome::Unrevoked { removed } => Ok(removed),
+            other => unreachable!("an unrevoke applied as {other:?}"),
         }
-        drop(gate);
-        let removed = removed?;
-        if removed {
-            self.inner.presence.remove(kb, &key);
-            self.wrote();
-            self.flush().await?;
-            tracing::debug!(%kind, "revocation removed");
-        }
-        Ok(removed)
-    }
-
-    /// Read-only replay check for a logout token: `None` when its `jti` was not seen (or
-    /// the entry expired), else whether this is the same token (`Repeat`) or another
-    /// one reusing the `jti` (`Conflict`). Lets the endpoint refuse before recording.
-    pub fn logout_jti_status(
-        &self,
-        issuer: &str,
-        jti: &str,
-        fingerprint: [u8; 32],
-    ) -> Result<Option<SeenLogout>, StoreError> {
-        let h = self.handles()?;
-        let key = keys::record_key(issuer, jti)?;
-        let now = self.inner.clock.now();
-        match h.trees.logout.get(&key)? {
-            None => Ok(None),
-            Some(old) => {
-                let (old_fp, old_exp) = keys::decode_logout(&old)?;
-                if old_exp < now {
-                    Ok(None)
-                } else if old_fp == fingerprint {
-                    Ok(Some(SeenLogout::Repeat))
-                } else {
-                    Ok(Some(SeenLogout::Conflict))
-                }
-            }
-        }
-    }
-
-    /// Remembers a back-channel logout token's `jti` until `expires_at`. `fingerprint` is
-    /// the SHA-256 of the whole logout token, to tell a repeat from a conflict. Durable.
-    /// An entry whose own `expires_at` has passed (not yet swept) counts as absent.
-    pub async fn remember_logout_jti(
-        &self,
-        issuer: &str,
-        jti: &str,
-        fingerprint: [u8; 32],
-        expires_at: u64,
-    ) -> Result<SeenLogout, StoreError> {
-        let h = self.handles()?;
-        let key = keys::record_key(issuer, jti)?;
-        let now = self.inner.clock.now();
-        let value = keys::encode_logout(&fingerprint, expires_at);
-        let t = &h.trees;
-        let outcome = (&t.logout, &t.expiry)
-            .transaction(|(seen, expiry)| {
-                if let Some(old) = seen.get(&key)? {
-                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
-                        Ok(v) => v,
-                        Err(e) => return abort(e),
-                    };
-                    if old_exp >= now {
-                        return Ok(if old_fp == fingerprint {
-                            SeenLogout::Repeat
-                        } else {
-                            SeenLogout::Conflict
-                        });
-                    }
-                    expiry.remove(keys::index_key(old_exp, keys::KIND_LOGOUT, &key))?;
-                }
-                seen.insert(key.as_slice(), value.as_slice())?;
-                expiry.insert(
-                    keys::index_key(expires_at, keys::KIND_LOGOUT, &key),
-                    sled::IVec::default(),
-                )?;
-                Ok(SeenLogout::New)
-            })
-            .map_err(|e| self.failed(tx_error(e)))?;
-        if outcome == SeenLogout::New {
-            self.wrote();
-        }
-        // Also for a repeat: the first delivery may still be waiting for its flush, and
-        // the caller's 200 must not overtake it. Cheap when already covered.
-        if outcome != SeenLogout::Conflict {
-            self.flush().await?;
-        }
-        Ok(outcome)
     }
 }
