@@ -1,10 +1,31 @@
 //! The revocation store (SPEC §1, §6): sled trees of revocation records, an expiry index,
-//! group-committed durable writes, an acknowledgement mark that makes damage visible, and
-//! the sweeper.
+//! one write path with group-committed durable writes, an acknowledgement mark that makes
+//! damage visible, and the sweeper.
 //!
-//! Layout (one sled database at `store.path`, plus the mark file beside it):
+//! # Files
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the handle ([`RevocationStore`]), its shared state, the trees and the one transaction shape over them (`StateTx`), errors; this design |
+//! | `open.rs` | open and schema check, the start-up scan, the check against the mark, [`OpenMode`], the offline restore of a damaged store |
+//! | `change.rs` | what a change is: [`Change`], [`NewRevocation`], [`Logout`], [`Outcome`] |
+//! | `policy.rs` | the rules, as pure functions: "kept until" of every kind and source, the merge ([`Policy`]) |
+//! | `write.rs` | the one write path: [`RevocationStore::apply`] / [`apply_all`](RevocationStore::apply_all) and its typed shorthands |
+//! | `commit.rs` | group commit: commit sequence, sled flush, `fdatasync` of `db` and new blobs, the mark update |
+//! | `mark.rs` | the acknowledgement mark file (two checksummed slots) |
+//! | `health.rs` | the degraded state, [`RevocationStore::recover`], the file watch, [`run_recovery`] |
+//! | `read.rs` | lookups: [`find_match`](RevocationStore::find_match) (the hot path), `get`, `list`, the export walk |
+//! | `sweep.rs` | [`sweep_due`](RevocationStore::sweep_due) and the background [`run_sweeper`] |
+//! | `fsck.rs` | `check-store`: records against the index, and the repair |
+//! | `jwks.rs` | the last good JWKS document per issuer |
+//! | `keys.rs`, `record.rs` | byte layouts of keys, seen-jti values, cursors; records and their stored form |
+//! | `presence.rs` | the presence filter in front of the record trees |
+//!
+//! # Layout on disk
+//!
+//! One sled database at `store.path`, plus the mark file beside it:
 //! - trees `jti`, `sid`, `sub`: key = `u16 BE issuer length ‖ issuer ‖ value`,
-//!   value = version byte ‖ bincode([`StoredRecordV1`](record)).
+//!   value = version byte ‖ bincode(`StoredRecordV1`, `record.rs`).
 //! - tree `expiry`: key = `u64 BE expires_at ‖ kind byte ‖ record key`, value empty.
 //!   Scanned with `range(..now)` by the sweeper: an entry goes once `expires_at < now`.
 //! - tree `logout_jti`: logout-token `jti`s already seen (back-channel replay defence);
@@ -13,7 +34,17 @@
 //! - tree `meta`: schema version, last sweep report, commit sequence, store id.
 //! - file `<store.path>.hwm` ([`MARK_SUFFIX`]): the acknowledgement mark (see below).
 //!
-//! Record and index change together in one sled transaction.
+//! # One write path
+//!
+//! Every change of the revocation state — admin create and delete, revoke-by-token,
+//! `/revoke`, back-channel logout, import and restore — is a [`Change`] applied by
+//! [`RevocationStore::apply_all`]: a batch of changes is ONE sled transaction over the
+//! state trees (records, seen jtis, expiry index, `meta`; `StateTx`), so record and index
+//! change together, and the answer waits for a group commit that covered it. Expiries are
+//! computed before, by the source, with [`Policy`]; the merge of a revocation into a
+//! stored record is `policy.rs`'s too. The sweep removes what is due through the same
+//! transaction shape. Anything that must change atomically with the state (a cluster's
+//! outbox entry or log position) belongs in that transaction (`write.rs`).
 //!
 //! # Durable acknowledgement (group commit)
 //!

@@ -55,7 +55,7 @@ pub enum OpenMode {
     Restore,
 }
 
-/// Schema version of the whole database layout, kept in `meta` under [`META_SCHEMA`].
+/// Schema version of the whole database layout, kept in `meta` under `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Records per batch when [`RevocationStore::open_for_restore`] salvages a damaged store
 /// (one transaction and one commit per batch).
