@@ -11,9 +11,9 @@ use super::open::{open_handles, read_commit_meta, scan_records, shortfall, unrea
 use super::{mark, Damage, Handles, RevocationStore, StoreError, META_SCHEMA};
 
 /// How long [`RevocationStore::recover`] waits for the old database to be released.
-pub const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const REOPEN_WAIT: Duration = Duration::from_secs(2);
 /// Poll period while waiting for the old database to be released.
-const REOPEN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+const REOPEN_POLL: Duration = Duration::from_millis(10);
 
 impl RevocationStore {
     /// Passes `e` through, marking the store degraded when it is an I/O failure (a full or
