@@ -15,7 +15,7 @@ use super::{
     json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES, OPENAPI,
 };
 use crate::error::GatewayError;
-use crate::store::{Kind, NewRevocation, Source, StoreError};
+use crate::store::{Kind, Policy, Source, StoreError};
 use crate::App;
 
 fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
@@ -76,16 +76,13 @@ pub(super) fn create_from_token(
                 .verify(&token)
                 .await
                 .map_err(|e| warp::reject::custom(GatewayError::invalid(format!("token: {e}"))))?;
-            let config = app.config();
-            let rev = NewRevocation {
-                kind: Kind::Jti,
-                issuer: verified.issuer.clone(),
-                value: verified.jti.clone(),
-                issued_before: None,
-                expires_at: verified.exp.saturating_add(config.auth.leeway.as_secs()),
+            let rev = Policy::of(&app.config()).token_revocation(
+                &verified.issuer,
+                &verified.jti,
+                verified.exp,
                 reason,
-                source: Source::Admin,
-            };
+                Source::Admin,
+            );
             let record = app
                 .store
                 .revoke(rev)
