@@ -36,6 +36,10 @@ pub const RESTART_KEYS: [&str; 5] = [
     "store.cache_bytes",
 ];
 
+/// The `[cluster]` keys: the node's link to the shared log is set up at start-up, so a
+/// reload keeps them and reports a change as needing a restart.
+pub const CLUSTER_RESTART_KEYS: [&str; 3] = ["cluster.redis_url", "cluster.stream", "cluster.node_id"];
+
 /// What a successful reload did (the `POST /v1/reload` answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReloadReport {
@@ -163,6 +167,17 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<String> {
     new.server.log_format = old.server.log_format;
     new.store.path = old.store.path.clone();
     new.store.cache_bytes = old.store.cache_bytes;
+    let (o, n) = (&old.cluster, &new.cluster);
+    for (key, same) in CLUSTER_RESTART_KEYS.iter().zip([
+        n.redis_url == o.redis_url,
+        n.stream == o.stream,
+        n.node_id == o.node_id,
+    ]) {
+        if !same {
+            differ.push(key.to_string());
+        }
+    }
+    new.cluster = old.cluster.clone();
     differ
 }
 

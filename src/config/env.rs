@@ -17,7 +17,8 @@ pub(super) enum ScalarType {
 }
 
 /// Every key that `REVGATE_<SECTION>_<KEY>` may override (SPEC §3): the scalar keys of
-/// `[server]`, `[auth]`, `[backchannel]`, `[revoke_endpoint]` and `[store]`. Arrays and the
+/// `[server]`, `[auth]`, `[backchannel]`, `[revoke_endpoint]`, `[store]` and `[cluster]`
+/// (so a node's id and the Redis password can come from its environment). Arrays and the
 /// `[[issuer]]` / `[[route]]` tables are not overridable. Only these variables are ever
 /// looked up, so any other `REVGATE_*` variable is ignored.
 pub(super) const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
@@ -40,6 +41,9 @@ pub(super) const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
     ("store", "path", ScalarType::String),
     ("store", "sweep_interval", ScalarType::Duration),
     ("store", "cache_bytes", ScalarType::Integer),
+    ("cluster", "redis_url", ScalarType::String),
+    ("cluster", "stream", ScalarType::String),
+    ("cluster", "node_id", ScalarType::String),
 ];
 
 /// The environment variable overriding `section.key`.
