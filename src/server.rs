@@ -1,7 +1,7 @@
 //! Listeners, background tasks and shutdown: [`run`] serves the proxy and admin listeners
 //! until the shutdown future completes, then drains in-flight requests within
-//! [`SHUTDOWN_GRACE`], stops the sweeper, the store recovery task and the JWKS refresher,
-//! and flushes the store.
+//! [`SHUTDOWN_GRACE`], stops the sweeper, the store recovery task, the JWKS refresher and
+//! the cluster link, and flushes the store.
 //! While it runs, `SIGHUP` reloads the configuration ([`crate::reload::reload`]).
 
 use std::convert::Infallible;
@@ -94,6 +94,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         app.store.clone(),
         stop_rx.clone(),
     ));
+    let cluster = app
+        .cluster
+        .clone()
+        .map(|c| tokio::spawn(c.run(stop_rx.clone())));
     let refresher = {
         let live = app.clone();
         tokio::spawn(crate::auth::Keyring::run_refresher(
@@ -156,6 +160,9 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sweeper).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, refresher).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, recovery).await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, cluster).await;
+    }
     if let Some(hangup) = hangup {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, hangup).await;
     }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::server::Listeners;
 use crate::store::{RevocationStore, StoreError};
@@ -34,6 +35,9 @@ pub enum StartError {
     /// fetched is not an error: the last good keys of the store are used).
     #[error("{0}")]
     Keys(crate::auth::keys::KeyError),
+    /// `[cluster]` cannot be set up (the line names the key; never the Redis password).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A gateway whose store is open, whose listeners are bound and whose keys are loaded:
@@ -79,7 +83,19 @@ impl Gateway {
         store: RevocationStore,
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
-        let app = App::new(config, config_path, store, clock);
+        let cluster = Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
+        if cluster.is_none() && store.log_reseeded().ok().flatten().is_some() {
+            // Changes made while out of the cluster are not in its log: should this store
+            // join again, it publishes its records then.
+            store
+                .set_log_reseeded(None)
+                .await
+                .map_err(|source| StartError::Store {
+                    path: config.store.path.display().to_string(),
+                    source,
+                })?;
+        }
+        let app = App::with_cluster(config, config_path, store, clock, cluster);
         app.keys
             .load_all(&app.config(), &app.metrics)
             .await

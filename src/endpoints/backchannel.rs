@@ -13,17 +13,17 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Kind, Logout, NewRevocation, Policy, SeenLogout, Source};
+use crate::store::{Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source};
 use crate::App;
 
 /// Answers a back-channel logout request.
 pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let result = match logout(app, req).await {
-        Ok(()) => {
+        Ok(ack) => {
             app.metrics
                 .backchannel_accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(())
+            Ok(ack)
         }
         Err(Refused::Request(e)) => Err(e),
         Err(Refused::Logout(reason, description)) => {
@@ -58,7 +58,7 @@ fn form_problem(e: GatewayError) -> Refused {
     }
 }
 
-async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
+async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<LogAck, Refused> {
     let config = app.config();
     let form = read_form(&config, req).await.map_err(form_problem)?;
     let token = single_param(&form, "logout_token").map_err(form_problem)?;
@@ -92,23 +92,26 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let seen = app.store.record_logout(change).await.map_err(|e| {
+    let (outcome, ack) = app.store.apply_acked(&Change::Logout(change)).await.map_err(|e| {
         tracing::error!(error = %e, "store write failed during back-channel logout");
         Refused::Logout(
             LogoutReason::Store,
             "revocation could not be stored".to_string(),
         )
     })?;
+    let Outcome::Logout(seen) = outcome else {
+        unreachable!("a logout applied as {outcome:?}")
+    };
     match seen {
         SeenLogout::Conflict => Err(Refused::Logout(
             LogoutReason::Replay,
             "logout token jti was already used by another logout token".to_string(),
         )),
-        SeenLogout::Repeat => Ok(()),
+        SeenLogout::Repeat => Ok(ack),
         SeenLogout::New => {
             app.metrics.revocation_recorded(Source::Backchannel);
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
-            Ok(())
+            Ok(ack)
         }
     }
 }

@@ -312,9 +312,10 @@ fn decode_outbox(seq: u64, bytes: &[u8]) -> Result<OutboxEntry, StoreError> {
 }
 
 /// What a `2xx` can say about the shared log (answer header `Revgate-Cluster`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogAck {
     /// Not in a cluster, or nothing was logged (a refused logout token).
+    #[default]
     Local,
     /// Durable here and appended to the shared log.
     Appended,
@@ -324,6 +325,19 @@ pub enum LogAck {
 }
 
 impl LogAck {
+    /// What an answer covering both says: queued if either is, else appended if either
+    /// is.
+    pub fn and(self, other: LogAck) -> LogAck {
+        match (self, other) {
+            (LogAck::Queued, _) | (_, LogAck::Queued) => LogAck::Queued,
+            (LogAck::Appended, _) | (_, LogAck::Appended) => LogAck::Appended,
+            _ => LogAck::Local,
+        }
+    }
+
+    /// The answer header naming it.
+    pub const HEADER: &'static str = "revgate-cluster";
+
     /// `appended` / `queued`; `None` for [`LogAck::Local`].
     pub fn header_value(self) -> Option<&'static str> {
         match self {

@@ -730,15 +730,24 @@ impl RevocationStore {
     /// transaction and one commit. Returns, per record, whether its key was new (`true`)
     /// or merged into an existing record (`false`).
     pub async fn import_records(&self, records: Vec<Record>) -> Result<Vec<bool>, StoreError> {
+        Ok(self.import_records_acked(records).await?.0)
+    }
+
+    /// [`import_records`](Self::import_records), also saying what the shared log has of them.
+    pub async fn import_records_acked(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(Vec<bool>, LogAck), StoreError> {
         let changes: Vec<Change> = records.into_iter().map(Change::Import).collect();
-        let outcomes = self.apply_all(&changes).await?;
-        Ok(outcomes
+        let (outcomes, ack) = self.apply_all_acked(&changes).await?;
+        let new = outcomes
             .into_iter()
             .map(|o| match o {
                 Outcome::Imported { new } => new,
                 other => unreachable!("an import applied as {other:?}"),
             })
-            .collect())
+            .collect();
+        Ok((new, ack))
     }
 
     /// Records a back-channel logout ([`Change::Logout`]): the revocation and the logout
