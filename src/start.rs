@@ -84,16 +84,18 @@ impl Gateway {
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
         let cluster = Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
-        if cluster.is_none() && store.log_reseeded().ok().flatten().is_some() {
+        let store_error = |source| StartError::Store {
+            path: config.store.path.display().to_string(),
+            source,
+        };
+        match &cluster {
+            Some(c) => c.prepare_store().await.map_err(store_error)?,
             // Changes made while out of the cluster are not in its log: should this store
             // join again, it publishes its records then.
-            store
-                .set_log_reseeded(None)
-                .await
-                .map_err(|source| StartError::Store {
-                    path: config.store.path.display().to_string(),
-                    source,
-                })?;
+            None if store.log_reseeded().ok().flatten().is_some() => {
+                store.set_log_reseeded(None).await.map_err(store_error)?
+            }
+            None => {}
         }
         let app = App::with_cluster(config, config_path, store, clock, cluster);
         app.keys

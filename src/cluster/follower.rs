@@ -46,6 +46,7 @@ pub(super) async fn prepare(
     let info = redis_link::stream_info(conn, scripts, &c.keys).await?;
     let stored = c.store.log_position()?;
     let reseeded = c.store.log_reseeded()?;
+    let mut published = reseeded.as_deref() == Some(epoch);
     let position = match stored {
         Some(p) if p.epoch == epoch => {
             if p.id > info.last {
@@ -68,6 +69,9 @@ pub(super) async fn prepare(
             }
         }
         other => {
+            // A store that joined empty has everything in the stream, until the stream
+            // itself is lost.
+            published |= other.is_none() && reseeded.as_deref() == Some(super::ALL_IN_OUTBOX);
             if let Some(old) = &other {
                 tracing::warn!(old_epoch = %old.epoch, epoch = %epoch, "cluster: the shared log is a new one (Redis lost its data, or another Redis); reading it from its start and publishing this node's records into it");
             }
@@ -82,8 +86,7 @@ pub(super) async fn prepare(
     };
     let counts = c.store.counts();
     let has_records = counts.jti + counts.sid + counts.sub > 0;
-    let published = reseeded.as_deref() == Some(epoch);
-    if !published && !has_records {
+    if (published || !has_records) && reseeded.as_deref() != Some(epoch) {
         c.store.set_log_reseeded(Some(epoch)).await?;
     }
     Ok(Start {

@@ -75,6 +75,10 @@ pub const APPEND_WAIT: Duration = Duration::from_secs(2);
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between two attempts to reach Redis.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// The "published into" marker of a store that joined a cluster empty: every record it
+/// will hold came through its outbox or the stream, so no snapshot is needed until the
+/// stream loses its data (another epoch).
+pub(crate) const ALL_IN_OUTBOX: &str = "-";
 /// While Redis stays unreachable, how often the warning is repeated.
 const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -182,6 +186,19 @@ impl Cluster {
             started_ms: now_ms(),
             status: Status::default(),
         })))
+    }
+
+    /// Called at start-up, before any write: a store that joins a cluster empty and has
+    /// never followed a log needs no snapshot of its records ([`ALL_IN_OUTBOX`]).
+    pub async fn prepare_store(&self) -> Result<(), crate::store::StoreError> {
+        let c = self.store.counts();
+        if c.jti + c.sid + c.sub == 0
+            && self.store.log_position()?.is_none()
+            && self.store.log_reseeded()?.is_none()
+        {
+            self.store.set_log_reseeded(Some(ALL_IN_OUTBOX)).await?;
+        }
+        Ok(())
     }
 
     /// This node's id in the log.
