@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::auth::authorize::{Authorizer, Under};
 use crate::auth::{Keyring, TokenError, VerifiedToken};
 use crate::clock::SharedClock;
-use crate::config::Config;
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::store::RevocationStore;
 

@@ -38,7 +38,8 @@ pub const RESTART_KEYS: [&str; 5] = [
 
 /// The `[cluster]` keys: the node's link to the shared log is set up at start-up, so a
 /// reload keeps them and reports a change as needing a restart.
-pub const CLUSTER_RESTART_KEYS: [&str; 3] = ["cluster.redis_url", "cluster.stream", "cluster.node_id"];
+pub const CLUSTER_RESTART_KEYS: [&str; 3] =
+    ["cluster.redis_url", "cluster.stream", "cluster.node_id"];
 
 /// What a successful reload did (the `POST /v1/reload` answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

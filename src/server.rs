@@ -156,6 +156,9 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests still running after the grace period; closing");
     }
+    if let Some(c) = &app.cluster {
+        c.drain_outbox().await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, sweeper).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, refresher).await;

@@ -83,7 +83,8 @@ impl Gateway {
         store: RevocationStore,
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
-        let cluster = Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
+        let cluster =
+            Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
         let store_error = |source| StartError::Store {
             path: config.store.path.display().to_string(),
             source,

@@ -33,7 +33,12 @@ impl Node {
     /// Starts node `name` on a new store, linked to `redis_url`.
     async fn start(redis_url: &str, upstream: std::net::SocketAddr, name: &str) -> Node {
         let (dir, store) = temp_store();
-        let gw = Gateway::start(&config_text(upstream, &store, &cluster_table(redis_url, name))).await;
+        let gw = Gateway::start(&config_text(
+            upstream,
+            &store,
+            &cluster_table(redis_url, name),
+        ))
+        .await;
         Node {
             gw,
             store,
@@ -103,7 +108,9 @@ async fn stream_entries(redis: &RedisServer) -> Vec<(String, String, u64)> {
             (
                 e.id.clone(),
                 e.get::<String>("node").unwrap_or_default(),
-                e.get::<String>("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
+                e.get::<String>("seq")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
             )
         })
         .collect()
@@ -111,16 +118,19 @@ async fn stream_entries(redis: &RedisServer) -> Vec<(String, String, u64)> {
 
 /// Waits until every node has applied the whole stream and its outbox is empty.
 async fn wait_converged(redis: &RedisServer, nodes: &[&dyn AdminTarget]) {
-    eventually("every node at the end of the stream, outboxes empty", || async {
-        let end = stream_end(redis).await;
-        for n in nodes {
-            let c = cluster_stats(n).await;
-            if c["outbox"] != 0 || c["position"] != end.as_str() || c["state"] != "ok" {
-                return false;
+    eventually(
+        "every node at the end of the stream, outboxes empty",
+        || async {
+            let end = stream_end(redis).await;
+            for n in nodes {
+                let c = cluster_stats(n).await;
+                if c["outbox"] != 0 || c["position"] != end.as_str() || c["state"] != "ok" {
+                    return false;
+                }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
 }
 
@@ -140,7 +150,11 @@ async fn assert_same_exports(nodes: &[(&str, &dyn AdminTarget)]) -> String {
     let first = export_text(nodes[0].1).await;
     for (name, n) in &nodes[1..] {
         let other = export_text(n).await;
-        assert_eq!(other, first, "{name} exports differently from {}", nodes[0].0);
+        assert_eq!(
+            other, first,
+            "{name} exports differently from {}",
+            nodes[0].0
+        );
     }
     first
 }
@@ -190,7 +204,10 @@ async fn unrevoke_on(node: impl AdminTarget, kind: &str, value: &str) -> (u16, O
 /// Waits until `node` has (or, with `present` false, lacks) the revocation `kind value`.
 async fn wait_lookup(node: impl AdminTarget, kind: &str, value: &str, present: bool) {
     let path = revocation_path(kind, value);
-    let what = format!("{kind} {value} {} on the node", if present { "present" } else { "gone" });
+    let what = format!(
+        "{kind} {value} {} on the node",
+        if present { "present" } else { "gone" }
+    );
     eventually(&what, || async {
         let (status, _) = admin_get(&node, &path).await;
         status == if present { 200 } else { 404 }
@@ -201,7 +218,11 @@ async fn wait_lookup(node: impl AdminTarget, kind: &str, value: &str, present: b
 /// An NDJSON record line for an import.
 fn record_line(kind: &str, value: &str, reason: &str) -> String {
     let now = now();
-    let issued_before = if kind == "jti" { Value::Null } else { json!(revgate::clock::rfc3339(now)) };
+    let issued_before = if kind == "jti" {
+        Value::Null
+    } else {
+        json!(revgate::clock::rfc3339(now))
+    };
     json!({
         "kind": kind,
         "issuer": ISS,
@@ -281,13 +302,19 @@ async fn every_change_from_every_source_reaches_the_two_other_nodes() {
     // Import.
     let (summary, ack) = import_on(
         &a,
-        &[record_line("sub", "u-import", "restored"), record_line("jti", "j-import", "restored")],
+        &[
+            record_line("sub", "u-import", "restored"),
+            record_line("jti", "j-import", "restored"),
+        ],
     )
     .await;
     assert_eq!(summary["imported"], 2, "{summary}");
     assert_eq!(ack.as_deref(), Some("appended"));
     // Another node is a source too.
-    assert_eq!(revoke_on(&b, json!({"kind": "sub", "value": "u-from-b"})).await, "appended");
+    assert_eq!(
+        revoke_on(&b, json!({"kind": "sub", "value": "u-from-b"})).await,
+        "appended"
+    );
 
     let expected = [
         ("jti", "j-admin"),
@@ -306,19 +333,43 @@ async fn every_change_from_every_source_reaches_the_two_other_nodes() {
     wait_lookup(&a, "sub", "u-from-b", true).await;
     // Enforced by the other nodes' own stores.
     for n in [&b, &c] {
-        assert_token_revoked(n, &old_token("u-admin", "s-x", &unique_id("j")), "sub from A").await;
-        assert_token_revoked(n, &old_token("u-x", "s-admin", &unique_id("j")), "sid from A").await;
+        assert_token_revoked(
+            n,
+            &old_token("u-admin", "s-x", &unique_id("j")),
+            "sub from A",
+        )
+        .await;
+        assert_token_revoked(
+            n,
+            &old_token("u-x", "s-admin", &unique_id("j")),
+            "sid from A",
+        )
+        .await;
         assert_token_revoked(n, &token("u-x", "s-x", "j-admin"), "jti from A").await;
         assert_token_revoked(n, &by_token, "revoke-by-token at A").await;
         assert_token_revoked(n, &by_app, "revoke endpoint at A").await;
-        assert_token_revoked(n, &old_token("u-x", "s-bcl", &unique_id("j")), "logout at A").await;
-        assert_token_revoked(n, &old_token("u-import", "s-x", &unique_id("j")), "import at A").await;
+        assert_token_revoked(
+            n,
+            &old_token("u-x", "s-bcl", &unique_id("j")),
+            "logout at A",
+        )
+        .await;
+        assert_token_revoked(
+            n,
+            &old_token("u-import", "s-x", &unique_id("j")),
+            "import at A",
+        )
+        .await;
     }
     // The seen logout-token jti: another token reusing it is a replay at C too.
     let mut replay = logout_claims(Some("s-other"), None, now());
     replay["jti"] = json!(logout_jti);
     let resp = post_logout(&c, &sign_logout(&replay)).await;
-    assert_eq!(resp.status().as_u16(), 400, "a reused logout jti is refused at C");
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "a reused logout jti is refused at C"
+    );
     // An unrevoke from C removes it everywhere.
     let (status, ack) = unrevoke_on(&c, "sub", "u-admin").await;
     assert_eq!((status, ack.as_deref()), (204, Some("appended")));
@@ -381,7 +432,8 @@ async fn concurrent_revokes_and_unrevokes_of_the_same_keys_converge_to_identical
                         body["reason"] = json!(format!("node {i} round {round}"));
                     }
                     if (r >> 20) % 2 == 0 {
-                        body["issued_before"] = json!(revgate::clock::rfc3339(now() - (r >> 24) % 100));
+                        body["issued_before"] =
+                            json!(revgate::clock::rfc3339(now() - (r >> 24) % 100));
                     }
                     assert_eq!(revoke_on(admin, body).await, "appended");
                 }
@@ -399,9 +451,17 @@ async fn concurrent_revokes_and_unrevokes_of_the_same_keys_converge_to_identical
 }
 
 /// The config file of a child node.
-fn child_config(dir: &Path, upstream: std::net::SocketAddr, redis_url: &str, name: &str) -> PathBuf {
+fn child_config(
+    dir: &Path,
+    upstream: std::net::SocketAddr,
+    redis_url: &str,
+    name: &str,
+) -> PathBuf {
     let store = dir.join("revgate.db");
-    write_config_file(dir, &config_text(upstream, &store, &cluster_table(redis_url, name)))
+    write_config_file(
+        dir,
+        &config_text(upstream, &store, &cluster_table(redis_url, name)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -422,17 +482,25 @@ async fn a_node_killed_while_others_write_catches_up_before_it_answers_healthy()
 
     // While C is dead: thousands of changes from A and B (single ones and an import).
     let mut writers = Vec::new();
-    for (w, admin) in [a.gw.admin, b.gw.admin].into_iter().cycle().take(16).enumerate() {
+    for (w, admin) in [a.gw.admin, b.gw.admin]
+        .into_iter()
+        .cycle()
+        .take(16)
+        .enumerate()
+    {
         writers.push(tokio::spawn(async move {
             for i in 0..40 {
-                let ack = revoke_on(admin, json!({"kind": "jti", "value": format!("w{w}-{i}")})).await;
+                let ack =
+                    revoke_on(admin, json!({"kind": "jti", "value": format!("w{w}-{i}")})).await;
                 assert_eq!(ack, "appended");
             }
             let (status, ack) = unrevoke_on(admin, "jti", &format!("w{w}-0")).await;
             assert_eq!((status, ack.as_deref()), (204, Some("appended")));
         }));
     }
-    let lines: Vec<String> = (0..4000).map(|i| record_line("sub", &format!("imp-{i}"), "bulk")).collect();
+    let lines: Vec<String> = (0..4000)
+        .map(|i| record_line("sub", &format!("imp-{i}"), "bulk"))
+        .collect();
     let (summary, _) = import_on(&a, &lines).await;
     assert_eq!(summary["imported"], 4000);
     for w in writers {
@@ -452,13 +520,34 @@ async fn a_node_killed_while_others_write_catches_up_before_it_answers_healthy()
         }
         assert_eq!(status, 503, "{body}");
         // "unreachable" until its first connection, then "catching_up".
-        assert!(matches!(body["cluster"].as_str(), Some("catching_up" | "unreachable")), "{body}");
-        assert!(tokio::time::Instant::now() < deadline, "C not healthy within {WAIT:?}");
+        assert!(
+            matches!(
+                body["cluster"].as_str(),
+                Some("catching_up" | "unreachable")
+            ),
+            "{body}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "C not healthy within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(stats_counts(&c).await, expected, "C answered 200 before it caught up");
-    assert!(c.wait_for_log("cluster caught up").await, "{}", c.log_text());
-    assert!(c.log_text().contains("cluster catching up"), "{}", c.log_text());
+    assert_eq!(
+        stats_counts(&c).await,
+        expected,
+        "C answered 200 before it caught up"
+    );
+    assert!(
+        c.wait_for_log("cluster caught up").await,
+        "{}",
+        c.log_text()
+    );
+    assert!(
+        c.log_text().contains("cluster catching up"),
+        "{}",
+        c.log_text()
+    );
     wait_converged(&redis, &[&a, &b, &c]).await;
     assert_same_exports(&[("a", &a), ("b", &b), ("c", &c)]).await;
     c.sigterm();
@@ -484,23 +573,47 @@ async fn redis_stopped_while_nodes_accept_writes_then_back_drains_the_outbox_exa
     redis.stop().await;
     let mut changes = 0;
     for value in ["k1", "k2"] {
-        assert_eq!(revoke_on(&a, json!({"kind": "sub", "value": value})).await, "queued");
+        assert_eq!(
+            revoke_on(&a, json!({"kind": "sub", "value": value})).await,
+            "queued"
+        );
         changes += 1;
     }
-    assert_eq!(unrevoke_on(&a, "sub", "k0").await, (204, Some("queued".to_string())));
+    assert_eq!(
+        unrevoke_on(&a, "sub", "k0").await,
+        (204, Some("queued".to_string()))
+    );
     changes += 1;
-    assert_eq!(revoke_on(&b, json!({"kind": "jti", "value": "k3"})).await, "queued");
-    assert_eq!(revoke_on(&b, json!({"kind": "sub", "value": "k1", "reason": "again"})).await, "queued");
-    let resp = post_logout(&b, &sign_logout(&logout_claims(Some("s-down"), None, now()))).await;
+    assert_eq!(
+        revoke_on(&b, json!({"kind": "jti", "value": "k3"})).await,
+        "queued"
+    );
+    assert_eq!(
+        revoke_on(&b, json!({"kind": "sub", "value": "k1", "reason": "again"})).await,
+        "queued"
+    );
+    let resp = post_logout(
+        &b,
+        &sign_logout(&logout_claims(Some("s-down"), None, now())),
+    )
+    .await;
     assert_endpoint_ok(&resp, "logout while Redis is down");
     assert_eq!(ack_of(&resp).as_deref(), Some("queued"));
     changes += 3;
     // Durable and enforced here, waiting in the outbox; still healthy (caught up before).
     let s = cluster_stats(&a).await;
-    assert_eq!((s["outbox"].as_u64(), s["state"].as_str()), (Some(3), Some("unreachable")), "{s}");
+    assert_eq!(
+        (s["outbox"].as_u64(), s["state"].as_str()),
+        (Some(3), Some("unreachable")),
+        "{s}"
+    );
     assert_eq!(cluster_stats(&b).await["outbox"], 3);
     let (status, body) = admin_get(&a, "/healthz").await;
-    assert_eq!((status, &body["cluster"]), (200, &json!("unreachable")), "{body}");
+    assert_eq!(
+        (status, &body["cluster"]),
+        (200, &json!("unreachable")),
+        "{body}"
+    );
     assert_eq!(metric(&a, "revgate_cluster_redis_up").await, 0);
     assert_eq!(metric(&a, "revgate_cluster_outbox").await, 3);
     assert_token_revoked(&a, &old_token("k1", "s", &unique_id("j")), "queued at A").await;
@@ -509,15 +622,26 @@ async fn redis_stopped_while_nodes_accept_writes_then_back_drains_the_outbox_exa
     redis.restart().await;
     wait_converged(&redis, &[&a, &b]).await;
     let entries = stream_entries(&redis).await;
-    assert_eq!(entries.len(), before + changes, "nothing lost, nothing twice: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        before + changes,
+        "nothing lost, nothing twice: {entries:?}"
+    );
     let own: HashSet<(String, u64)> = entries.iter().map(|(_, n, s)| (n.clone(), *s)).collect();
-    assert_eq!(own.len(), entries.len(), "an outbox entry appended twice: {entries:?}");
+    assert_eq!(
+        own.len(),
+        entries.len(),
+        "an outbox entry appended twice: {entries:?}"
+    );
     for n in [&a, &b] {
         wait_lookup(n, "sub", "k0", false).await;
         wait_lookup(n, "jti", "k3", true).await;
         wait_lookup(n, "sid", "s-down", true).await;
     }
-    assert_eq!(admin_get(&a, &revocation_path("sub", "k1")).await.1["reason"], "again");
+    assert_eq!(
+        admin_get(&a, &revocation_path("sub", "k1")).await.1["reason"],
+        "again"
+    );
     assert_same_exports(&[("a", &a), ("b", &b)]).await;
     a.gw.stop().await;
     b.gw.stop().await;
@@ -542,11 +666,15 @@ async fn redis_restarted_empty_loses_no_revocation_and_later_changes_propagate()
 
     redis.restart_empty().await;
     eventually("a new epoch on both nodes", || async {
-        cluster_stats(&a).await["epoch"] != old_epoch && cluster_stats(&b).await["epoch"] != old_epoch
+        cluster_stats(&a).await["epoch"] != old_epoch
+            && cluster_stats(&b).await["epoch"] != old_epoch
     })
     .await;
     wait_converged(&redis, &[&a, &b]).await;
-    assert!(!stream_entries(&redis).await.is_empty(), "the nodes republished their records");
+    assert!(
+        !stream_entries(&redis).await.is_empty(),
+        "the nodes republished their records"
+    );
     // Later changes propagate, and a new node gets everything.
     revoke_on(&a, json!({"kind": "sub", "value": "r3"})).await;
     wait_lookup(&b, "sub", "r3", true).await;
@@ -583,8 +711,18 @@ async fn a_fresh_node_joins_with_every_revocation_and_a_node_with_records_shares
     // A store that has only ever run alone, with records of its own.
     let (dir_b, store_b) = temp_store();
     let alone = Gateway::start(&config_text(up, &store_b, "")).await;
-    admin_revoke(&alone, &json!({"kind": "sid", "value": "from-a-single-node"})).await;
-    let (_, _, ack) = admin_write(&alone, reqwest::Method::POST, "/v1/revocations", Some(&json!({"kind": "sid", "value": "x"}))).await;
+    admin_revoke(
+        &alone,
+        &json!({"kind": "sid", "value": "from-a-single-node"}),
+    )
+    .await;
+    let (_, _, ack) = admin_write(
+        &alone,
+        reqwest::Method::POST,
+        "/v1/revocations",
+        Some(&json!({"kind": "sid", "value": "x"})),
+    )
+    .await;
     assert_eq!(ack, None, "no Revgate-Cluster header on a single node");
     alone.stop().await;
     let b = Gateway::start(&config_text(up, &store_b, &cluster_table(&url, "b"))).await;
@@ -647,8 +785,15 @@ async fn killing_the_accepting_node_right_after_its_2xx_loses_no_acknowledged_ch
                     if resp.status().as_u16() != 201 {
                         return;
                     }
-                    let ack = resp.headers().get("revgate-cluster").map(|v| v.to_str().unwrap().to_string());
-                    assert_eq!(ack.as_deref(), Some("appended"), "a 201 with Redis up is appended");
+                    let ack = resp
+                        .headers()
+                        .get("revgate-cluster")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    assert_eq!(
+                        ack.as_deref(),
+                        Some("appended"),
+                        "a 201 with Redis up is appended"
+                    );
                     let mut acked = acked.lock().unwrap();
                     acked.push((kind.to_string(), value));
                     if acked.len() >= kill_after {
@@ -660,10 +805,16 @@ async fn killing_the_accepting_node_right_after_its_2xx_loses_no_acknowledged_ch
             }));
         }
         // kill -9 right after the kill_after-th 2xx, while the writers keep going.
-        tokio::time::timeout(WAIT, kill_rx).await.expect("writes acknowledged").unwrap();
+        tokio::time::timeout(WAIT, kill_rx)
+            .await
+            .expect("writes acknowledged")
+            .unwrap();
         a.kill9().await;
         for w in writers {
-            tokio::time::timeout(WAIT, w).await.expect("writer ends").expect("writer");
+            tokio::time::timeout(WAIT, w)
+                .await
+                .expect("writer ends")
+                .expect("writer");
         }
         acknowledged.extend(acked.lock().unwrap().drain(..));
         for n in [&b, &c] {
@@ -693,7 +844,11 @@ async fn trimming_keeps_what_is_in_force_and_a_node_whose_position_was_trimmed_r
     wait_healthy(&a).await;
     wait_healthy(&c).await;
     revoke_on(&a, json!({"kind": "jti", "value": "short", "ttl": "1s"})).await;
-    revoke_on(&a, json!({"kind": "sub", "value": "long", "reason": "keep"})).await;
+    revoke_on(
+        &a,
+        json!({"kind": "sub", "value": "long", "reason": "keep"}),
+    )
+    .await;
     revoke_on(&a, json!({"kind": "sub", "value": "unrevoked-later"})).await;
     wait_converged(&redis, &[&a, &c]).await;
     // C stops; meanwhile an unrevoke and a revocation, then everything is trimmed.
@@ -705,7 +860,9 @@ async fn trimming_keeps_what_is_in_force_and_a_node_whose_position_was_trimmed_r
     wait_converged(&redis, &[&a]).await;
     eventually("the short revocation expired", || async {
         let (_, r) = admin_get(&a, &revocation_path("jti", "short")).await;
-        r["expires_at"].as_str().is_some_and(|e| revgate::clock::parse_rfc3339(e).unwrap() < now())
+        r["expires_at"]
+            .as_str()
+            .is_some_and(|e| revgate::clock::parse_rfc3339(e).unwrap() < now())
     })
     .await;
     let cluster = a.gw.app.cluster.clone().expect("clustered");
@@ -721,15 +878,25 @@ async fn trimming_keeps_what_is_in_force_and_a_node_whose_position_was_trimmed_r
         .expect("trim");
     assert_eq!(report.skipped, None, "{report:?}");
     assert_eq!(report.removed as usize, entries_before, "{report:?}");
-    assert_eq!(report.carried, 2, "the two records in force are carried: {report:?}");
-    assert_eq!(stream_entries(&redis).await.len(), 1, "one entry carries both");
+    assert_eq!(
+        report.carried, 2,
+        "the two records in force are carried: {report:?}"
+    );
+    assert_eq!(
+        stream_entries(&redis).await.len(),
+        1,
+        "one entry carries both"
+    );
     // C comes back behind the trimmed part: it re-reads the stream and drops what the
     // stream no longer holds (the unrevoke it missed).
     let c = Gateway::start(&config_text(up, &c_store, &cluster_table(&url, "c"))).await;
     wait_healthy(&c).await;
     wait_lookup(&c, "sub", "unrevoked-later", false).await;
     wait_lookup(&c, "sid", "later", true).await;
-    assert_eq!(admin_get(&c, &revocation_path("sub", "long")).await.1["reason"], "keep");
+    assert_eq!(
+        admin_get(&c, &revocation_path("sub", "long")).await.1["reason"],
+        "keep"
+    );
     // The expired record is the sweeper's business on each node; the rest is the same.
     for n in [&a.gw, &c] {
         let (status, body) = admin_post(n, "/v1/sweep", &json!({})).await;
@@ -757,9 +924,21 @@ async fn a_node_that_never_reached_redis_is_unhealthy_but_enforces_and_queues() 
     let url = format!("redis://127.0.0.1:{port}");
     let a = Node::start(&url, up, "a").await;
     let (status, body) = admin_get(&a, "/healthz").await;
-    assert_eq!((status, &body["cluster"]), (503, &json!("unreachable")), "{body}");
-    assert_eq!(revoke_on(&a, json!({"kind": "sub", "value": "early"})).await, "queued");
-    assert_token_revoked(&a, &old_token("early", "s", &unique_id("j")), "enforced locally").await;
+    assert_eq!(
+        (status, &body["cluster"]),
+        (503, &json!("unreachable")),
+        "{body}"
+    );
+    assert_eq!(
+        revoke_on(&a, json!({"kind": "sub", "value": "early"})).await,
+        "queued"
+    );
+    assert_token_revoked(
+        &a,
+        &old_token("early", "s", &unique_id("j")),
+        "enforced locally",
+    )
+    .await;
     assert_eq!(metric(&a, "revgate_cluster_redis_up").await, 0);
     assert_eq!(cluster_stats(&a).await["outbox"], 1);
     let redis = RedisServer::start_on(port).await;
@@ -793,7 +972,10 @@ async fn tls_and_a_password_in_the_url_work_and_the_password_is_never_logged() {
     for n in &nodes {
         wait_healthy(n).await;
     }
-    assert_eq!(revoke_on(&nodes[0], json!({"kind": "sub", "value": "over-tls"})).await, "appended");
+    assert_eq!(
+        revoke_on(&nodes[0], json!({"kind": "sub", "value": "over-tls"})).await,
+        "appended"
+    );
     wait_lookup(&nodes[1], "sub", "over-tls", true).await;
     // A wrong password: unreachable, and still never logged.
     let dir = tempfile::tempdir().unwrap();
@@ -802,17 +984,29 @@ async fn tls_and_a_password_in_the_url_work_and_the_password_is_never_logged() {
     let mut cmd = ServeChild::command(&config);
     cmd.env("SSL_CERT_FILE", &ca);
     let mut c = ServeChild::spawn(cmd).await;
-    assert!(c.wait_for_log("cluster cannot reach Redis").await, "{}", c.log_text());
+    assert!(
+        c.wait_for_log("cluster cannot reach Redis").await,
+        "{}",
+        c.log_text()
+    );
     let (status, body) = admin_get(&c, "/healthz").await;
     assert_eq!((status, &body["cluster"]), (503, &json!("unreachable")));
-    let check = run_revgate(&["check-config", "--config", config.to_str().unwrap()], &[], dir.path()).await;
+    let check = run_revgate(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert!(check.status.success());
     let shown = String::from_utf8_lossy(&check.stdout);
     assert!(shown.contains(":<set>@localhost"), "{shown}");
     for n in nodes.iter().chain([&c]) {
         let log = n.log_text();
         assert!(log.contains("cluster"), "{log}");
-        assert!(!log.contains(PASSWORD) && !log.contains("wrong-pw-for-tests"), "{log}");
+        assert!(
+            !log.contains(PASSWORD) && !log.contains("wrong-pw-for-tests"),
+            "{log}"
+        );
     }
     assert!(!shown.contains("wrong-pw-for-tests"), "{shown}");
     for n in nodes.into_iter().chain([c]) {
@@ -825,27 +1019,56 @@ async fn check_config_validates_the_cluster_section_without_showing_the_password
     let dir = tempfile::tempdir().unwrap();
     let up = dead_addr();
     let store = dir.path().join("revgate.db");
-    let good = config_text(up, &store, "\n[cluster]\nredis_url = \"redis://revgate:hunter2-pw@10.0.0.5:6380/2\"\n");
+    let good = config_text(
+        up,
+        &store,
+        "\n[cluster]\nredis_url = \"redis://revgate:hunter2-pw@10.0.0.5:6380/2\"\n",
+    );
     let path = write_config_file(dir.path(), &good);
-    let out = run_revgate(&["check-config", "--config", path.to_str().unwrap()], &[], dir.path()).await;
+    let out = run_revgate(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("redis://revgate:<set>@10.0.0.5:6380/2"), "{shown}");
+    assert!(
+        shown.contains("redis://revgate:<set>@10.0.0.5:6380/2"),
+        "{shown}"
+    );
     assert!(!shown.contains("hunter2-pw"), "{shown}");
     // The node id is derived from the host name and the listen port.
     assert!(shown.contains("node_id = \""), "{shown}");
     assert!(!shown.contains("node_id = \"\""), "{shown}");
     for (bad, key) in [
-        ("redis_url = \"http://hunter2-pw@host\"", "cluster.redis_url"),
-        ("redis_url = \"redis://u:hunter2-pw@host/notadb\"", "cluster.redis_url"),
-        ("redis_url = \"rediss://u:hunter2-pw@host#insecure\"", "cluster.redis_url"),
-        ("redis_url = \"redis://h\"\nnode_id = \"two words\"", "cluster.node_id"),
+        (
+            "redis_url = \"http://hunter2-pw@host\"",
+            "cluster.redis_url",
+        ),
+        (
+            "redis_url = \"redis://u:hunter2-pw@host/notadb\"",
+            "cluster.redis_url",
+        ),
+        (
+            "redis_url = \"rediss://u:hunter2-pw@host#insecure\"",
+            "cluster.redis_url",
+        ),
+        (
+            "redis_url = \"redis://h\"\nnode_id = \"two words\"",
+            "cluster.node_id",
+        ),
         ("redis_url = \"redis://h\"\nstream = \"\"", "cluster.stream"),
         ("redis_url = \"redis://h\"\nbogus = 1", "bogus"),
     ] {
         let text = config_text(up, &store, &format!("\n[cluster]\n{bad}\n"));
         let path = write_config_file(dir.path(), &text);
-        let out = run_revgate(&["check-config", "--config", path.to_str().unwrap()], &[], dir.path()).await;
+        let out = run_revgate(
+            &["check-config", "--config", path.to_str().unwrap()],
+            &[],
+            dir.path(),
+        )
+        .await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{bad}: {err}");
         assert!(err.contains(key), "{bad}: {err}");
@@ -856,13 +1079,22 @@ async fn check_config_validates_the_cluster_section_without_showing_the_password
     let path = write_config_file(dir.path(), &text);
     let out = run_revgate(
         &["check-config", "--config", path.to_str().unwrap()],
-        &[("REVGATE_CLUSTER_REDIS_URL", "redis://:hunter2-pw@127.0.0.1:1"), ("REVGATE_CLUSTER_NODE_ID", "gw-7")],
+        &[
+            (
+                "REVGATE_CLUSTER_REDIS_URL",
+                "redis://:hunter2-pw@127.0.0.1:1",
+            ),
+            ("REVGATE_CLUSTER_NODE_ID", "gw-7"),
+        ],
         dir.path(),
     )
     .await;
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{shown}");
-    assert!(shown.contains("node_id = \"gw-7\"") && !shown.contains("hunter2-pw"), "{shown}");
+    assert!(
+        shown.contains("node_id = \"gw-7\"") && !shown.contains("hunter2-pw"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
@@ -870,7 +1102,13 @@ async fn a_single_node_has_no_cluster_in_its_answers() {
     let up = start_echo().await;
     let (_dir, store) = temp_store();
     let gw = Gateway::start(&config_text(up, &store, "")).await;
-    let (status, _, ack) = admin_write(&gw, reqwest::Method::POST, "/v1/revocations", Some(&json!({"kind": "sub", "value": "x"}))).await;
+    let (status, _, ack) = admin_write(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/revocations",
+        Some(&json!({"kind": "sub", "value": "x"})),
+    )
+    .await;
     assert_eq!((status, ack), (201, None));
     let resp = post_revoke(&gw, &token("u", "s", &unique_id("j"))).await;
     assert_eq!(ack_of(&resp), None);

@@ -39,10 +39,9 @@ fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
 pub(crate) fn with_log_ack<R: Reply>(response: R, ack: LogAck) -> Response {
     let mut response = response.into_response();
     if let Some(v) = ack.header_value() {
-        response.headers_mut().insert(
-            LogAck::HEADER,
-            warp::http::HeaderValue::from_static(v),
-        );
+        response
+            .headers_mut()
+            .insert(LogAck::HEADER, warp::http::HeaderValue::from_static(v));
     }
     response
 }

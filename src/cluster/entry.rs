@@ -23,7 +23,14 @@ use crate::store::{decode_ops, LogEntry, LogOp, OutboxEntry, StreamId};
 pub const ENTRY_VERSION: &str = "1";
 
 /// The XADD field/value pairs of an entry.
-pub fn fields(node: &str, store: u64, seq: u64, expires_at: u64, ops: &str, unrevoked: &str) -> Vec<(&'static str, String)> {
+pub fn fields(
+    node: &str,
+    store: u64,
+    seq: u64,
+    expires_at: u64,
+    ops: &str,
+    unrevoked: &str,
+) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("v", ENTRY_VERSION.to_string()),
         ("node", node.to_string()),
@@ -48,7 +55,14 @@ pub fn outbox_fields(node: &str, store: u64, e: &OutboxEntry) -> Vec<(&'static s
 pub fn snapshot_fields(node: &str, store: u64, ops: &[LogOp]) -> Vec<(&'static str, String)> {
     let json = serde_json::to_string(ops).expect("log ops serialise");
     let exp = ops.iter().map(LogOp::expires_at).max().unwrap_or(0);
-    fields(node, store, 0, exp, &json, &crate::store::unrevoked_digests(ops))
+    fields(
+        node,
+        store,
+        0,
+        exp,
+        &json,
+        &crate::store::unrevoked_digests(ops),
+    )
 }
 
 fn text<'a>(map: &'a HashMap<String, Value>, field: &str) -> Result<&'a [u8], String> {
@@ -131,7 +145,13 @@ mod tests {
         let fields = snapshot_fields("gw-1:8080", 0xabc, &ops);
         let map = as_map(&fields);
         let e = decode("1700000000123-4", &map).unwrap();
-        assert_eq!(e.id, StreamId { ms: 1_700_000_000_123, seq: 4 });
+        assert_eq!(
+            e.id,
+            StreamId {
+                ms: 1_700_000_000_123,
+                seq: 4
+            }
+        );
         assert_eq!((e.node.as_str(), e.store, e.seq), ("gw-1:8080", 0xabc, 0));
         assert_eq!(e.ops, ops);
         assert_eq!(expires_at(&map), Some(1_700_090_000));

@@ -23,6 +23,12 @@ pub const FOLLOW_COUNT: usize = 512;
 pub const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 /// Most ops applied in one store transaction (whole entries: at least one).
 pub const APPLY_BATCH_OPS: usize = 4096;
+/// Longest time applied entries wait for a commit of their own while entries keep
+/// coming (the commits of local writers cover them meanwhile); once a read finds nothing
+/// new the follower commits at once, so an idle node's position is durable within
+/// [`FOLLOW_BLOCK`]. Applied entries are enforced before they are durable: a crash before
+/// their commit only rewinds the position with them, and they are read again.
+pub const FOLLOW_COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// Where a session starts following.
 #[derive(Debug)]
@@ -161,6 +167,9 @@ impl<'a> Follower<'a> {
     pub(super) async fn run(&mut self) -> Result<Infallible, SessionError> {
         let c = self.c;
         let mut applied_in_catch_up = 0u64;
+        let mut uncommitted = false;
+        let mut idle = false;
+        let mut committed_at = std::time::Instant::now();
         loop {
             let mut pipe = redis::pipe();
             pipe.cmd("GET")
@@ -173,10 +182,24 @@ impl<'a> Follower<'a> {
                 .arg("STREAMS")
                 .arg(&c.keys.stream)
                 .arg(self.position.id.to_string());
-            let read = pipe.query_async::<(Option<String>, Option<StreamReadReply>)>(&mut self.conn);
-            // The commit of the previous batch runs while the next read waits.
-            let (flushed, reply) = tokio::join!(c.store.flush(), read);
+            let read =
+                pipe.query_async::<(Option<String>, Option<StreamReadReply>)>(&mut self.conn);
+            // The commit of what was applied runs while the next read waits: once a read
+            // found nothing new, or after FOLLOW_COMMIT_EVERY.
+            let commit = uncommitted && (idle || committed_at.elapsed() >= FOLLOW_COMMIT_EVERY);
+            let flush = async {
+                if commit {
+                    c.store.flush().await
+                } else {
+                    Ok(())
+                }
+            };
+            let (flushed, reply) = tokio::join!(flush, read);
             flushed?;
+            if commit {
+                uncommitted = false;
+                committed_at = std::time::Instant::now();
+            }
             let (epoch, reply) = reply?;
             if epoch.as_deref() != Some(self.epoch.as_str()) {
                 return Err(SessionError::EpochChanged);
@@ -194,11 +217,14 @@ impl<'a> Follower<'a> {
                 }
             }
             let n = entries.len();
+            idle = n == 0;
             if n > 0 {
                 self.apply(entries).await?;
+                uncommitted = true;
                 let s = &c.status;
                 s.applied.fetch_add(n as u64, Ordering::Relaxed);
-                s.last_applied_ms.store(self.position.id.ms, Ordering::Relaxed);
+                s.last_applied_ms
+                    .store(self.position.id.ms, Ordering::Relaxed);
                 applied_in_catch_up += n as u64;
             }
             let at_end = n < FOLLOW_COUNT;

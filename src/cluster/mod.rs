@@ -79,6 +79,9 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// will hold came through its outbox or the stream, so no snapshot is needed until the
 /// stream loses its data (another epoch).
 pub(crate) const ALL_IN_OUTBOX: &str = "-";
+/// On shutdown, how long a node connected to Redis waits for its outbox to empty (what is
+/// left stays durable and is appended at the next start).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// While Redis stays unreachable, how often the warning is repeated.
 const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -215,7 +218,8 @@ impl Cluster {
     pub fn state(&self) -> ClusterState {
         let s = &self.status;
         let up = s.redis_up.load(Ordering::SeqCst);
-        let behind = !s.caught_up_once.load(Ordering::SeqCst) || s.catching_up.load(Ordering::SeqCst);
+        let behind =
+            !s.caught_up_once.load(Ordering::SeqCst) || s.catching_up.load(Ordering::SeqCst);
         match (up, behind) {
             (true, true) => ClusterState::CatchingUp,
             (true, false) => ClusterState::Ok,
@@ -288,9 +292,16 @@ impl Cluster {
         let _ = writeln!(out, "# HELP revgate_cluster_lag_seconds How far behind the shared log this node is (0: at its end).");
         let _ = writeln!(out, "# TYPE revgate_cluster_lag_seconds gauge");
         let _ = writeln!(out, "revgate_cluster_lag_seconds {}", self.lag_seconds());
-        let _ = writeln!(out, "# HELP revgate_cluster_redis_up Whether Redis answered (1) or not (0).");
+        let _ = writeln!(
+            out,
+            "# HELP revgate_cluster_redis_up Whether Redis answered (1) or not (0)."
+        );
         let _ = writeln!(out, "# TYPE revgate_cluster_redis_up gauge");
-        let _ = writeln!(out, "revgate_cluster_redis_up {}", u8::from(self.redis_up()));
+        let _ = writeln!(
+            out,
+            "revgate_cluster_redis_up {}",
+            u8::from(self.redis_up())
+        );
     }
 
     /// Marks Redis reachable or not (with the writers' link); the previous value.
@@ -378,6 +389,23 @@ impl Cluster {
             r = publisher::run(self, &mut cmd, &scripts, &epoch) => r,
             r = follow.run() => r,
             r = trim::run(self, &mut trim_conn, &epoch) => r,
+        }
+    }
+
+    /// Shutdown: while Redis answers, waits (at most [`SHUTDOWN_DRAIN`]) until every
+    /// change accepted here has come back from the shared log, so a node being removed
+    /// leaves nothing behind in its outbox.
+    pub async fn drain_outbox(&self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while self.redis_up()
+            && self.store.outbox_len() > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.store.outbox_len();
+        if left > 0 {
+            tracing::warn!(outbox = left, "cluster: changes accepted here are not in the shared log yet; they are appended when this node runs again");
         }
     }
 

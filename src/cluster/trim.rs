@@ -114,7 +114,11 @@ pub(super) async fn pass(
 ) -> Result<TrimReport, SessionError> {
     let mut report = TrimReport::default();
     // Read before the records it carries, so that those reflect at least this position.
-    let Some(position) = c.store.log_position()?.filter(|p| p.epoch == epoch && !p.resync) else {
+    let Some(position) = c
+        .store
+        .log_position()?
+        .filter(|p| p.epoch == epoch && !p.resync)
+    else {
         report.skipped = Some("this node does not follow this epoch yet".to_string());
         return Ok(report);
     };

@@ -82,10 +82,17 @@ impl ClusterConfig {
                 format!("must be 1 to {MAX_STREAM_KEY_BYTES} bytes"),
             ));
         }
-        if self.stream.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if self
+            .stream
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
             return Err(invalid(
                 "cluster.stream",
-                format!("{:?} must not contain spaces or control characters", self.stream),
+                format!(
+                    "{:?} must not contain spaces or control characters",
+                    self.stream
+                ),
             ));
         }
         let node = self
@@ -138,7 +145,12 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     }
     redis::IntoConnectionInfo::into_connection_info(url)
         .map(drop)
-        .map_err(|e| format!("is not a valid Redis URL ({}): {FORM}", e.detail().unwrap_or(e.category())))
+        .map_err(|e| {
+            format!(
+                "is not a valid Redis URL ({}): {FORM}",
+                e.detail().unwrap_or(e.category())
+            )
+        })
 }
 
 /// `url` with its user information hidden: the password (`redis://user:<set>@host`), or
@@ -176,8 +188,14 @@ mod tests {
         );
         assert_eq!(redact_url("redis://s3cr3t@host"), "redis://<set>@host");
         // An `@` in the password does not leak a part of it.
-        assert_eq!(redact_url("redis://u:p@ss@host:1"), "redis://u:<set>@host:1");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://u:p@ss@host:1"),
+            "redis://u:<set>@host:1"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ mod cluster;
 mod env;
 mod validate;
 
-pub use cluster::{redact_url, ClusterConfig, DEFAULT_STREAM, MAX_NODE_ID_BYTES, MAX_STREAM_KEY_BYTES};
+pub use cluster::{
+    redact_url, ClusterConfig, DEFAULT_STREAM, MAX_NODE_ID_BYTES, MAX_STREAM_KEY_BYTES,
+};
 
 use env::apply_env_overrides;
 pub use validate::*;

@@ -13,7 +13,9 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source};
+use crate::store::{
+    Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source,
+};
 use crate::App;
 
 /// Answers a back-channel logout request.
@@ -92,13 +94,17 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<LogAck, Refuse
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let (outcome, ack) = app.store.apply_acked(&Change::Logout(change)).await.map_err(|e| {
-        tracing::error!(error = %e, "store write failed during back-channel logout");
-        Refused::Logout(
-            LogoutReason::Store,
-            "revocation could not be stored".to_string(),
-        )
-    })?;
+    let (outcome, ack) = app
+        .store
+        .apply_acked(&Change::Logout(change))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "store write failed during back-channel logout");
+            Refused::Logout(
+                LogoutReason::Store,
+                "revocation could not be stored".to_string(),
+            )
+        })?;
     let Outcome::Logout(seen) = outcome else {
         unreachable!("a logout applied as {outcome:?}")
     };

@@ -391,7 +391,8 @@ impl LogLink {
 
     /// Publisher: whether Redis answers. Offline, writers answer "queued" at once.
     pub fn set_online(&self, online: bool) {
-        self.online.send_if_modified(|v| std::mem::replace(v, online) != online);
+        self.online
+            .send_if_modified(|v| std::mem::replace(v, online) != online);
     }
 
     /// Whether the publisher last found Redis answering.
@@ -535,8 +536,7 @@ impl RevocationStore {
     /// stream lost its data, or when a node with records first joins).
     pub fn log_reseeded(&self) -> Result<Option<String>, StoreError> {
         let h = self.handles()?;
-        Ok(h
-            .trees
+        Ok(h.trees
             .meta
             .get(META_LOG_RESEEDED)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
@@ -547,7 +547,11 @@ impl RevocationStore {
     pub async fn set_log_reseeded(&self, epoch: Option<&str>) -> Result<(), StoreError> {
         let h = self.handles()?;
         let done = match epoch {
-            Some(e) => h.trees.meta.insert(META_LOG_RESEEDED, e.as_bytes()).map(drop),
+            Some(e) => h
+                .trees
+                .meta
+                .insert(META_LOG_RESEEDED, e.as_bytes())
+                .map(drop),
             None => h.trees.meta.remove(META_LOG_RESEEDED).map(drop),
         };
         done.map_err(|e| self.failed(e.into()))?;
@@ -686,7 +690,8 @@ mod tests {
     const T0: u64 = 1_700_000_000;
 
     fn open(dir: &std::path::Path, node: &str) -> (RevocationStore, Arc<LogLink>) {
-        let store = RevocationStore::open(&dir.join("store"), 1 << 20, ManualClock::new(T0)).unwrap();
+        let store =
+            RevocationStore::open(&dir.join("store"), 1 << 20, ManualClock::new(T0)).unwrap();
         let link = LogLink::new(node, Duration::from_millis(50));
         store.join_log(link.clone());
         (store, link)
@@ -738,7 +743,10 @@ mod tests {
         let ops = decode_ops(pending[0].ops.as_bytes()).unwrap();
         match &ops[..] {
             [LogOp::Record(r)] => {
-                assert_eq!((r.revoked_at, r.issued_before, r.reason.as_deref()), (T0, Some(T0), Some("why")));
+                assert_eq!(
+                    (r.revoked_at, r.issued_before, r.reason.as_deref()),
+                    (T0, Some(T0), Some("why"))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -760,7 +768,11 @@ mod tests {
             .await
             .unwrap();
         confirm.await.unwrap();
-        assert_eq!(ack, LogAck::Appended, "an unrevoke of nothing is logged too");
+        assert_eq!(
+            ack,
+            LogAck::Appended,
+            "an unrevoke of nothing is logged too"
+        );
         // It survives a restart, then leaves the outbox when it comes back.
         drop(store);
         let (store, _) = open(dir.path(), "a");
@@ -781,7 +793,9 @@ mod tests {
         let mut foreign = back.clone();
         foreign[0].node = "b".into();
         store.apply_all(&[revoke("v", None)]).await.unwrap();
-        store.apply_log(&foreign[..1], &store.log_position().unwrap().unwrap(), None).unwrap();
+        store
+            .apply_log(&foreign[..1], &store.log_position().unwrap().unwrap(), None)
+            .unwrap();
         assert_eq!(store.outbox_len(), 1);
     }
 
@@ -811,7 +825,10 @@ mod tests {
         a.apply_all(&[revoke("k", None)]).await.unwrap();
         let mut ms = 0;
         let own = to_stream(&a, "a", &mut ms).await;
-        let mut stream = vec![other(T0 - 10, Some("older, with a reason")), other(T0, Some("same second"))];
+        let mut stream = vec![
+            other(T0 - 10, Some("older, with a reason")),
+            other(T0, Some("same second")),
+        ];
         stream.extend(own);
         stream.push(LogEntry {
             ops: vec![LogOp::Unrevoke {
@@ -822,7 +839,10 @@ mod tests {
             ..other(T0, None)
         });
         for (i, e) in stream.iter_mut().enumerate() {
-            e.id = StreamId { ms: 100 + i as u64, seq: 0 };
+            e.id = StreamId {
+                ms: 100 + i as u64,
+                seq: 0,
+            };
         }
         let p = LogPosition {
             epoch: "e".into(),
@@ -847,7 +867,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = open(dir.path(), "a");
         let logout = |fp: u8, sid: &str| LogEntry {
-            id: StreamId { ms: fp as u64, seq: 0 },
+            id: StreamId {
+                ms: fp as u64,
+                seq: 0,
+            },
             node: "b".into(),
             store: 1,
             seq: fp as u64,
@@ -925,12 +948,20 @@ mod tests {
             id: StreamId { ms, seq: 0 },
             resync: false,
         };
-        store.apply_log(&[entry(1, "kept"), entry(2, "unrevoked-elsewhere")], &p(2), None).unwrap();
+        store
+            .apply_log(
+                &[entry(1, "kept"), entry(2, "unrevoked-elsewhere")],
+                &p(2),
+                None,
+            )
+            .unwrap();
         // ... and a change accepted here, not yet appended.
         store.apply_all(&[revoke("mine", None)]).await.unwrap();
         // The re-read of what the stream holds now: only "kept".
         let mut seen = HashSet::new();
-        store.apply_log(&[entry(10, "kept")], &p(10), Some(&mut seen)).unwrap();
+        store
+            .apply_log(&[entry(10, "kept")], &p(10), Some(&mut seen))
+            .unwrap();
         assert_eq!(store.prune_unseen(&seen).await.unwrap(), 1);
         let left: Vec<String> = all(&store).into_iter().map(|r| r.value).collect();
         assert_eq!(left, vec!["kept".to_string(), "mine".to_string()]);

@@ -189,7 +189,11 @@ pub(super) fn shortfall(
 /// The number of outbox entries and the last outbox sequence taken: what is in the
 /// outbox at open is durable (it was read back from disk).
 pub(super) fn outbox_state(trees: &Trees) -> Result<(u64, u64), StoreError> {
-    let len = trees.outbox.iter().keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    let len = trees
+        .outbox
+        .iter()
+        .keys()
+        .try_fold(0u64, |n, k| k.map(|_| n + 1))?;
     let seq = trees
         .meta
         .get(super::log::META_OUTBOX_SEQ)?

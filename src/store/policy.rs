@@ -213,9 +213,10 @@ pub(super) fn resolve(
 ) -> StoredRecordV1 {
     let revoked_at = new.revoked_at.unwrap_or(now);
     let reason = match old {
-        Some(old) if revoked_at >= old.revoked_at => {
-            new.reason.map(str::to_string).or_else(|| old.reason.clone())
-        }
+        Some(old) if revoked_at >= old.revoked_at => new
+            .reason
+            .map(str::to_string)
+            .or_else(|| old.reason.clone()),
         _ => new.reason.map(str::to_string),
     };
     StoredRecordV1 {
@@ -232,7 +233,12 @@ pub(super) fn resolve(
 /// greater reason, then the greater source byte — any fixed order will do, as long as it
 /// is the same on every node.
 fn rank(r: &StoredRecordV1) -> (u64, bool, Option<&str>, u8) {
-    (r.revoked_at, r.reason.is_some(), r.reason.as_deref(), r.source)
+    (
+        r.revoked_at,
+        r.reason.is_some(),
+        r.reason.as_deref(),
+        r.source,
+    )
 }
 
 /// The cluster's merge of a log entry into the stored record (SPEC §8 "merges commute"):
@@ -439,7 +445,13 @@ mod tests {
         assert_eq!(newer.reason.as_deref(), Some("stored"));
     }
 
-    fn stored(revoked_at: u64, ib: Option<u64>, exp: u64, reason: Option<&str>, src: u8) -> StoredRecordV1 {
+    fn stored(
+        revoked_at: u64,
+        ib: Option<u64>,
+        exp: u64,
+        reason: Option<&str>,
+        src: u8,
+    ) -> StoredRecordV1 {
         StoredRecordV1 {
             revoked_at,
             issued_before: ib,
@@ -512,11 +524,17 @@ mod tests {
         assert_eq!(joined.reason.as_deref(), Some("stolen laptop"));
         let older = imported(Some(40), 800, 50, Some("older"));
         assert_eq!(
-            join(Some(old.clone()), &resolve(Some(&old), &Incoming::import(&older), 300)),
+            join(
+                Some(old.clone()),
+                &resolve(Some(&old), &Incoming::import(&older), 300)
+            ),
             merge(Some(old.clone()), &Incoming::import(&older), 300)
         );
         // A jti never carries a cutoff, whatever the change says.
         let jti = rev(Kind::Jti, Some(5), 100);
-        assert_eq!(resolve(None, &Incoming::revocation(&jti), 9).issued_before, None);
+        assert_eq!(
+            resolve(None, &Incoming::revocation(&jti), 9).issued_before,
+            None
+        );
     }
 }

@@ -322,12 +322,7 @@ impl<'a> Prepared<'a> {
 }
 
 /// The record a log op carries, from the resolved entry.
-fn logged_record(
-    entry: StoredRecordV1,
-    kind: Kind,
-    issuer: &str,
-    value: &str,
-) -> TxResult<Record> {
+fn logged_record(entry: StoredRecordV1, kind: Kind, issuer: &str, value: &str) -> TxResult<Record> {
     match entry.into_record(kind, issuer, value) {
         Ok(r) => Ok(r),
         Err(e) => abort(e),
@@ -336,12 +331,7 @@ fn logged_record(
 
 /// Inside a transaction: removes the record of `kind` at `key` (only if its stored value
 /// is still `was`, when given) with its index entry. Whether one was removed.
-fn remove_in_tx(
-    tx: &StateTx<'_>,
-    kind: Kind,
-    key: &[u8],
-    was: Option<&[u8]>,
-) -> TxResult<bool> {
+fn remove_in_tx(tx: &StateTx<'_>, kind: Kind, key: &[u8], was: Option<&[u8]>) -> TxResult<bool> {
     let records = tx.records(kind);
     if let Some(was) = was {
         if records.get(key)?.as_deref() != Some(was) {
@@ -455,7 +445,10 @@ fn merge_in_tx(
             let entry = policy::resolve(old.as_ref(), incoming, now);
             (policy::join(old, &entry), Some(entry))
         }
-        Mode::FromLog => (policy::join(old, &policy::resolve(None, incoming, now)), None),
+        Mode::FromLog => (
+            policy::join(old, &policy::resolve(None, incoming, now)),
+            None,
+        ),
     };
     let value = match record::encode_stored(&merged) {
         Ok(v) => v,
@@ -516,9 +509,7 @@ impl RevocationStore {
 
     /// [`apply`](Self::apply), also saying what the shared log has of it.
     pub async fn apply_acked(&self, change: &Change) -> Result<(Outcome, LogAck), StoreError> {
-        let (mut outcomes, ack) = self
-            .apply_all_acked(std::slice::from_ref(change))
-            .await?;
+        let (mut outcomes, ack) = self.apply_all_acked(std::slice::from_ref(change)).await?;
         Ok((outcomes.pop().expect("one outcome per change"), ack))
     }
 
@@ -592,12 +583,19 @@ impl RevocationStore {
         let node = self.inner.log.get().map(|l| l.node_id().to_string());
         let own = entries
             .iter()
-            .filter(|e| e.seq > 0 && e.store == self.inner.store_id && Some(&e.node) == node.as_ref())
+            .filter(|e| {
+                e.seq > 0 && e.store == self.inner.store_id && Some(&e.node) == node.as_ref()
+            })
             .map(|e| e.seq)
             .collect();
         self.write(&prepared, Mode::FromLog, Some(FromLog { position, own }))?;
         if let Some(seen) = seen {
-            seen.extend(prepared.iter().filter_map(Prepared::adds).map(|(kb, k)| (kb, k.to_vec())));
+            seen.extend(
+                prepared
+                    .iter()
+                    .filter_map(Prepared::adds)
+                    .map(|(kb, k)| (kb, k.to_vec())),
+            );
         }
         Ok(prepared.len())
     }
@@ -707,7 +705,9 @@ impl RevocationStore {
         let inner = &self.inner;
         if let Some((first, last)) = outbox {
             // After `wrote`: a commit that starts once this is visible covers the entry.
-            inner.outbox_len.fetch_add(last - first + 1, Ordering::Relaxed);
+            inner
+                .outbox_len
+                .fetch_add(last - first + 1, Ordering::Relaxed);
             inner.outbox_committed.fetch_max(last, Ordering::SeqCst);
         }
         if came_back > 0 {

@@ -89,7 +89,10 @@ impl RedisServer {
             options: RedisOptions::default(),
             child: None,
         };
-        assert!(server.spawn().await, "redis-server did not start on port {port}");
+        assert!(
+            server.spawn().await,
+            "redis-server did not start on port {port}"
+        );
         server
     }
 
@@ -100,7 +103,11 @@ impl RedisServer {
             Some(p) => format!(":{p}@"),
             None => String::new(),
         };
-        let host = if self.options.tls { "localhost" } else { "127.0.0.1" };
+        let host = if self.options.tls {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
         format!("{scheme}://{auth}{host}:{}", self.port)
     }
 
@@ -115,7 +122,14 @@ impl RedisServer {
         cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
-            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .args([
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -195,7 +209,11 @@ impl RedisServer {
     /// Starts it again on the same port with the data it had.
     pub async fn restart(&mut self) {
         self.stop().await;
-        assert!(self.spawn().await, "redis-server restarts on port {}", self.port);
+        assert!(
+            self.spawn().await,
+            "redis-server restarts on port {}",
+            self.port
+        );
     }
 
     /// Starts it again on the same port with an empty data directory (Redis lost its data).
@@ -209,7 +227,11 @@ impl RedisServer {
                 std::fs::remove_file(&path).expect("wipe redis data");
             }
         }
-        assert!(self.spawn().await, "redis-server restarts on port {}", self.port);
+        assert!(
+            self.spawn().await,
+            "redis-server restarts on port {}",
+            self.port
+        );
     }
 
     /// A connection for the test's own look at the stream.
