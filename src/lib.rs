@@ -17,12 +17,14 @@ pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
 mod start;
 pub mod store;
+pub mod tls;
 
 pub use app::{App, Snapshot};
 pub use server::{run, Listeners};
