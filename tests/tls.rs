@@ -43,8 +43,16 @@ async fn https_serves_h2_and_http11_by_alpn_and_tells_the_upstream_https() {
     let authority = format!("localhost:{}", gw.proxy.port());
 
     for (mut client, alpn, version) in [
-        (Client::h2(gw.proxy, &cert).await, &b"h2"[..], http::Version::HTTP_2),
-        (Client::h1(gw.proxy, &cert).await, &b"http/1.1"[..], http::Version::HTTP_11),
+        (
+            Client::h2(gw.proxy, &cert).await,
+            &b"h2"[..],
+            http::Version::HTTP_2,
+        ),
+        (
+            Client::h1(gw.proxy, &cert).await,
+            &b"http/1.1"[..],
+            http::Version::HTTP_11,
+        ),
     ] {
         assert_eq!(client.alpn.as_deref(), Some(alpn));
         let answer = client.get("/api/x?q=1", &token).await;
@@ -61,19 +69,26 @@ async fn https_serves_h2_and_http11_by_alpn_and_tells_the_upstream_https() {
         assert!(answer.headers.contains_key("x-request-id"));
 
         // The same decision: no token, a revoked one.
-        let refused = client.send("GET", "/api/x", &[], Bytes::new()).await.unwrap();
+        let refused = client
+            .send("GET", "/api/x", &[], Bytes::new())
+            .await
+            .unwrap();
         assert_eq!(refused.status, 401);
-        assert_eq!(refused.headers["www-authenticate"], "Bearer realm=\"revgate\"");
+        assert_eq!(
+            refused.headers["www-authenticate"],
+            "Bearer realm=\"revgate\""
+        );
     }
 
     // A client that offers no ALPN gets HTTP/1.1.
     let stream = connect(gw.proxy, &cert, &[]).await;
     assert_eq!(alpn(&stream), None);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, http_body_util::Full<Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get("/public/x")
         .header("host", &authority)
@@ -102,16 +117,31 @@ async fn only_tls_12_and_13_are_spoken_and_plain_http_gets_no_answer() {
     let mut tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
     tcp.write_all(&tls11_client_hello()).await.unwrap();
     let mut buf = vec![0u8; 64];
-    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     // An alert record (content type 21), never a ServerHello (handshake, 22).
-    assert!(n > 0 && buf[0] == 21, "TLS 1.1 hello answered with {:?}", &buf[..n]);
+    assert!(
+        n > 0 && buf[0] == 21,
+        "TLS 1.1 hello answered with {:?}",
+        &buf[..n]
+    );
 
     // Plain HTTP on the TLS port is not answered as HTTP.
     let mut tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
-    tcp.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut got)).await.expect("closed");
-    assert!(!got.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&got));
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut got))
+        .await
+        .expect("closed");
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     gw.stop().await;
 }
 
@@ -149,7 +179,10 @@ async fn http2_has_the_same_limits_and_streams_bodies_both_ways() {
     )
     .await;
     let token = token("alice", "s-1", &unique_id("j"));
-    for mut client in [Client::h2(gw.proxy, &cert).await, Client::h1(gw.proxy, &cert).await] {
+    for mut client in [
+        Client::h2(gw.proxy, &cert).await,
+        Client::h1(gw.proxy, &cert).await,
+    ] {
         // 431 from the gateway's own check (its JSON body), on both protocols.
         let filler = "a".repeat(5000);
         let answer = client
@@ -160,20 +193,31 @@ async fn http2_has_the_same_limits_and_streams_bodies_both_ways() {
         assert_eq!(answer.json()["error"], "request_header_fields_too_large");
         // 413 by the declared length, before the body is read.
         let answer = client
-            .send("POST", "/echo", &[("content-length", "1500000")], vec![0u8; 1_500_000])
+            .send(
+                "POST",
+                "/echo",
+                &[("content-length", "1500000")],
+                vec![0u8; 1_500_000],
+            )
             .await;
         let answer = answer.expect("the 413 reaches the client");
         assert_eq!(answer.status, 413);
         assert_eq!(answer.json()["error"], "payload_too_large");
     }
     // The 413 on HTTP/1.1 closes that connection; fresh clients for the streaming checks.
-    for mut client in [Client::h2(gw.proxy, &cert).await, Client::h1(gw.proxy, &cert).await] {
+    for mut client in [
+        Client::h2(gw.proxy, &cert).await,
+        Client::h1(gw.proxy, &cert).await,
+    ] {
         let answer = client.get("/big", &token).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body.len(), big);
         assert_eq!(sha256_hex(&answer.body), sha256_hex(&pattern(big)));
         let sent = pattern(900_000);
-        let answer = client.send("POST", "/echo", &[], sent.clone()).await.unwrap();
+        let answer = client
+            .send("POST", "/echo", &[], sent.clone())
+            .await
+            .unwrap();
         assert_eq!(answer.status, 200);
         assert_eq!(sha256_hex(&answer.body), sha256_hex(&sent));
     }
@@ -207,16 +251,22 @@ async fn http2_bounds_streams_per_connection_and_multiplexes_within_them() {
         conn.max_concurrent_send_streams(),
         revgate::server::H2_MAX_CONCURRENT_STREAMS as usize
     );
-    drop(send);
+    drop((send, conn));
 
     // 64 concurrent requests on one connection, each decided on its own.
     let client = Client::h2(gw.proxy, &cert).await;
-    let Sender::H2(sender) = client.sender else { unreachable!() };
+    let Sender::H2(sender) = client.sender else {
+        unreachable!()
+    };
     let good = token("alice", "s-1", &unique_id("j"));
     let mut tasks = Vec::new();
     for i in 0..64 {
         let mut sender = sender.clone();
-        let auth = if i % 2 == 0 { format!("Bearer {good}") } else { "Bearer x.y.z".into() };
+        let auth = if i % 2 == 0 {
+            format!("Bearer {good}")
+        } else {
+            "Bearer x.y.z".into()
+        };
         let uri = format!("https://localhost:{}/api/{i}", gw.proxy.port());
         tasks.push(tokio::spawn(async move {
             let req = http::Request::get(uri)
@@ -227,7 +277,11 @@ async fn http2_bounds_streams_per_connection_and_multiplexes_within_them() {
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
-        let status = tokio::time::timeout(WAIT, t).await.unwrap().unwrap().unwrap();
+        let status = tokio::time::timeout(WAIT, t)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(status, if i % 2 == 0 { 200 } else { 401 }, "stream {i}");
     }
     gw.stop().await;
@@ -249,10 +303,20 @@ async fn forwarding_headers_over_tls_follow_trusted_proxies() {
     for trusted in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let cert = TestCert::new();
-        let line = if trusted { "trusted_proxies = [\"127.0.0.0/8\"]" } else { "" };
+        let line = if trusted {
+            "trusted_proxies = [\"127.0.0.0/8\"]"
+        } else {
+            ""
+        };
         let gw = tls_gateway(dir.path(), &cert, start_mirror().await, line, "").await;
-        for mut client in [Client::h2(gw.proxy, &cert).await, Client::h1(gw.proxy, &cert).await] {
-            let answer = client.send("GET", "/api/x", &headers, Bytes::new()).await.unwrap();
+        for mut client in [
+            Client::h2(gw.proxy, &cert).await,
+            Client::h1(gw.proxy, &cert).await,
+        ] {
+            let answer = client
+                .send("GET", "/api/x", &headers, Bytes::new())
+                .await
+                .unwrap();
             assert_eq!(answer.status, 200);
             let m = answer.json();
             if trusted {
@@ -283,7 +347,12 @@ async fn reload_swaps_the_certificate_for_new_connections_and_keeps_open_ones() 
     let second = TestCert::new();
     let (cert_path, key_path) = first.write(dir.path(), "live");
     let store = dir.path().join("store");
-    let text = config_text_with_server(start_echo().await, &store, &tls_lines(&cert_path, &key_path), "");
+    let text = config_text_with_server(
+        start_echo().await,
+        &store,
+        &tls_lines(&cert_path, &key_path),
+        "",
+    );
     let config = write_config_file(dir.path(), &text);
     let gw = Gateway::start_from_file(&config).await;
 
@@ -314,16 +383,27 @@ async fn reload_swaps_the_certificate_for_new_connections_and_keeps_open_ones() 
     let (status, body) = admin_reload_at(gw.admin, None).await;
     assert_ne!(status, 200);
     let text = body.to_string();
-    assert!(text.contains("server.tls_key") && text.contains("live.key"), "{text}");
+    assert!(
+        text.contains("server.tls_key") && text.contains("live.key"),
+        "{text}"
+    );
     assert!(text.contains("does not match"), "{text}");
     // The running pair stays.
     assert_eq!(Client::h1(gw.proxy, &second).await.cert, second.der);
 
     // check-config refuses the same files (exit 64), naming the file.
-    let out = run_revgate(&["check-config", "--config", config.to_str().unwrap()], &[], dir.path()).await;
+    let out = run_revgate(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("live.key") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("live.key") && err.contains("does not match"),
+        "{err}"
+    );
 
     // A file that is not PEM at all, named.
     std::fs::write(&cert_path, "garbage").unwrap();
@@ -344,7 +424,14 @@ async fn reload_swaps_the_certificate_for_new_connections_and_keeps_open_ones() 
         .filter_map(Value::as_str)
         .collect();
     assert!(restart.contains(&"server.tls_cert"), "{body}");
-    assert_eq!(Client::h2(gw.proxy, &second).await.get("/public/x", "").await.status, 200);
+    assert_eq!(
+        Client::h2(gw.proxy, &second)
+            .await
+            .get("/public/x", "")
+            .await
+            .status,
+        200
+    );
     gw.stop().await;
 }
 
@@ -361,5 +448,8 @@ async fn a_mismatched_pair_stops_start_up_naming_the_file() {
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("b.key") && err.contains("a.crt") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("b.key") && err.contains("a.crt") && err.contains("does not match"),
+        "{err}"
+    );
 }

@@ -98,11 +98,19 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     ws.send(Message::text("hello")).await.unwrap();
-    let got = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let got = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(got, Message::text("hello"));
     let blob: Vec<u8> = pattern(200_000);
     ws.send(Message::binary(blob.clone())).await.unwrap();
-    let got = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let got = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(got.into_data().as_ref(), &blob[..]);
     if client_closes {
         ws.close(None).await.unwrap();
@@ -112,7 +120,10 @@ where
     // The close handshake completes: a Close frame, then the end of the stream.
     let mut saw_close = false;
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed within the bound") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed within the bound")
+        {
             Some(Ok(Message::Close(_))) => saw_close = true,
             Some(Ok(other)) => panic!("unexpected message {other:?}"),
             None | Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => break,
@@ -134,7 +145,9 @@ async fn websocket_upgrades_only_after_the_token_decision() {
     for bad in [None, Some("x.y.z"), Some(good.as_str())] {
         let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
         let req = match bad {
-            Some(t) if t == good => ws_request(&format!("ws://{}/admin-area/ws", gw.proxy), Some(t)),
+            Some(t) if t == good => {
+                ws_request(&format!("ws://{}/admin-area/ws", gw.proxy), Some(t))
+            }
             other => ws_request(&url, other),
         };
         match tokio_tungstenite::client_async(req, tcp).await {
@@ -142,7 +155,10 @@ async fn websocket_upgrades_only_after_the_token_decision() {
                 let expected = if bad == Some(good.as_str()) { 403 } else { 401 };
                 assert_eq!(resp.status().as_u16(), expected);
             }
-            other => panic!("a refused request upgraded: {:?}", other.map(|(_, r)| r.status())),
+            other => panic!(
+                "a refused request upgraded: {:?}",
+                other.map(|(_, r)| r.status())
+            ),
         }
     }
     assert_eq!(upstream.upgraded.load(Ordering::SeqCst), 0);
@@ -156,7 +172,10 @@ async fn websocket_upgrades_only_after_the_token_decision() {
     assert!(resp.headers().contains_key("x-request-id"));
     assert_eq!(upstream.upgraded.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.header("x-auth-sub").as_deref(), Some("alice"));
-    assert_eq!(upstream.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        upstream.header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
     assert_eq!(upstream.header("upgrade").as_deref(), Some("websocket"));
     exchange(&mut ws, true).await;
 
@@ -200,7 +219,10 @@ async fn websocket_over_tls_uses_http11() {
         .await
         .expect("upgrade over TLS");
     assert_eq!(resp.status().as_u16(), 101);
-    assert_eq!(upstream.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        upstream.header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
     exchange(&mut ws, true).await;
     gw.stop().await;
 }

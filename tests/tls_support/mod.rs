@@ -30,9 +30,8 @@ pub struct TestCert {
 impl TestCert {
     /// A new certificate and key (an EC P-256 key, rcgen's default).
     pub fn new() -> TestCert {
-        let made =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("generate a test certificate");
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("generate a test certificate");
         TestCert {
             cert_pem: made.cert.pem(),
             key_pem: made.signing_key.serialize_pem(),
@@ -95,11 +94,7 @@ pub async fn tls_connect(
 }
 
 /// A TLS 1.2/1.3 connection trusting `root`, offering `alpn`.
-pub async fn connect(
-    addr: SocketAddr,
-    root: &TestCert,
-    alpn: &[&[u8]],
-) -> TlsStream<TcpStream> {
+pub async fn connect(addr: SocketAddr, root: &TestCert, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     tls_connect(addr, client_config(&[root], alpn, &versions))
         .await
@@ -113,7 +108,12 @@ pub fn alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
 
 /// The server's end-entity certificate on `stream`.
 pub fn peer_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().expect("server certificates")[0].clone()
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server certificates")[0]
+        .clone()
 }
 
 /// Which HTTP a [`Client`] speaks.
