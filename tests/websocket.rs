@@ -36,6 +36,8 @@ impl WsUpstream {
             while let Ok((stream, _)) = l.accept().await {
                 let (count, seen) = (count.clone(), seen.clone());
                 tokio::spawn(async move {
+                    // tungstenite's callback signature: its error type is its own.
+                    #[allow(clippy::result_large_err)]
                     let callback = |req: &Request, resp: Response| {
                         *seen.lock().unwrap() = req
                             .headers()
@@ -50,16 +52,16 @@ impl WsUpstream {
                     };
                     count.fetch_add(1, Ordering::SeqCst);
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
+                        let echo = match &msg {
                             Message::Text(t) if t.as_str() == "bye" => {
                                 let _ = ws.close(None).await;
+                                false
                             }
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    return;
-                                }
-                            }
-                            _ => {}
+                            Message::Text(_) | Message::Binary(_) => true,
+                            _ => false,
+                        };
+                        if echo && ws.send(msg).await.is_err() {
+                            return;
                         }
                     }
                 });
