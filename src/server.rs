@@ -214,6 +214,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     if let Err(e) = app.store.flush().await {
         tracing::error!(error = %e, "final store flush failed");
     }
+    // With `LogWriter`, this line also writes out the buffered access lines before it.
     tracing::info!("stopped");
 }
 

@@ -194,3 +194,88 @@ pub fn parser_refusal(remote: SocketAddr, status: u16, outcome: &'static str) {
         "request"
     );
 }
+
+/// Most bytes of access lines held before they are written (one `write` for many lines).
+pub const ACCESS_BUFFER_BYTES: usize = 64 * 1024;
+/// Longest an access line waits in the buffer before it is written.
+pub const ACCESS_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The log writer for stderr (`tracing_subscriber::fmt().with_writer(LogWriter)`): access
+/// lines (target [`ACCESS_TARGET`]) are buffered up to [`ACCESS_BUFFER_BYTES`] and written
+/// at least every [`ACCESS_FLUSH_INTERVAL`] by a background thread, so a busy proxy does
+/// not pay one `write` system call per request (as nginx's `access_log ... buffer=`
+/// `flush=`); every other line is written at once, after the access lines before it, so
+/// the order of lines is kept. Lines are never split: each is one `write_all` into the
+/// buffer. A `kill -9` can lose the access lines of the last interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// One line's writer: into the buffer, flushed at once unless it is an access line.
+pub struct LogLine {
+    access: bool,
+}
+
+fn log_buffer() -> &'static std::sync::Mutex<std::io::BufWriter<std::io::Stderr>> {
+    static BUFFER: std::sync::OnceLock<std::sync::Mutex<std::io::BufWriter<std::io::Stderr>>> =
+        std::sync::OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("revgate-log-flush".into())
+            .spawn(|| loop {
+                std::thread::sleep(ACCESS_FLUSH_INTERVAL);
+                flush_logs();
+            });
+        if let Err(e) = spawned {
+            eprintln!(
+                "revgate: cannot start the log flusher ({e}); access lines are written at once"
+            );
+        }
+        std::sync::Mutex::new(std::io::BufWriter::with_capacity(
+            ACCESS_BUFFER_BYTES,
+            std::io::stderr(),
+        ))
+    })
+}
+
+/// Writes out the buffered access lines (the flusher thread does it every
+/// [`ACCESS_FLUSH_INTERVAL`], and every other line does it before itself, shutdown's last
+/// `stopped` line included).
+pub fn flush_logs() {
+    use std::io::Write as _;
+    let mut buffer = log_buffer().lock().unwrap_or_else(|e| e.into_inner());
+    let _ = buffer.flush();
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.write_all(bytes).map(|()| bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut buffer = log_buffer().lock().unwrap_or_else(|e| e.into_inner());
+        buffer.write_all(bytes)?;
+        if self.access {
+            Ok(())
+        } else {
+            buffer.flush()
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine { access: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogLine {
+        LogLine {
+            access: meta.target() == ACCESS_TARGET,
+        }
+    }
+}
