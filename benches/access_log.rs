@@ -1,6 +1,7 @@
 //! Cost of one access-log line (`revgate::access`, the fields `proxy/access.rs` writes),
 //! formatted by the same `tracing_subscriber::fmt` layer `revgate serve` installs, text and
-//! JSON, into a sink: what each proxied request pays for the access log besides the
+//! JSON ([`revgate::logline::JsonLines`]; tracing-subscriber's own JSON for comparison),
+//! into a sink: what each proxied request pays for the access log besides the
 //! buffered write (benches/README.md compares it with the cost of a proxied request).
 
 use std::net::IpAddr;
@@ -39,11 +40,21 @@ fn bench(c: &mut Criterion) {
         group.bench_function("text", |b| b.iter(|| line(peer, started)));
     });
     let json = tracing_subscriber::fmt()
-        .json()
+        .event_format(revgate::logline::JsonLines)
         .with_writer(std::io::sink)
         .finish();
     tracing::subscriber::with_default(json, || {
         group.bench_function("json", |b| b.iter(|| line(peer, started)));
+    });
+    // tracing-subscriber's own JSON format, for comparison (what JsonLines replaces).
+    let json = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(json, || {
+        group.bench_function("json_tracing_subscriber", |b| {
+            b.iter(|| line(peer, started))
+        });
     });
     group.finish();
 }

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod error;
 pub mod health;
+pub mod logline;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

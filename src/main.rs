@@ -130,9 +130,9 @@ fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(revgate::proxy::LogWriter);
+        .with_writer(revgate::logline::LogWriter);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.event_format(revgate::logline::JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -14,10 +14,7 @@ mod headers;
 mod route;
 mod upgrade;
 
-pub use access::{
-    flush_logs, parser_refusal, AccessBody, LogLine, LogWriter, ACCESS_BUFFER_BYTES,
-    ACCESS_FLUSH_INTERVAL, ACCESS_TARGET,
-};
+pub use access::{parser_refusal, AccessBody, ACCESS_TARGET};
 pub use forward::{Upstreams, UPSTREAM_CONNECT_TIMEOUT};
 pub use route::{check_path, match_route, match_route_index, PathProblem};
 
