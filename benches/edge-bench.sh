@@ -96,6 +96,7 @@ upstream = "http://127.0.0.1:$up_port"
 path = "$dir/store"
 CONF
   # The log goes to a file, as journald or a log file would take it.
+  : > "$dir/stderr.log"
   TOKIO_WORKER_THREADS=1 RUST_LOG="$filter" taskset -c 0 "$bin" serve --config "$dir/revgate.toml" \
     2>"$dir/stderr.log" >/dev/null &
   gw_pid=$!
@@ -103,7 +104,7 @@ CONF
   gw_port=""
   for _ in $(seq 1 200); do
     # Text (proxy=ADDR) or JSON ("proxy":"ADDR") listening line.
-    gw_port=$(sed -n 's/.*revgate listening.*proxy[=":]*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/stderr.log" | head -1)
+    gw_port=$(sed -n 's/.*revgate listening.*proxy[=":]*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/stderr.log" | head -1 || true)
     [ -n "$gw_port" ] && return 0
     sleep 0.05
   done
