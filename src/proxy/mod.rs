@@ -2,11 +2,13 @@
 //! routing, on every path), routing, the token decision (verify → revocation lookup →
 //! scopes), the CORS preflight exception, and forwarding with streamed bodies: identity,
 //! forwarding (`server.trusted_proxies`) and hop-by-hop header rules, WebSocket upgrades
-//! ([`upgrade`]), the load balancer's health path (`server.health_path`) and the access
-//! log ([`access`]).
+//! (`upgrade.rs`), the load balancer's health path (`server.health_path`) and the access
+//! log (`access.rs`).
 //!
 //! The decision runs on every request and is the hot path: no locks across `.await`,
-//! no logging above `debug` for accepted requests, one store lookup per request.
+//! one store lookup per request, and no logging above `debug` for accepted requests
+//! except the one access line (SPEC §7; `server.access_log`), which is buffered
+//! (`crate::logline::LogWriter`).
 
 mod access;
 mod forward;
