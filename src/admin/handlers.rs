@@ -374,20 +374,13 @@ pub(super) fn healthz(
         .and(warp::get())
         .and(with_app(app))
         .map(|app: Arc<App>| {
-            let config = app.config();
-            let store_ok = app.store.probe().is_ok();
-            let keys_ok = app.keys.ready(&config);
-            let status = if store_ok && keys_ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let health = crate::health::Health::of(&app);
             json_reply(
-                status,
+                health.status_code(),
                 &json!({
-                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-                    "store": if store_ok { "ok" } else { "error" },
-                    "keys": if keys_ok { "ok" } else { "missing" },
+                    "status": health.status_word(),
+                    "store": if health.store_ok { "ok" } else { "error" },
+                    "keys": if health.keys_ok { "ok" } else { "missing" },
                 }),
             )
         })
