@@ -38,6 +38,9 @@ pub enum StartError {
     /// `[cluster]` cannot be set up (the line names the key; never the Redis password).
     #[error("{0}")]
     Cluster(String),
+    /// `server.tls_cert` / `server.tls_key` did not load (the line names the file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A gateway whose store is open, whose listeners are bound and whose keys are loaded:
@@ -83,6 +86,7 @@ impl Gateway {
         store: RevocationStore,
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
+        let tls = crate::tls::load(&config.server).map_err(StartError::Tls)?;
         let cluster =
             Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
         let store_error = |source| StartError::Store {
@@ -99,6 +103,9 @@ impl Gateway {
             None => {}
         }
         let app = App::with_cluster(config, config_path, store, clock, cluster);
+        if let Some(pair) = tls {
+            app.tls.set(pair);
+        }
         app.keys
             .load_all(&app.config(), &app.metrics)
             .await

@@ -400,24 +400,16 @@ pub(super) fn healthz(
         .and(warp::get())
         .and(with_app(app))
         .map(|app: Arc<App>| {
-            let config = app.config();
-            let store_ok = app.store.probe().is_ok();
-            let keys_ok = app.keys.ready(&config);
-            let cluster_ok = app.cluster.as_ref().is_none_or(|c| c.is_healthy());
-            let status = if store_ok && keys_ok && cluster_ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let health = crate::health::Health::of(&app);
             let mut body = json!({
-                "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-                "store": if store_ok { "ok" } else { "error" },
-                "keys": if keys_ok { "ok" } else { "missing" },
+                "status": health.status_word(),
+                "store": if health.store_ok { "ok" } else { "error" },
+                "keys": if health.keys_ok { "ok" } else { "missing" },
             });
-            if let Some(cluster) = &app.cluster {
-                body["cluster"] = json!(cluster.state().as_str());
+            if let Some(cluster) = health.cluster {
+                body["cluster"] = json!(cluster.as_str());
             }
-            json_reply(status, &body)
+            json_reply(health.status_code(), &body)
         })
 }
 
