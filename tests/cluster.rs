@@ -695,6 +695,81 @@ async fn redis_restarted_empty_loses_no_revocation_and_later_changes_propagate()
     }
 }
 
+/// Redis loses its data while node B is stopped, so what A appended meanwhile was never
+/// read by B (in flight): the revocation reaches B through the records A publishes into
+/// the new stream; the unrevoke B never saw comes back as a revocation from B's records
+/// (fail safe, as the README says), and unrevoking it again heals every node. The log
+/// says connect, disconnect and the new shared log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_in_flight_when_redis_loses_its_data_reach_every_node_or_fail_safe() {
+    let Some((mut redis, up)) = redis_and_upstream("entries_in_flight").await else {
+        return;
+    };
+    let url = redis.url();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let config_a = child_config(dirs[0].path(), up, &url, "a");
+    let config_b = child_config(dirs[1].path(), up, &url, "b");
+    let mut a = ServeChild::start(&config_a).await;
+    let mut b = ServeChild::start(&config_b).await;
+    wait_healthy(&a).await;
+    wait_healthy(&b).await;
+    assert!(
+        a.wait_for_log("cluster connected to Redis").await,
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(
+        revoke_on(&a, json!({"kind": "sub", "value": "undone"})).await,
+        "appended"
+    );
+    wait_lookup(&b, "sub", "undone", true).await;
+    b.sigterm();
+    assert!(b.wait_exit(WAIT).await.is_some_and(|s| s.success()));
+
+    // In flight: appended while B is stopped, and never read by B.
+    assert_eq!(
+        revoke_on(&a, json!({"kind": "jti", "value": "in-flight"})).await,
+        "appended"
+    );
+    let (status, ack) = unrevoke_on(&a, "sub", "undone").await;
+    assert_eq!((status, ack.as_deref()), (204, Some("appended")));
+    redis.restart_empty().await;
+    assert!(
+        a.wait_for_log("cluster disconnected from Redis").await,
+        "{}",
+        a.log_text()
+    );
+    // "is a new one" (found at reconnect) or "was reset" (found by a running session).
+    assert!(
+        a.wait_for_log("cluster: the shared log").await,
+        "{}",
+        a.log_text()
+    );
+
+    b = ServeChild::start(&config_b).await;
+    wait_healthy(&b).await;
+    wait_lookup(&b, "jti", "in-flight", true).await;
+    // B never saw the unrevoke: its records bring the revocation back, at A too.
+    wait_lookup(&a, "sub", "undone", true).await;
+    assert!(
+        b.wait_for_log("cluster: the shared log is a new one").await,
+        "{}",
+        b.log_text()
+    );
+    wait_converged(&redis, &[&a, &b]).await;
+    assert_same_exports(&[("a", &a), ("b", &b)]).await;
+    // Healing: unrevoke it again; every node follows.
+    let (status, ack) = unrevoke_on(&a, "sub", "undone").await;
+    assert_eq!((status, ack.as_deref()), (204, Some("appended")));
+    wait_lookup(&b, "sub", "undone", false).await;
+    wait_converged(&redis, &[&a, &b]).await;
+    assert_same_exports(&[("a", &a), ("b", &b)]).await;
+    for n in [&mut a, &mut b] {
+        n.sigterm();
+        assert!(n.wait_exit(WAIT).await.is_some_and(|s| s.success()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fresh_node_joins_with_every_revocation_and_a_node_with_records_shares_them() {
     let Some((redis, up)) = redis_and_upstream("a_fresh_node_joins").await else {
@@ -922,12 +997,37 @@ async fn a_node_that_never_reached_redis_is_unhealthy_but_enforces_and_queues() 
     let up = start_echo().await;
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let a = Node::start(&url, up, "a").await;
+    // With a health path: the load balancer's check follows /healthz (one decision).
+    let (dir, store) = temp_store();
+    let a = Node {
+        gw: Gateway::start(&config_text_with_server(
+            up,
+            &store,
+            "health_path = \"/-/health\"",
+            &cluster_table(&url, "a"),
+        ))
+        .await,
+        store,
+        _dir: dir,
+    };
+    let balancer_check = || async {
+        let resp = client()
+            .get(format!("http://{}/-/health", a.gw.proxy))
+            .send()
+            .await
+            .expect("health path");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.expect("health JSON"))
+    };
     let (status, body) = admin_get(&a, "/healthz").await;
     assert_eq!(
         (status, &body["cluster"]),
         (503, &json!("unreachable")),
         "{body}"
+    );
+    assert_eq!(
+        balancer_check().await,
+        (503, json!({"status": "unavailable"}))
     );
     assert_eq!(
         revoke_on(&a, json!({"kind": "sub", "value": "early"})).await,
@@ -943,6 +1043,7 @@ async fn a_node_that_never_reached_redis_is_unhealthy_but_enforces_and_queues() 
     assert_eq!(cluster_stats(&a).await["outbox"], 1);
     let redis = RedisServer::start_on(port).await;
     wait_healthy(&a).await;
+    assert_eq!(balancer_check().await, (200, json!({"status": "ok"})));
     wait_converged(&redis, &[&a]).await;
     assert_eq!(stream_entries(&redis).await.len(), 1);
     a.gw.stop().await;
