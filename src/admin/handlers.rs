@@ -206,9 +206,37 @@ pub(super) fn stats(
                     "duration_ms": s.duration_ms,
                 })
             });
+            let config = app.config();
+            let logouts: Vec<Value> = app
+                .metrics
+                .logouts
+                .rows(config.issuers.iter().map(|i| i.issuer.as_str()))
+                .into_iter()
+                .map(|(issuer, n)| {
+                    let last = n.last_refusal.map(|r| {
+                        json!({
+                            "at": crate::clock::rfc3339(r.at),
+                            "reason": r.reason.label(),
+                            "error": r.description,
+                        })
+                    });
+                    json!({
+                        "issuer": issuer,
+                        "accepted": n.accepted,
+                        "refused": n.refused,
+                        "last_refusal": last,
+                    })
+                })
+                .collect();
             json_reply(
                 StatusCode::OK,
-                &json!({"jti": c.jti, "sid": c.sid, "sub": c.sub, "last_sweep": last}),
+                &json!({
+                    "jti": c.jti,
+                    "sid": c.sid,
+                    "sub": c.sub,
+                    "last_sweep": last,
+                    "logouts": logouts,
+                }),
             )
         })
 }

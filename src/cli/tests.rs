@@ -155,11 +155,15 @@ fn parses_unrevoke_lookup_list_stats_sweep() {
         Cli::try_parse_from(["revgate", "serve", "--config", "x.toml"])
             .unwrap()
             .command,
-        Command::Serve { config } if config == Path::new("x.toml")
+        Command::Serve { config: Some(config) } if config == Path::new("x.toml")
     ));
+    // Without --config the file is looked for at run time (config_file.rs).
     assert!(matches!(
         Cli::try_parse_from(["revgate", "check-store"]).unwrap().command,
-        Command::CheckStore { config, repair: false } if config == Path::new(DEFAULT_CONFIG_FILE)
+        Command::CheckStore {
+            config: None,
+            repair: false
+        }
     ));
 }
 
@@ -323,28 +327,28 @@ fn config_loading() {
         config: Some(missing.clone()),
         ..conn(Some("h:1"), Some("t"))
     };
-    let e = load_config(&c, &missing, &no_env).unwrap_err();
+    let e = load_config(&c, &[&missing], &no_env).unwrap_err();
     assert_eq!(e.exit_code(), EXIT_USAGE);
     assert!(e.message().contains("missing.toml"), "{e:?}");
     // implicit and missing: no config
-    assert!(load_config(&conn(None, None), &missing, &no_env)
+    assert!(load_config(&conn(None, None), &[&missing], &no_env)
         .unwrap()
         .is_none());
     // implicit and invalid: usage error
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nbogus = 1\n").unwrap();
-    let e = load_config(&conn(None, None), &bad, &no_env).unwrap_err();
+    let e = load_config(&conn(None, None), &[&missing, &bad], &no_env).unwrap_err();
     assert_eq!(e.exit_code(), EXIT_USAGE);
     assert!(
         e.message().contains("bogus") && !e.message().contains('\n'),
         "{e:?}"
     );
     // implicit config not needed when --admin and a token are given
-    assert!(load_config(&conn(Some("h:1"), Some("t")), &bad, &no_env)
+    assert!(load_config(&conn(Some("h:1"), Some("t")), &[&bad], &no_env)
         .unwrap()
         .is_none());
     let env_tok = |n: &str| (n == ADMIN_TOKEN_ENV).then(|| "e".to_string());
-    assert!(load_config(&conn(Some("h:1"), None), &bad, &env_tok)
+    assert!(load_config(&conn(Some("h:1"), None), &[&bad], &env_tok)
         .unwrap()
         .is_none());
     // implicit and valid
@@ -355,7 +359,7 @@ fn config_loading() {
          audiences = [\"a\"]\njwks_url = \"https://idp/jwks\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n",
     )
     .unwrap();
-    let cfg = load_config(&conn(None, None), &good, &no_env)
+    let cfg = load_config(&conn(None, None), &[&good], &no_env)
         .unwrap()
         .unwrap();
     assert_eq!(cfg.server.admin_listen.port(), 9555);

@@ -143,6 +143,7 @@ async fn serve(
         } else {
             Admission::Public
         };
+        let upstream = std::time::Instant::now();
         let resp = forward(
             &proxy.upstreams,
             config,
@@ -152,9 +153,9 @@ async fn serve(
             request_id,
             admission,
         )
-        .await
-        .map_err(refuse)?;
-        return Ok((resp, Outcome::Public));
+        .await;
+        snapshot.routes.observe_upstream(index, upstream.elapsed());
+        return Ok((resp.map_err(refuse)?, Outcome::Public));
     }
 
     // Parse → verify → revocation lookup → scopes, timed as one decision.
@@ -165,6 +166,7 @@ async fn serve(
         .await?;
     drop(decision);
     let admission = Admission::Token(&verified);
+    let upstream = std::time::Instant::now();
     let resp = forward(
         &proxy.upstreams,
         config,
@@ -174,9 +176,9 @@ async fn serve(
         request_id,
         admission,
     )
-    .await
-    .map_err(refuse)?;
-    Ok((resp, Outcome::Allowed))
+    .await;
+    snapshot.routes.observe_upstream(index, upstream.elapsed());
+    Ok((resp.map_err(refuse)?, Outcome::Allowed))
 }
 
 /// 431 / 413 before anything else (SPEC §4: on every endpoint).
