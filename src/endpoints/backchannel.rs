@@ -39,8 +39,8 @@ pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<Pro
                 .logouts
                 .refused(issuer.as_deref(), reason, &description, app.clock.now());
             tracing::warn!(
-                issuer = issuer.as_deref().unwrap_or("-"),
-                reason = reason.label(),
+                issuer = %issuer.as_deref().unwrap_or("-"),
+                reason = %reason.label(),
                 error = %description,
                 "back-channel logout refused"
             );
