@@ -334,6 +334,13 @@ async fn import_dry_run_says_nothing_was_stored() {
     let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!((summary["dry_run"].as_bool(), summary["imported"].as_u64()), (Some(true), Some(1)));
     assert_eq!(admin_get(&gw, "/v1/revocations/jti/dry-1").await.0, 404);
+    // An empty file imports nothing, without a request (the API refuses an empty body).
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    let o = run_revgate(&["import", empty.to_str().unwrap(), "--admin", &admin, "-o", "json"], &[], dir.path()).await;
+    assert_exit(&o, 0, "an empty file");
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((summary["imported"].as_u64(), summary["rejected_count"].as_u64()), (Some(0), Some(0)));
     // A real import says nothing of the kind.
     let o = run_revgate(&["import", file.to_str().unwrap(), "--admin", &admin], &[], dir.path()).await;
     assert_exit(&o, 0, "import");

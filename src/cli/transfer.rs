@@ -238,6 +238,19 @@ pub(super) async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
 pub(super) async fn import_online(client: &AdminClient, args: &ImportArgs) -> Result<(), CliError> {
     use futures_util::StreamExt as _;
     let (input, total) = import_input(&args.file).await?;
+    // An empty file has nothing to import: answered here (the API refuses a request
+    // without a body).
+    let mut input = input.peekable();
+    if std::pin::Pin::new(&mut input).peek().await.is_none() {
+        let nothing = crate::backup::ImportSummary {
+            dry_run: args.dry_run,
+            ..Default::default()
+        };
+        return import_result(
+            &serde_json::to_value(&nothing).unwrap_or_default(),
+            args.output.output,
+        );
+    }
     let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::new(total)));
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (p2, s2) = (progress.clone(), sent.clone());
