@@ -101,7 +101,8 @@ pub fn parse_rfc3339_strict(text: &str) -> Result<u64, String> {
 /// Whether `t` has the shape of an RFC 3339 `date-time` (the values are checked by the
 /// parser).
 fn is_rfc3339(t: &[u8]) -> bool {
-    let digits = |r: std::ops::Range<usize>| t.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| t.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
     let at = |i: usize, b: u8| t.get(i) == Some(&b);
     let date_time = digits(0..4)
         && at(4, b'-')

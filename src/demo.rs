@@ -317,18 +317,36 @@ mod tests {
     fn copy_paste_lines_run_the_binary_as_it_was_started() {
         let release = Path::new("/src/revgate/target/release/revgate");
         let debug = Path::new("/src/revgate/target/debug/revgate");
-        assert_eq!(command_for("target/release/revgate", Some(release), true), "cargo run --release --");
-        assert_eq!(command_for("target/debug/revgate", Some(debug), true), "cargo run --");
+        assert_eq!(
+            command_for("target/release/revgate", Some(release), true),
+            "cargo run --release --"
+        );
+        assert_eq!(
+            command_for("target/debug/revgate", Some(debug), true),
+            "cargo run --"
+        );
         assert_eq!(
             command_for("x", Some(Path::new("/t/target/bench/revgate")), true),
             "cargo run --profile bench --"
         );
-        assert_eq!(command_for("./target/release/revgate", Some(release), false), "./target/release/revgate");
-        assert_eq!(command_for("/usr/local/bin/revgate", None, false), "/usr/local/bin/revgate");
+        assert_eq!(
+            command_for("./target/release/revgate", Some(release), false),
+            "./target/release/revgate"
+        );
+        assert_eq!(
+            command_for("/usr/local/bin/revgate", None, false),
+            "/usr/local/bin/revgate"
+        );
         assert_eq!(command_for("revgate", None, false), "revgate");
         assert_eq!(command_for("", None, false), "revgate");
-        assert_eq!(command_for("/opt/my tools/revgate", None, false), "'/opt/my tools/revgate'");
-        assert_eq!(command_for("/x/it's/revgate", None, false), "'/x/it'\\''s/revgate'");
+        assert_eq!(
+            command_for("/opt/my tools/revgate", None, false),
+            "'/opt/my tools/revgate'"
+        );
+        assert_eq!(
+            command_for("/x/it's/revgate", None, false),
+            "'/x/it'\\''s/revgate'"
+        );
     }
 
     #[test]
@@ -392,7 +410,10 @@ mod tests {
         let ignored = git(&args).unwrap();
         let listed = String::from_utf8_lossy(&ignored.stdout);
         for path in created {
-            assert!(listed.lines().any(|l| l == path), "{path} is not ignored: {listed}");
+            assert!(
+                listed.lines().any(|l| l == path),
+                "{path} is not ignored: {listed}"
+            );
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics (`GET /metrics`). Plain atomics on the hot path; rendered as text
 //! on demand. Every name is prefixed `revgate_`; README.md lists them.
 
-use std::fmt::Write as _;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -487,7 +487,11 @@ impl RouteMetrics {
     /// Records how long the upstream of the route at position `route` took to answer
     /// (from sending the request to the answer's headers, or to the failure).
     pub fn observe_upstream(&self, route: usize, elapsed: Duration) {
-        if let Some(row) = self.counts.get(route).filter(|_| route < self.prefixes.len()) {
+        if let Some(row) = self
+            .counts
+            .get(route)
+            .filter(|_| route < self.prefixes.len())
+        {
             row.upstream.observe(elapsed);
         }
     }

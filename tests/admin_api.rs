@@ -1093,11 +1093,27 @@ async fn the_api_refuses_what_its_document_refuses() {
         assert!(d.contains(field), "{what}: {d:?} does not name {field}");
     };
     // Empty query values are not "absent": kind= and limit= name nothing, issuer= no issuer.
-    refused(&admin_get(&gw, "/v1/revocations?kind=").await, "list kind=", "kind");
-    refused(&admin_get(&gw, "/v1/revocations?limit=").await, "list limit=", "limit");
-    let resp = client().get(gw.admin_url("/v1/export?kind=")).send().await.unwrap();
+    refused(
+        &admin_get(&gw, "/v1/revocations?kind=").await,
+        "list kind=",
+        "kind",
+    );
+    refused(
+        &admin_get(&gw, "/v1/revocations?limit=").await,
+        "list limit=",
+        "limit",
+    );
+    let resp = client()
+        .get(gw.admin_url("/v1/export?kind="))
+        .send()
+        .await
+        .unwrap();
     refused(&status_json(resp).await, "export kind=", "kind");
-    refused(&admin_get(&gw, "/v1/revocations/jti/x?issuer=").await, "lookup issuer=", "issuer");
+    refused(
+        &admin_get(&gw, "/v1/revocations/jti/x?issuer=").await,
+        "lookup issuer=",
+        "issuer",
+    );
     let resp = client()
         .delete(gw.admin_url("/v1/revocations/jti/x?issuer="))
         .send()
@@ -1112,23 +1128,55 @@ async fn the_api_refuses_what_its_document_refuses() {
     // A request without a body is no import; a body of blank lines is an import of nothing.
     refused(&import_raw(&gw, "", "").await, "empty import body", "body");
     let (status, summary) = import_raw(&gw, "?dry_run=false", "\n\n").await;
-    assert_eq!((status, summary["imported"].as_u64()), (200, Some(0)), "{summary}");
+    assert_eq!(
+        (status, summary["imported"].as_u64()),
+        (200, Some(0)),
+        "{summary}"
+    );
 
     // Members typed as strings are strings: null is refused, not read as absent.
     let future = revgate::clock::rfc3339(now() + 3600);
     for (body, field) in [
         (json!({"kind": "jti", "value": "n-1", "ttl": null}), "ttl"),
-        (json!({"kind": "jti", "value": "n-1", "ttl": null, "expires_at": future}), "ttl"),
-        (json!({"kind": "jti", "value": "n-1", "issuer": null}), "issuer"),
-        (json!({"kind": "jti", "value": "n-1", "expires_at": null}), "expires_at"),
-        (json!({"kind": "sub", "value": "n-1", "issued_before": null}), "issued_before"),
+        (
+            json!({"kind": "jti", "value": "n-1", "ttl": null, "expires_at": future}),
+            "ttl",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "issuer": null}),
+            "issuer",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": null}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "sub", "value": "n-1", "issued_before": null}),
+            "issued_before",
+        ),
         // Instants are RFC 3339 date-times, exactly: no trailing text, an offset required.
-        (json!({"kind": "jti", "value": "n-1", "expires_at": format!("{future}*")}), "expires_at"),
-        (json!({"kind": "jti", "value": "n-1", "expires_at": future.trim_end_matches('Z')}), "expires_at"),
-        (json!({"kind": "jti", "value": "n-1", "expires_at": future.replace('T', " ")}), "expires_at"),
-        (json!({"kind": "sub", "value": "n-1", "issued_before": "2024-01-01T00:00:00Zx"}), "issued_before"),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": format!("{future}*")}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": future.trim_end_matches('Z')}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": future.replace('T', " ")}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "sub", "value": "n-1", "issued_before": "2024-01-01T00:00:00Zx"}),
+            "issued_before",
+        ),
     ] {
-        refused(&admin_post(&gw, "/v1/revocations", &body).await, &body.to_string(), field);
+        refused(
+            &admin_post(&gw, "/v1/revocations", &body).await,
+            &body.to_string(),
+            field,
+        );
     }
     assert_eq!(total_records(&gw).await, 0);
     // reason may be null (no reason), as the document says; offsets are fine.
@@ -1148,9 +1196,17 @@ async fn the_api_refuses_what_its_document_refuses() {
         assert_eq!(status, 200, "after={after}: {page}");
     }
     let (_, page) = admin_get(&gw, "/v1/revocations?after=AA").await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 1, "kind byte 0 sorts first: {page}");
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "kind byte 0 sorts first: {page}"
+    );
     let (_, page) = admin_get(&gw, "/v1/revocations?after=_w").await;
-    assert_eq!(page["items"], json!([]), "byte 0xff sorts after every kind: {page}");
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "byte 0xff sorts after every kind: {page}"
+    );
     for bad in ["A", "!!", "a b", "AAAA="] {
         refused(
             &admin_get(&gw, &format!("/v1/revocations?after={}", url_encode(bad))).await,

@@ -743,7 +743,11 @@ async fn stats_show_logouts_per_issuer_with_the_last_refusal() {
     let before = now();
     let desc = assert_invalid(post_logout(&gw, &sign_logout(&no_exp)).await, "no exp").await;
     let row = logout_row(&gw, Some(ISS)).await.unwrap();
-    assert_eq!((row["accepted"].as_u64(), row["refused"].as_u64()), (Some(1), Some(1)), "{row}");
+    assert_eq!(
+        (row["accepted"].as_u64(), row["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{row}"
+    );
     let last = &row["last_refusal"];
     assert_eq!(last["reason"], "time", "{row}");
     assert_eq!(last["error"], desc.as_str(), "{row}");
@@ -770,11 +774,17 @@ async fn stats_show_logouts_per_issuer_with_the_last_refusal() {
     ));
     assert_invalid(post_logout(&gw, &stranger).await, "unknown issuer").await;
     let row = logout_row(&gw, None).await.expect("unattributed row");
-    assert_eq!((row["accepted"].as_u64(), row["refused"].as_u64()), (Some(0), Some(1)), "{row}");
+    assert_eq!(
+        (row["accepted"].as_u64(), row["refused"].as_u64()),
+        (Some(0), Some(1)),
+        "{row}"
+    );
     assert_eq!(row["last_refusal"]["reason"], "issuer", "{row}");
     assert_eq!(logout_row(&gw, Some(ISS)).await.unwrap()["refused"], 2);
     assert!(
-        logout_row(&gw, Some("https://stranger.example/")).await.is_none(),
+        logout_row(&gw, Some("https://stranger.example/"))
+            .await
+            .is_none(),
         "an unconfigured iss never gets a row of its own"
     );
     gw.stop().await;
@@ -815,10 +825,23 @@ async fn a_refused_logout_is_logged_at_warn_with_issuer_and_reason() {
     .await;
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("ISSUER") && out.contains("LAST_REFUSAL"), "{out}");
-    let row = out.lines().find(|l| l.starts_with(ISS)).unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), [ISS, "0", "1"], "{row}");
-    assert!(row.contains("time: invalid logout token: missing exp"), "{row}");
+    assert!(
+        out.contains("ISSUER") && out.contains("LAST_REFUSAL"),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(ISS))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        [ISS, "0", "1"],
+        "{row}"
+    );
+    assert!(
+        row.contains("time: invalid logout token: missing exp"),
+        "{row}"
+    );
     child.sigterm();
     child.wait_exit(WAIT).await.expect("exits after SIGTERM");
 }

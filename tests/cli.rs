@@ -101,7 +101,15 @@ async fn revoke_lookup_unrevoke_round_trip() {
     assert_revoked(&proxy_get(&gw, &t).await);
 
     let o = revgate(
-        &["lookup", "jti", "cli-jti-1", "--admin", &admin, "-o", "json"],
+        &[
+            "lookup",
+            "jti",
+            "cli-jti-1",
+            "--admin",
+            &admin,
+            "-o",
+            "json",
+        ],
         &[],
     )
     .await;
@@ -113,7 +121,9 @@ async fn revoke_lookup_unrevoke_round_trip() {
     let table = stdout(&o);
     assert!(table.starts_with("FIELD "), "{table}");
     assert!(
-        table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["value", "cli-jti-1"]),
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["value", "cli-jti-1"]),
         "{table}"
     );
     // --admin anywhere after the subcommand.
@@ -146,11 +156,19 @@ async fn revoke_lookup_unrevoke_round_trip() {
     // sid and sub, with a value that needs percent-encoding in the admin path.
     let odd = "sess/with space:colon";
     let t2 = token("oscar", odd, "cli-jti-2");
-    let o = revgate(&["revoke", "sid", odd, "--admin", &admin, "--output=json"], &[]).await;
+    let o = revgate(
+        &["revoke", "sid", odd, "--admin", &admin, "--output=json"],
+        &[],
+    )
+    .await;
     assert_ok(&o, "revoke sid");
     assert!(json_stdout(&o)["issued_before"].is_string());
     assert_revoked(&proxy_get(&gw, &t2).await);
-    let o = revgate(&["lookup", "sid", odd, "--admin", &admin, "--output=json"], &[]).await;
+    let o = revgate(
+        &["lookup", "sid", odd, "--admin", &admin, "--output=json"],
+        &[],
+    )
+    .await;
     assert_ok(&o, "lookup odd sid");
     assert_eq!(json_stdout(&o)["value"], odd);
     let o = revgate(&["unrevoke", "sid", odd, "--admin", &admin], &[]).await;

@@ -66,17 +66,35 @@ async fn usage_errors_exit_64_help_and_version_exit_0() {
         assert!(o.stdout.is_empty(), "{args:?}: {}", stdout(&o));
         assert!(!stderr(&o).trim().is_empty(), "{args:?}: says why");
     }
-    for args in [vec!["--help"], vec!["--version"], vec!["list", "--help"], vec!["help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["list", "--help"],
+        vec!["help"],
+    ] {
         let o = run_revgate(&args, &[], cwd.path()).await;
         assert_exit(&o, 0, &format!("revgate {args:?}"));
         assert!(!stdout(&o).trim().is_empty(), "{args:?} prints on stdout");
     }
     let o = run_revgate(&["--version"], &[], cwd.path()).await;
-    assert_eq!(stdout(&o).trim(), format!("revgate {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("revgate {}", env!("CARGO_PKG_VERSION"))
+    );
     // The long help documents the files, the environment and the exit codes.
     let o = run_revgate(&["--help"], &[], cwd.path()).await;
-    for word in ["REVGATE_CONFIG", "REVGATE_ADMIN_URL", "REVGATE_ADMIN_TOKEN", "64", "69"] {
-        assert!(stdout(&o).contains(word), "--help lacks {word}:\n{}", stdout(&o));
+    for word in [
+        "REVGATE_CONFIG",
+        "REVGATE_ADMIN_URL",
+        "REVGATE_ADMIN_TOKEN",
+        "64",
+        "69",
+    ] {
+        assert!(
+            stdout(&o).contains(word),
+            "--help lacks {word}:\n{}",
+            stdout(&o)
+        );
     }
 }
 
@@ -86,27 +104,48 @@ async fn the_config_file_is_flag_then_env_then_cwd() {
     let cwd = tempfile::tempdir().unwrap();
     let text = sample_config(dir.path());
     let named = dir.path().join("named.toml");
-    std::fs::write(&named, text.replace("https://idp.test/", "https://named.test/")).unwrap();
+    std::fs::write(
+        &named,
+        text.replace("https://idp.test/", "https://named.test/"),
+    )
+    .unwrap();
     let named_str = named.to_str().unwrap();
 
     // REVGATE_CONFIG when --config is not given.
     let env = [("REVGATE_CONFIG", named_str)];
     let o = run_revgate(&["check-config"], &env, cwd.path()).await;
     assert_exit(&o, 0, "check-config with REVGATE_CONFIG");
-    assert!(stdout(&o).starts_with(&format!("# {named_str}: OK")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("# {named_str}: OK")),
+        "{}",
+        stdout(&o)
+    );
     assert!(stdout(&o).contains("https://named.test/"), "{}", stdout(&o));
 
     // ./revgate.toml when neither is given ...
     std::fs::write(cwd.path().join("revgate.toml"), &text).unwrap();
     let o = run_revgate(&["check-config"], &[], cwd.path()).await;
     assert_exit(&o, 0, "check-config with ./revgate.toml");
-    assert!(stdout(&o).starts_with("# revgate.toml: OK"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("# revgate.toml: OK"),
+        "{}",
+        stdout(&o)
+    );
     // ... and REVGATE_CONFIG wins over it, --config over both.
     let o = run_revgate(&["check-config"], &env, cwd.path()).await;
     assert!(stdout(&o).contains("https://named.test/"), "{}", stdout(&o));
-    let o = run_revgate(&["check-config", "--config", "revgate.toml"], &env, cwd.path()).await;
+    let o = run_revgate(
+        &["check-config", "--config", "revgate.toml"],
+        &env,
+        cwd.path(),
+    )
+    .await;
     assert_exit(&o, 0, "--config over REVGATE_CONFIG");
-    assert!(!stdout(&o).contains("https://named.test/"), "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("https://named.test/"),
+        "{}",
+        stdout(&o)
+    );
     // check-store finds it the same way.
     let o = run_revgate(&["check-store"], &env, cwd.path()).await;
     assert_exit(&o, 0, "check-store with REVGATE_CONFIG");
@@ -116,7 +155,11 @@ async fn the_config_file_is_flag_then_env_then_cwd() {
     let missing = [("REVGATE_CONFIG", "/nonexistent/revgate.toml")];
     let o = run_revgate(&["check-config"], &missing, cwd.path()).await;
     assert_exit(&o, 64, "REVGATE_CONFIG naming a missing file");
-    assert!(stderr(&o).contains("/nonexistent/revgate.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/revgate.toml"),
+        "{}",
+        stderr(&o)
+    );
 
     // Nothing at all: one line naming where it looked (only checkable where the system
     // file does not exist).
@@ -212,7 +255,9 @@ async fn one_admin_token_variable_for_serve_and_the_cli() {
     let (status, _) = admin_get(child.admin.with_token("cli-token"), "/v1/stats").await;
     assert_eq!(status, 401);
     assert!(
-        child.log_text().contains("REVGATE_SERVER_ADMIN_TOKEN differ"),
+        child
+            .log_text()
+            .contains("REVGATE_SERVER_ADMIN_TOKEN differ"),
         "{}",
         child.log_text()
     );
@@ -235,7 +280,12 @@ async fn every_admin_command_prints_a_table_or_json() {
     };
     let with = |cmd: &[&str], output: &str| -> Vec<String> {
         let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-        v.extend(["--admin".into(), admin.clone(), "--output".into(), output.into()]);
+        v.extend([
+            "--admin".into(),
+            admin.clone(),
+            "--output".into(),
+            output.into(),
+        ]);
         v
     };
     let file = dir.path().join("one.ndjson");
@@ -263,11 +313,20 @@ async fn every_admin_command_prints_a_table_or_json() {
             "{cmd:?} table:\n{}",
             stdout(&o)
         );
-        assert!(serde_json::from_str::<Value>(&stdout(&o)).is_err(), "{cmd:?}");
+        assert!(
+            serde_json::from_str::<Value>(&stdout(&o)).is_err(),
+            "{cmd:?}"
+        );
         if cmd[0] == "unrevoke" {
             // Revoked again so that the JSON run has something to remove.
             assert_eq!(
-                admin_post(&gw, "/v1/revocations", &json!({"kind": "jti", "value": "out-1"})).await.0,
+                admin_post(
+                    &gw,
+                    "/v1/revocations",
+                    &json!({"kind": "jti", "value": "out-1"})
+                )
+                .await
+                .0,
                 201
             );
         }
@@ -285,13 +344,37 @@ async fn every_admin_command_prints_a_table_or_json() {
         } else {
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd:?}: {e}: {out}"))
         };
-        assert!(first.get(member).is_some(), "{cmd:?}: no {member} in {first}");
+        assert!(
+            first.get(member).is_some(),
+            "{cmd:?}: no {member} in {first}"
+        );
     }
     // `-o` is the short form, and `--json` of list / stats still works.
-    let o = run(vec!["stats".into(), "--admin".into(), admin.clone(), "-o".into(), "json".into()]).await;
-    assert!(serde_json::from_str::<Value>(&stdout(&o)).is_ok(), "{}", stdout(&o));
-    let o = run(vec!["stats".into(), "--admin".into(), admin.clone(), "--json".into()]).await;
-    assert!(serde_json::from_str::<Value>(&stdout(&o)).is_ok(), "{}", stdout(&o));
+    let o = run(vec![
+        "stats".into(),
+        "--admin".into(),
+        admin.clone(),
+        "-o".into(),
+        "json".into(),
+    ])
+    .await;
+    assert!(
+        serde_json::from_str::<Value>(&stdout(&o)).is_ok(),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(vec![
+        "stats".into(),
+        "--admin".into(),
+        admin.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(
+        serde_json::from_str::<Value>(&stdout(&o)).is_ok(),
+        "{}",
+        stdout(&o)
+    );
     gw.stop().await;
 }
 
@@ -307,7 +390,13 @@ async fn import_dry_run_says_nothing_was_stored() {
         "reason": "r", "source": "admin"});
     std::fs::write(&file, format!("{line}\nnot json\n")).unwrap();
     let o = run_revgate(
-        &["import", file.to_str().unwrap(), "--dry-run", "--admin", &admin],
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--admin",
+            &admin,
+        ],
         &[],
         dir.path(),
     )
@@ -324,25 +413,63 @@ async fn import_dry_run_says_nothing_was_stored() {
     // Without the bad line: exit 0, the same notice, still nothing stored.
     std::fs::write(&file, format!("{line}\n")).unwrap();
     let o = run_revgate(
-        &["import", file.to_str().unwrap(), "--dry-run", "--admin", &admin, "-o", "json"],
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--admin",
+            &admin,
+            "-o",
+            "json",
+        ],
         &[],
         dir.path(),
     )
     .await;
     assert_exit(&o, 0, "a clean dry run");
-    assert!(stderr(&o).contains("dry run: nothing was stored"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("dry run: nothing was stored"),
+        "{}",
+        stderr(&o)
+    );
     let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!((summary["dry_run"].as_bool(), summary["imported"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(
+        (summary["dry_run"].as_bool(), summary["imported"].as_u64()),
+        (Some(true), Some(1))
+    );
     assert_eq!(admin_get(&gw, "/v1/revocations/jti/dry-1").await.0, 404);
     // An empty file imports nothing, without a request (the API refuses an empty body).
     let empty = dir.path().join("empty.ndjson");
     std::fs::write(&empty, "").unwrap();
-    let o = run_revgate(&["import", empty.to_str().unwrap(), "--admin", &admin, "-o", "json"], &[], dir.path()).await;
+    let o = run_revgate(
+        &[
+            "import",
+            empty.to_str().unwrap(),
+            "--admin",
+            &admin,
+            "-o",
+            "json",
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_exit(&o, 0, "an empty file");
     let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!((summary["imported"].as_u64(), summary["rejected_count"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            summary["imported"].as_u64(),
+            summary["rejected_count"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     // A real import says nothing of the kind.
-    let o = run_revgate(&["import", file.to_str().unwrap(), "--admin", &admin], &[], dir.path()).await;
+    let o = run_revgate(
+        &["import", file.to_str().unwrap(), "--admin", &admin],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_exit(&o, 0, "import");
     assert!(!stderr(&o).contains("dry run"), "{}", stderr(&o));
     assert_eq!(admin_get(&gw, "/v1/revocations/jti/dry-1").await.0, 200);
@@ -371,7 +498,10 @@ async fn unknown_revgate_variables_are_reported() {
     // Known ones are not reported.
     let o = run_revgate(
         &["check-config", "--config", config],
-        &[("REVGATE_AUTH_LEEWAY", "30s"), ("REVGATE_ADMIN_URL", "http://127.0.0.1:1")],
+        &[
+            ("REVGATE_AUTH_LEEWAY", "30s"),
+            ("REVGATE_ADMIN_URL", "http://127.0.0.1:1"),
+        ],
         dir.path(),
     )
     .await;
@@ -386,7 +516,10 @@ async fn unknown_revgate_variables_are_reported() {
         .lines()
         .find(|l| l.contains("REVGATE_STORE_SWEEP_INTERVALL"))
         .unwrap_or_else(|| panic!("not logged: {log}"));
-    assert!(line.contains("WARN") && line.contains("REVGATE_STORE_SWEEP_INTERVAL?"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("REVGATE_STORE_SWEEP_INTERVAL?"),
+        "{line}"
+    );
     child.sigterm();
     child.wait_exit(WAIT).await.expect("exit after SIGTERM");
 }
@@ -403,7 +536,12 @@ async fn check_config_warns_when_audiences_overlap_without_require_typ() {
     );
     assert_ne!(overlapping, good);
     let path = write_config_file(dir.path(), &overlapping);
-    let o = run_revgate(&["check-config", "--config", path.to_str().unwrap()], &[], dir.path()).await;
+    let o = run_revgate(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_exit(&o, 0, "a warning still exits 0");
     let err = stderr(&o);
     assert!(
@@ -415,19 +553,25 @@ async fn check_config_warns_when_audiences_overlap_without_require_typ() {
         "{err}"
     );
     // With require_typ, ID tokens are told apart: no warning.
-    let typed = overlapping.replacen(
-        "[[issuer]]\n",
-        "[[issuer]]\nrequire_typ = \"at+jwt\"\n",
-        1,
-    );
+    let typed = overlapping.replacen("[[issuer]]\n", "[[issuer]]\nrequire_typ = \"at+jwt\"\n", 1);
     assert_ne!(typed, overlapping);
     let path = write_config_file(dir.path(), &typed);
-    let o = run_revgate(&["check-config", "--config", path.to_str().unwrap()], &[], dir.path()).await;
+    let o = run_revgate(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert_exit(&o, 0, "require_typ set");
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
     // And the original has none.
     let path = write_config_file(dir.path(), &good);
-    let o = run_revgate(&["check-config", "--config", path.to_str().unwrap()], &[], dir.path()).await;
+    let o = run_revgate(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
 
@@ -444,7 +588,13 @@ async fn completions_and_manual_pages() {
         let script = stdout(&o);
         assert!(script.contains(marker), "{shell}: no {marker:?}");
         // (fish spells options `-l admin-token`)
-        for word in ["check-config", "discover", "unrevoke", "output", "admin-token"] {
+        for word in [
+            "check-config",
+            "discover",
+            "unrevoke",
+            "output",
+            "admin-token",
+        ] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
         // The script is valid for its shell, where that shell is installed.
@@ -457,13 +607,19 @@ async fn completions_and_manual_pages() {
             _ => None,
         };
         if let Some((program, args)) = check {
-            match std::process::Command::new(program).args(&args).arg(&file).output() {
+            match std::process::Command::new(program)
+                .args(&args)
+                .arg(&file)
+                .output()
+            {
                 Ok(out) => assert!(
                     out.status.success(),
                     "{program} refuses the script: {}",
                     String::from_utf8_lossy(&out.stderr)
                 ),
-                Err(_) => eprintln!("{program} not installed: syntax of the {shell} script not checked"),
+                Err(_) => {
+                    eprintln!("{program} not installed: syntax of the {shell} script not checked")
+                }
             }
         }
     }
@@ -472,16 +628,28 @@ async fn completions_and_manual_pages() {
     assert_exit(&o, 0, "man");
     let page = stdout(&o);
     assert!(page.contains(".TH revgate 1"), "{page}");
-    for word in ["serve", "check\\-config", "discover", "REVGATE_ADMIN_URL", "Exit status"] {
+    for word in [
+        "serve",
+        "check\\-config",
+        "discover",
+        "REVGATE_ADMIN_URL",
+        "Exit status",
+    ] {
         assert!(page.contains(word), "revgate(1) lacks {word}");
     }
     let mandir = dir.path().join("man1");
     std::fs::create_dir(&mandir).unwrap();
     let o = run_revgate(&["man", "--dir", mandir.to_str().unwrap()], &[], dir.path()).await;
     assert_exit(&o, 0, "man --dir");
-    for page in ["revgate.1", "revgate-serve.1", "revgate-revoke.1", "revgate-discover.1", "revgate-completions.1"] {
-        let text = std::fs::read_to_string(mandir.join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
+    for page in [
+        "revgate.1",
+        "revgate-serve.1",
+        "revgate-revoke.1",
+        "revgate-discover.1",
+        "revgate-completions.1",
+    ] {
+        let text =
+            std::fs::read_to_string(mandir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}");
     }
     // man(1) renders it, where man is installed.

@@ -53,7 +53,11 @@ impl<'de> Deserializer<'de> for FieldNames<'_> {
 fn fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
     let mut names = Vec::new();
     let _ = T::deserialize(FieldNames(&mut names));
-    assert!(!names.is_empty(), "{} is not a struct", std::any::type_name::<T>());
+    assert!(
+        !names.is_empty(),
+        "{} is not a struct",
+        std::any::type_name::<T>()
+    );
     names
 }
 
@@ -105,7 +109,9 @@ enum Default {
 /// The real default of every key: the effective settings of [`REQUIRED_ONLY`]
 /// (serialised as `check-config` prints them); the keys that file sets are required; an
 /// optional key left out of the serialisation is unset.
-fn real_defaults(schema: &BTreeMap<&'static str, Vec<&'static str>>) -> BTreeMap<(String, String), Default> {
+fn real_defaults(
+    schema: &BTreeMap<&'static str, Vec<&'static str>>,
+) -> BTreeMap<(String, String), Default> {
     let config = Config::parse(REQUIRED_ONLY, |_| None).expect("the minimal config is valid");
     let effective: toml::Table = toml::from_str(&config.effective_toml()).unwrap();
     let given: toml::Table = toml::from_str(REQUIRED_ONLY).unwrap();
@@ -180,10 +186,15 @@ fn documented(
             continue;
         }
         if line.starts_with('[') {
-            let name = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            let name = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
             first_table = seen_tables.insert(name.clone());
             if !schema.contains_key(name.as_str()) {
-                errors.push(format!("line {n}: [{name}] is not a section of the configuration"));
+                errors.push(format!(
+                    "line {n}: [{name}] is not a section of the configuration"
+                ));
             }
             section = name;
             block.clear();
@@ -198,11 +209,17 @@ fn documented(
             .split_once('=')
             .map(|(k, _)| k.trim())
             .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-        let known = |k: &str| schema.get(section.as_str()).is_some_and(|keys| keys.contains(&k));
+        let known = |k: &str| {
+            schema
+                .get(section.as_str())
+                .is_some_and(|keys| keys.contains(&k))
+        };
         match key {
             Some(key) if !commented || known(key) => {
                 if !known(key) {
-                    errors.push(format!("line {n}: {section}.{key} is not a key the loader accepts"));
+                    errors.push(format!(
+                        "line {n}: {section}.{key} is not a key the loader accepts"
+                    ));
                 }
                 if first_table && !out.contains_key(&(section.clone(), key.to_string())) {
                     let mut defaults = Vec::new();
@@ -278,7 +295,10 @@ fn problems(text: &str) -> Vec<String> {
             ));
         }
         if doc.meaning_lines == 0 {
-            errors.push(format!("line {}: {section}.{key} has no explanation", doc.line));
+            errors.push(format!(
+                "line {}: {section}.{key} has no explanation",
+                doc.line
+            ));
         }
     }
     errors
@@ -291,7 +311,11 @@ fn reference_text() -> String {
 #[test]
 fn every_key_is_documented_with_its_real_default() {
     let errors = problems(&reference_text());
-    assert!(errors.is_empty(), "{REFERENCE} is out of date:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{REFERENCE} is out of date:\n{}",
+        errors.join("\n")
+    );
     // The schema really was read from the types (a broken probe would find nothing).
     let defaults = real_defaults(&schema());
     assert!(defaults.len() >= 37, "{defaults:?}");
@@ -329,18 +353,34 @@ fn the_checker_finds_drift() {
     let wrong = text.replacen("# default: 16384\n", "# default: 8192\n", 1);
     let no_default = text.replacen("# default: \"5m\"\n", "", 1);
     let missing = text.replacen("strip_prefix = false\n", "", 1);
-    let unknown = text.replacen("[store]\n", "[store]\n# Nothing.\n# default: 1\nbogus = 1\n", 1);
+    let unknown = text.replacen(
+        "[store]\n",
+        "[store]\n# Nothing.\n# default: 1\nbogus = 1\n",
+        1,
+    );
     let unexplained = text.replacen(
         "# sled's page cache, in bytes. At least 1048576 (1 MiB).\n",
         "",
         1,
     );
     for (what, variant, needle) in [
-        ("wrong default", wrong, "server.max_header_bytes documents default"),
-        ("no default line", no_default, "backchannel.max_age has no \"# default"),
+        (
+            "wrong default",
+            wrong,
+            "server.max_header_bytes documents default",
+        ),
+        (
+            "no default line",
+            no_default,
+            "backchannel.max_age has no \"# default",
+        ),
         ("missing key", missing, "route.strip_prefix is not in"),
         ("unknown key", unknown, "store.bogus is not a key"),
-        ("no explanation", unexplained, "store.cache_bytes has no explanation"),
+        (
+            "no explanation",
+            unexplained,
+            "store.cache_bytes has no explanation",
+        ),
     ] {
         assert_ne!(variant, text, "{what}: the edit applies");
         let errors = problems(&variant);

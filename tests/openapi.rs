@@ -443,7 +443,10 @@ fn for_gateway(doc: &Value, issuers: &[&str], token: bool) -> Value {
     let body = &mut doc["components"]["schemas"]["RevocationRequest"];
     body["properties"]["issuer"]["enum"] = json!(issuers);
     if issuers.len() > 1 {
-        body["required"].as_array_mut().unwrap().push(json!("issuer"));
+        body["required"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("issuer"));
     }
     doc
 }
@@ -474,11 +477,17 @@ async fn the_served_document_follows_the_token_and_the_issuers() {
         .json()
         .await
         .unwrap();
-    assert_eq!(served, for_gateway(&doc, &[ISS, "https://second.test/"], false));
+    assert_eq!(
+        served,
+        for_gateway(&doc, &[ISS, "https://second.test/"], false)
+    );
     // A reload to one issuer and a token: the next answer follows.
     write_config(
         &path,
-        &with_server_keys(&config_text(upstream, &dir.path().join("store.db"), ""), &format!("admin_token = \"{ADMIN_TOKEN}\"")),
+        &with_server_keys(
+            &config_text(upstream, &dir.path().join("store.db"), ""),
+            &format!("admin_token = \"{ADMIN_TOKEN}\""),
+        ),
     );
     assert_eq!(admin_reload(&gw).await.0, 200);
     let served: Value = send("GET", &gw.admin_url("/v1/openapi.json"), None, true)

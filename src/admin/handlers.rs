@@ -11,9 +11,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::body::{key_of, optional_string, parse_revocation, reject_unknown_fields};
-use super::{
-    json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES,
-};
+use super::{json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES};
 use crate::error::GatewayError;
 use crate::store::{Kind, NewRevocation, Source, StoreError};
 use crate::App;
@@ -347,10 +345,9 @@ where
     let config = app.config();
     let now = app.clock.now();
     let mut received = 0u64;
-    let imported = crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |n| {
-        received = n
-    })
-    .await;
+    let imported =
+        crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |n| received = n)
+            .await;
     match imported {
         // A request without a body is no import (the document requires one); an empty
         // export is imported with `revgate import`, which sends nothing for an empty file.
@@ -409,8 +406,7 @@ pub(super) fn openapi(
         .and(with_app(app))
         .map(|app: Arc<App>| {
             let document = super::openapi_document(&app.config());
-            warp::reply::with_header(document, "content-type", "application/json")
-                .into_response()
+            warp::reply::with_header(document, "content-type", "application/json").into_response()
         })
 }
 

@@ -206,9 +206,11 @@ pub async fn validate_logout_token(
             .ok_or_else(|| refuse(LogoutReason::Issuer, "unknown issuer"))?,
         _ => return Err(refuse(LogoutReason::Issuer, "missing issuer (iss)")),
     };
-    validate_for_issuer(config, issuer, keys, metrics, now, token, &jws, &claims, alg_name, kid)
-        .await
-        .map_err(|e| e.of_issuer(&issuer.issuer))
+    validate_for_issuer(
+        config, issuer, keys, metrics, now, token, &jws, &claims, alg_name, kid,
+    )
+    .await
+    .map_err(|e| e.of_issuer(&issuer.issuer))
 }
 
 /// The checks of [`validate_logout_token`] once the token's `iss` named a configured

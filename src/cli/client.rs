@@ -113,14 +113,11 @@ fn explicit_url(
     conn: &AdminConnection,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Option<(String, &'static str)> {
-    conn.admin
-        .clone()
-        .map(|u| (u, "--admin"))
-        .or_else(|| {
-            env(ADMIN_URL_ENV)
-                .filter(|u| !u.is_empty())
-                .map(|u| (u, ADMIN_URL_ENV))
-        })
+    conn.admin.clone().map(|u| (u, "--admin")).or_else(|| {
+        env(ADMIN_URL_ENV)
+            .filter(|u| !u.is_empty())
+            .map(|u| (u, ADMIN_URL_ENV))
+    })
 }
 
 /// Resolves the URL (`--admin` > `$REVGATE_ADMIN_URL` > config `server.admin_listen` >

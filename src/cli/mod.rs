@@ -241,14 +241,20 @@ pub fn run(cli: Cli) -> u8 {
 /// `man`: revgate(1) on stdout, or every page into `dir`.
 fn man(dir: Option<&std::path::Path>) -> Result<(), output::CliError> {
     let cmd = <Cli as clap::CommandFactory>::command();
-    let failed = |e: std::io::Error| output::CliError::Failed(format!("cannot write the manual page: {e}"));
+    let failed =
+        |e: std::io::Error| output::CliError::Failed(format!("cannot write the manual page: {e}"));
     match dir {
         Some(dir) => clap_mangen::generate_to(cmd, dir).map_err(|e| {
-            output::CliError::Failed(format!("cannot write manual pages to {}: {e}", dir.display()))
+            output::CliError::Failed(format!(
+                "cannot write manual pages to {}: {e}",
+                dir.display()
+            ))
         }),
         None => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(cmd).render(&mut page).map_err(failed)?;
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(failed)?;
             output::print_text(&String::from_utf8_lossy(&page));
             Ok(())
         }
@@ -302,7 +308,13 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct OutputArg {
     /// Output format
-    #[arg(long = "output", short = 'o', value_enum, value_name = "FORMAT", default_value_t)]
+    #[arg(
+        long = "output",
+        short = 'o',
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
     pub output: OutputFormat,
 }
 

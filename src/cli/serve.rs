@@ -50,7 +50,11 @@ pub(super) fn check_config(path: Option<&Path>) -> Result<(), CliError> {
     print!("{}", config.effective_toml());
     let mut err = std::io::stderr().lock();
     for warning in config.warnings() {
-        let _ = writeln!(err, "revgate check-config: warning: {}: {warning}", path.display());
+        let _ = writeln!(
+            err,
+            "revgate check-config: warning: {}: {warning}",
+            path.display()
+        );
     }
     Ok(())
 }

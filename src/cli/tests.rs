@@ -159,7 +159,9 @@ fn parses_unrevoke_lookup_list_stats_sweep() {
     ));
     // Without --config the file is looked for at run time (config_file.rs).
     assert!(matches!(
-        Cli::try_parse_from(["revgate", "check-store"]).unwrap().command,
+        Cli::try_parse_from(["revgate", "check-store"])
+            .unwrap()
+            .command,
         Command::CheckStore {
             config: None,
             repair: false
@@ -387,16 +389,25 @@ fn config_file_is_flag_then_env_then_the_search_path() {
     );
     // The system file, then the local one before it.
     std::fs::write(&system, "").unwrap();
-    assert_eq!(locate(None, &search, &no_env), ConfigFile::Found(system.clone()));
+    assert_eq!(
+        locate(None, &search, &no_env),
+        ConfigFile::Found(system.clone())
+    );
     std::fs::write(&local, "").unwrap();
-    assert_eq!(locate(None, &search, &no_env), ConfigFile::Found(local.clone()));
+    assert_eq!(
+        locate(None, &search, &no_env),
+        ConfigFile::Found(local.clone())
+    );
     // $REVGATE_CONFIG before both (empty: unset), --config before everything; named
     // files need not exist (loading them then fails loudly).
     assert_eq!(
         locate(None, &search, &env),
         ConfigFile::Named(PathBuf::from("/from/env.toml"), CONFIG_ENV)
     );
-    assert_eq!(locate(None, &search, &empty_env), ConfigFile::Found(local.clone()));
+    assert_eq!(
+        locate(None, &search, &empty_env),
+        ConfigFile::Found(local.clone())
+    );
     assert_eq!(
         locate(Some(Path::new("x.toml")), &search, &env),
         ConfigFile::Named(PathBuf::from("x.toml"), "--config")
@@ -405,7 +416,10 @@ fn config_file_is_flag_then_env_then_the_search_path() {
         required(None, &search, &env).unwrap(),
         PathBuf::from("/from/env.toml")
     );
-    assert_eq!(super::config_file::search_path()[1], Path::new("/etc/revgate/revgate.toml"));
+    assert_eq!(
+        super::config_file::search_path()[1],
+        Path::new("/etc/revgate/revgate.toml")
+    );
 }
 
 #[test]
@@ -453,9 +467,15 @@ fn usage_errors_exit_64() {
         assert!(e.use_stderr(), "{argv:?}");
         assert_eq!(usage_error(&e), EXIT_USAGE, "{argv:?}");
     }
-    for argv in [vec!["revgate", "--version"], vec!["revgate", "stats", "--help"]] {
+    for argv in [
+        vec!["revgate", "--version"],
+        vec!["revgate", "stats", "--help"],
+    ] {
         let e = Cli::try_parse_from(&argv).unwrap_err();
-        assert!(!e.use_stderr(), "{argv:?}: help and version go to stdout, exit 0");
+        assert!(
+            !e.use_stderr(),
+            "{argv:?}: help and version go to stdout, exit 0"
+        );
     }
 }
 
@@ -475,12 +495,22 @@ fn output_format_is_parsed_on_every_admin_command_that_prints() {
         for flag in [["--output", "json"], ["-o", "json"]] {
             let mut with = args.clone();
             with.extend(flag);
-            assert_eq!(parse(&with).unwrap().output(), OutputFormat::Json, "{with:?}");
+            assert_eq!(
+                parse(&with).unwrap().output(),
+                OutputFormat::Json,
+                "{with:?}"
+            );
         }
     }
-    assert_eq!(parse(&["list", "--json"]).unwrap().output(), OutputFormat::Json);
+    assert_eq!(
+        parse(&["list", "--json"]).unwrap().output(),
+        OutputFormat::Json
+    );
     assert!(parse(&["list", "--json", "--output", "table"]).is_err());
-    assert!(parse(&["export", "--output", "json"]).is_err(), "export is NDJSON only");
+    assert!(
+        parse(&["export", "--output", "json"]).is_err(),
+        "export is NDJSON only"
+    );
 }
 
 #[test]
@@ -494,10 +524,24 @@ fn records_and_answers_as_field_tables() {
         .collect();
     assert_eq!(
         names,
-        ["FIELD", "kind", "issuer", "value", "revoked_at", "issued_before", "expires_at", "reason", "source", "extra"]
+        [
+            "FIELD",
+            "kind",
+            "issuer",
+            "value",
+            "revoked_at",
+            "issued_before",
+            "expires_at",
+            "reason",
+            "source",
+            "extra"
+        ]
     );
     assert!(table.contains("\nissued_before  -\n"), "{table}");
-    assert_eq!(fields_table(&json!({"purged": 3}), &[]), "FIELD   VALUE\npurged  3\n");
+    assert_eq!(
+        fields_table(&json!({"purged": 3}), &[]),
+        "FIELD   VALUE\npurged  3\n"
+    );
 }
 
 #[test]
@@ -579,10 +623,12 @@ fn tables() {
     assert!(stats.contains("last_sweep.purged  3"), "{stats}");
     let stats = stats_table(&json!({"jti":0,"sid":0,"sub":0,"last_sweep":null}));
     assert!(stats.contains("last_sweep  never"), "{stats}");
-    let stats = stats_table(&json!({"jti":0,"sid":0,"sub":0,"last_sweep":null,"logouts":[
+    let stats = stats_table(
+        &json!({"jti":0,"sid":0,"sub":0,"last_sweep":null,"logouts":[
         {"issuer":"https://idp/","accepted":4,"refused":1,"last_refusal":
             {"at":"2026-01-02T03:04:05Z","reason":"time","error":"invalid logout token: missing exp"}},
-        {"issuer":null,"accepted":0,"refused":2,"last_refusal":null}]}));
+        {"issuer":null,"accepted":0,"refused":2,"last_refusal":null}]}),
+    );
     assert!(!stats.contains("logouts"), "{stats}");
     assert!(
         stats.contains("\nISSUER        ACCEPTED  REFUSED  LAST_REFUSAL\n"),
@@ -592,7 +638,10 @@ fn tables() {
         stats.contains("\nhttps://idp/  4         1        2026-01-02T03:04:05Z time: invalid logout token: missing exp\n"),
         "{stats}"
     );
-    assert!(stats.contains("\n-             0         2        -\n"), "{stats}");
+    assert!(
+        stats.contains("\n-             0         2        -\n"),
+        "{stats}"
+    );
 }
 
 /// What the fake admin API saw.

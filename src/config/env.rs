@@ -119,7 +119,10 @@ pub(super) fn apply_env_overrides(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(t) = server {
             t.insert("admin_token".to_string(), toml::Value::String(token));
-            applied.push((ADMIN_TOKEN_ENV.to_string(), "server.admin_token".to_string()));
+            applied.push((
+                ADMIN_TOKEN_ENV.to_string(),
+                "server.admin_token".to_string(),
+            ));
         }
     }
     Ok(applied)

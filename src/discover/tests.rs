@@ -244,16 +244,58 @@ fn strings_are_quoted_for_toml() {
 
 /// The providers of README "Connect your identity provider", each with the command line
 /// shown there: `(heading, ISSUER_URL, --client-id, --audience, document, keys)`.
-fn readme_providers() -> Vec<(&'static str, &'static str, &'static str, &'static str, Value, Value)> {
+fn readme_providers() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+    Value,
+)> {
     let (auth0_doc, auth0_keys) = auth0();
     let (llng_doc, llng_keys) = lemonldap();
     let rsa = || json!({"keys": [rsa_key("k1", Some("RS256"))]});
     vec![
-        ("Keycloak", "https://sso.example.com/realms/shop", "shop-web", "shop-api", keycloak(), rsa()),
-        ("Auth0", "https://tenant.eu.auth0.com/", "YOUR_CLIENT_ID", "https://api.example.com", auth0_doc, auth0_keys),
-        ("Okta", "https://dev-1.okta.com/oauth2/default", "0oa1client", "api://default", no_bcl("https://dev-1.okta.com/oauth2/default"), rsa()),
-        ("Microsoft Entra ID", "https://login.microsoftonline.com/0f4c/v2.0", "6e2b-client", "api://shop-api", no_bcl("https://login.microsoftonline.com/0f4c/v2.0"), rsa()),
-        ("LemonLDAP::NG", "https://auth.example.org/", "shop-web", "shop-api", llng_doc, llng_keys),
+        (
+            "Keycloak",
+            "https://sso.example.com/realms/shop",
+            "shop-web",
+            "shop-api",
+            keycloak(),
+            rsa(),
+        ),
+        (
+            "Auth0",
+            "https://tenant.eu.auth0.com/",
+            "YOUR_CLIENT_ID",
+            "https://api.example.com",
+            auth0_doc,
+            auth0_keys,
+        ),
+        (
+            "Okta",
+            "https://dev-1.okta.com/oauth2/default",
+            "0oa1client",
+            "api://default",
+            no_bcl("https://dev-1.okta.com/oauth2/default"),
+            rsa(),
+        ),
+        (
+            "Microsoft Entra ID",
+            "https://login.microsoftonline.com/0f4c/v2.0",
+            "6e2b-client",
+            "api://shop-api",
+            no_bcl("https://login.microsoftonline.com/0f4c/v2.0"),
+            rsa(),
+        ),
+        (
+            "LemonLDAP::NG",
+            "https://auth.example.org/",
+            "shop-web",
+            "shop-api",
+            llng_doc,
+            llng_keys,
+        ),
         (
             "Any OpenID Provider",
             "https://op.example.com",
@@ -272,7 +314,12 @@ fn readme_providers() -> Vec<(&'static str, &'static str, &'static str, &'static
 }
 
 /// What `revgate discover` writes for one provider: the command, stdout, stderr.
-fn cli_transcript(url: &str, client: &str, audience: &str, d: &Discovered) -> (String, String, String) {
+fn cli_transcript(
+    url: &str,
+    client: &str,
+    audience: &str,
+    d: &Discovered,
+) -> (String, String, String) {
     let command = format!("revgate discover {url} --client-id {client} --audience {audience}");
     let mut stderr = format!("revgate discover: {} at {url}\n", d.provider.name());
     for t in &d.todo {
@@ -286,7 +333,8 @@ fn cli_transcript(url: &str, client: &str, audience: &str, d: &Discovered) -> (S
 
 #[test]
 fn the_readme_recipes_show_what_discover_prints() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for (heading, url, client, audience, doc, jwks) in readme_providers() {
         let d = render(&doc, &jwks, &options(Some(client), Some(audience)));
         parse_block(&d.toml);

@@ -106,6 +106,9 @@ mod tests {
         );
         let mut bare = String::new();
         Histogram::new(&TWO).render(&mut bare, "y", "");
-        assert!(bare.contains("y_bucket{le=\"+Inf\"} 0\ny_sum 0\ny_count 0\n"), "{bare}");
+        assert!(
+            bare.contains("y_bucket{le=\"+Inf\"} 0\ny_sum 0\ny_count 0\n"),
+            "{bare}"
+        );
     }
 }

@@ -118,8 +118,14 @@ mod tests {
         assert_eq!((rows[0].1.accepted, rows[0].1.refused), (2, 2));
         let last = rows[0].1.last_refusal.clone().unwrap();
         assert_eq!((last.at, last.reason), (200, LogoutReason::Audience));
-        assert_eq!(last.description, "invalid logout token: audience not accepted");
-        assert_eq!(rows[1], (Some("https://b/".to_string()), IssuerLogouts::default()));
+        assert_eq!(
+            last.description,
+            "invalid logout token: audience not accepted"
+        );
+        assert_eq!(
+            rows[1],
+            (Some("https://b/".to_string()), IssuerLogouts::default())
+        );
         assert_eq!(rows[2].0, None);
         assert_eq!(rows[2].1.refused, 1);
         assert_eq!(

@@ -163,7 +163,8 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
                       Max open files            65536                524288               files     \n";
         assert_eq!(max_open_files(limits), Some(65536));
-        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
         assert_eq!(max_open_files(unlimited), None);
     }
 

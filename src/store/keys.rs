@@ -197,10 +197,18 @@ mod tests {
         assert_eq!(decode_cursor(&c).unwrap(), (KIND_SUB, rk));
         assert!(decode_cursor("!!").is_err());
         assert!(decode_cursor("").is_err());
-        assert!(decode_cursor("A").is_err(), "no base64url text has 4n+1 characters");
+        assert!(
+            decode_cursor("A").is_err(),
+            "no base64url text has 4n+1 characters"
+        );
         // Any other base64url text is a position, trailing bits and all.
         assert_eq!(decode_cursor("AB").unwrap(), (0, vec![]));
         assert_eq!(decode_cursor("_w").unwrap(), (0xff, vec![]));
-        assert_eq!(decode_cursor(&encode_cursor(KIND_LOGOUT, b"\0\0x")).unwrap().0, KIND_LOGOUT);
+        assert_eq!(
+            decode_cursor(&encode_cursor(KIND_LOGOUT, b"\0\0x"))
+                .unwrap()
+                .0,
+            KIND_LOGOUT
+        );
     }
 }
