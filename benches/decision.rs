@@ -118,7 +118,7 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     for chunk in records.chunks(4096) {
-        rt.block_on(store.import_records(chunk)).unwrap();
+        rt.block_on(store.import_records(chunk.to_vec())).unwrap();
     }
     let t = token(Algorithm::RS256, now, 7);
     let mut group = c.benchmark_group("decision");

@@ -55,11 +55,13 @@ fn filled(
             };
             batch.push(record(kind, i, expires_at));
             if batch.len() == 4096 {
-                store.import_records(&batch).await.unwrap();
-                batch.clear();
+                store
+                    .import_records(std::mem::take(&mut batch))
+                    .await
+                    .unwrap();
             }
         }
-        store.import_records(&batch).await.unwrap();
+        store.import_records(batch).await.unwrap();
     });
     store
 }

@@ -5,6 +5,7 @@
 //! upstream clients).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -60,6 +61,11 @@ pub struct App {
     /// The token decision: verification (with the verified-token cache), revocation
     /// lookup, scopes.
     pub auth: Authorizer,
+    /// The TLS certificate and key of `server.listen` in force (empty when TLS is off);
+    /// a reload replaces them.
+    pub tls: Arc<crate::tls::Certificates>,
+    /// Set once shutdown has begun: health answers 503 from then on.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for App {
@@ -101,7 +107,19 @@ impl App {
             metrics,
             clock,
             auth,
+            tls: Arc::default(),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the gateway as shutting down ([`crate::health`] answers 503 from now on).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// The configuration in force (a cheap `Arc` clone).

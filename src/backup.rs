@@ -274,7 +274,7 @@ async fn write_batch(
         }
     } else {
         let outcomes = store
-            .import_records(batch)
+            .import_records(std::mem::take(batch))
             .await
             .map_err(|source| ImportError::Store {
                 imported: summary.imported + summary.merged,

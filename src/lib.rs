@@ -18,7 +18,9 @@ pub mod demo;
 pub mod discover;
 pub mod endpoints;
 pub mod error;
+pub mod health;
 mod ids;
+pub mod logline;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
@@ -26,6 +28,7 @@ pub mod server;
 mod start;
 pub mod store;
 mod telemetry;
+pub mod tls;
 
 pub use app::{App, Snapshot};
 pub use server::{run, Listeners};

@@ -154,7 +154,8 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::StoreError,
     ];
-    fn label(self) -> &'static str {
+    /// The `outcome` label (also the access log's `outcome`).
+    pub fn label(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
             Outcome::Public => "public",

@@ -9,12 +9,16 @@
 //!    a restart: bound sockets, the open store, the installed log subscriber), reports each
 //!    one that differs as "needs restart", and validates the result again (so, say, a
 //!    non-loopback `admin_listen` still requires an `admin_token`);
+//!    Turning TLS on `listen` on or off is such a change ([`TLS_SWITCH_KEYS`]);
+//!    with TLS on, `server.tls_cert` and `server.tls_key` are re-read and a bad or
+//!    mismatched pair refuses the reload, naming the file ([`crate::tls::load`]);
 //! 3. loads the keys of the new issuers into the keyring (kept last good keys of the others,
 //!    issuers no longer configured dropped), then swaps the configuration in one step.
 //!
 //! Any failure refuses the whole reload and logs the reason; the running configuration
 //! stays. Connections are never dropped and the store is never touched: requests in flight
-//! finish with the configuration they started with, the next ones use the new one.
+//! finish with the configuration they started with, the next ones use the new one; TLS
+//! connections already open keep their certificate, new ones get the new one.
 //! Reloads are serialised.
 
 use std::path::{Path, PathBuf};
@@ -35,6 +39,10 @@ pub const RESTART_KEYS: [&str; 5] = [
     "store.path",
     "store.cache_bytes",
 ];
+
+/// Reported as needing a restart when a reload would turn TLS on `listen` on or off (the
+/// running setting stays); a reload that keeps TLS on re-reads both files.
+pub const TLS_SWITCH_KEYS: [&str; 2] = ["server.tls_cert", "server.tls_key"];
 
 /// What a successful reload did (the `POST /v1/reload` answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,6 +76,9 @@ pub enum ReloadError {
     /// A `jwks_file` or `hmac_secret_file` does not load.
     #[error("{0}")]
     Keys(#[from] KeyError),
+    /// `server.tls_cert` / `server.tls_key` do not load (the line names the key and file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Reads and checks a config file as start-up, reload and `check-config` all do: the
@@ -76,6 +87,7 @@ pub enum ReloadError {
 pub fn check_file(path: &Path) -> Result<Config, ReloadError> {
     let config = Config::load(path)?;
     crate::auth::keys::check_local_keys(&config)?;
+    crate::tls::load(&config.server).map_err(ReloadError::Tls)?;
     Ok(config)
 }
 
@@ -128,6 +140,8 @@ async fn reload_from(app: &App, path: &Path) -> Result<ReloadReport, ReloadError
     let needs_restart = keep_restart_keys(&old, &mut new);
     new.validate()?;
     let changed = changed_sections(&old, &new);
+    // Read again after the restart keys are settled (TLS on or off is one of them).
+    let tls = crate::tls::load(&new.server).map_err(ReloadError::Tls)?;
     // Keys first: the new issuers have theirs before their tokens are accepted.
     app.keys.refresh_all(&new, &app.metrics).await;
     let report = ReloadReport {
@@ -138,6 +152,9 @@ async fn reload_from(app: &App, path: &Path) -> Result<ReloadReport, ReloadError
         routes: new.routes.len(),
         issuers: new.issuers.len(),
     };
+    if let Some(pair) = tls {
+        app.tls.set(pair);
+    }
     app.set_config(new);
     Ok(report)
 }
@@ -169,6 +186,13 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<String> {
     new.server.log_format = old.server.log_format;
     new.store.path = old.store.path.clone();
     new.store.cache_bytes = old.store.cache_bytes;
+    // Whether `listen` speaks TLS is fixed at start-up (the listener's kind); the files
+    // themselves are re-read by every reload.
+    if new.server.tls_enabled() != old.server.tls_enabled() {
+        differ.extend(TLS_SWITCH_KEYS.iter().map(|k| k.to_string()));
+        new.server.tls_cert = old.server.tls_cert.clone();
+        new.server.tls_key = old.server.tls_key.clone();
+    }
     differ
 }
 

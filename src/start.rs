@@ -34,6 +34,9 @@ pub enum StartError {
     /// fetched is not an error: the last good keys of the store are used).
     #[error("{0}")]
     Keys(crate::auth::keys::KeyError),
+    /// `server.tls_cert` / `server.tls_key` did not load (the line names the file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A gateway whose store is open, whose listeners are bound and whose keys are loaded:
@@ -79,7 +82,11 @@ impl Gateway {
         store: RevocationStore,
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
+        let tls = crate::tls::load(&config.server).map_err(StartError::Tls)?;
         let app = App::new(config, config_path, store, clock);
+        if let Some(pair) = tls {
+            app.tls.set(pair);
+        }
         app.keys
             .load_all(&app.config(), &app.metrics)
             .await

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::MAX_REASON_BYTES;
 use crate::error::GatewayError;
 use crate::store::{
-    default_expires_at, Kind, NewRevocation, Source, MAX_ISSUER_BYTES, MAX_VALUE_BYTES,
+    Kind, NewRevocation, Policy, Requested, Source, MAX_ISSUER_BYTES, MAX_VALUE_BYTES,
 };
 use crate::App;
 
@@ -156,39 +156,33 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, Gatewa
             crate::clock::parse_rfc3339_strict(&text)
                 .map_err(|e| GatewayError::invalid(format!("issued_before: {e}")))?,
         ),
-        None if kind == Kind::Jti => None,
-        None => Some(now),
+        None => None,
     };
+    let issued_before = Policy::issued_before(kind, issued_before, now);
     // The field that decides the expiry, named when it lies beyond what RFC 3339 can write.
     let expiry_field = match (&ttl, &expires_at) {
         (Some(_), _) => "ttl",
         (None, None) if kind != Kind::Jti => "issued_before",
         _ => "expires_at",
     };
-    let expires_at = if let Some(ttl) = ttl {
+    let requested = if let Some(ttl) = ttl {
         let d = humantime::parse_duration(ttl.trim())
             .map_err(|e| GatewayError::invalid(format!("ttl: invalid duration {ttl:?}: {e}")))?;
         if d.as_secs() == 0 {
             return Err(GatewayError::invalid("ttl: must be at least 1s"));
         }
-        now.saturating_add(d.as_secs())
+        Some(Requested::Ttl(d.as_secs()))
     } else if let Some(text) = expires_at {
         let at = crate::clock::parse_rfc3339_strict(&text)
             .map_err(|e| GatewayError::invalid(format!("expires_at: {e}")))?;
         if at <= now {
             return Err(GatewayError::invalid("expires_at: is in the past"));
         }
-        at
+        Some(Requested::At(at))
     } else {
-        default_expires_at(
-            kind,
-            now,
-            None,
-            issued_before,
-            config.auth.max_token_lifetime.as_secs(),
-            config.auth.leeway.as_secs(),
-        )
+        None
     };
+    let expires_at = Policy::of(&config).expires_at(kind, now, issued_before, requested);
     if expires_at > crate::clock::MAX_RFC3339_SECS {
         return Err(GatewayError::invalid(format!(
             "{expiry_field}: the expiry would be after {}",

@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 use super::body::{key_of, optional_string, parse_revocation, reject_unknown_fields};
 use super::{json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES};
 use crate::error::GatewayError;
-use crate::store::{Kind, NewRevocation, Source, StoreError};
+use crate::store::{Kind, Policy, Source, StoreError};
 use crate::App;
 
 fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
@@ -85,16 +85,13 @@ pub(super) fn create_from_token(
                 .verify(&token)
                 .await
                 .map_err(|e| warp::reject::custom(GatewayError::invalid(format!("token: {e}"))))?;
-            let config = app.config();
-            let rev = NewRevocation {
-                kind: Kind::Jti,
-                issuer: verified.issuer.clone(),
-                value: verified.jti.clone(),
-                issued_before: None,
-                expires_at: verified.exp.saturating_add(config.auth.leeway.as_secs()),
+            let rev = Policy::of(&app.config()).token_revocation(
+                &verified.issuer,
+                &verified.jti,
+                verified.exp,
                 reason,
-                source: Source::Admin,
-            };
+                Source::Admin,
+            );
             let record = app
                 .store
                 .revoke(rev)
@@ -418,20 +415,13 @@ pub(super) fn healthz(
         .and(warp::get())
         .and(with_app(app))
         .map(|app: Arc<App>| {
-            let config = app.config();
-            let store_ok = app.store.probe().is_ok();
-            let keys_ok = app.keys.ready(&config);
-            let status = if store_ok && keys_ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let health = crate::health::Health::of(&app);
             json_reply(
-                status,
+                health.status_code(),
                 &json!({
-                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-                    "store": if store_ok { "ok" } else { "error" },
-                    "keys": if keys_ok { "ok" } else { "missing" },
+                    "status": health.status_word(),
+                    "store": if health.store_ok { "ok" } else { "error" },
+                    "keys": if health.keys_ok { "ok" } else { "missing" },
                 }),
             )
         })

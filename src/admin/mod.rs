@@ -14,7 +14,7 @@
 //! - `POST   /v1/import?dry_run=`              NDJSON records merged in; durable before the answer
 //! - `POST   /v1/reload`                       re-read the config file → 200 report / 400, old kept
 //! - `GET    /v1/openapi.json`                 the OpenAPI 3 document of this API ([`OPENAPI`])
-//! - `GET    /healthz`                         200 when the store is usable and every issuer has keys
+//! - `GET    /healthz`                         200 when the store is usable, every issuer has keys and no shutdown has begun ([`crate::health`])
 //! - `GET    /metrics`                         Prometheus text
 //!
 //! [`ROUTES`] lists the same routes with the body each takes; it drives the request checks

@@ -11,6 +11,10 @@
 //! | server | log_format | `text` (`json`) |
 //! | server | trusted_proxies | `[]` (IPs / CIDR blocks whose forwarding headers are kept) |
 //! | server | admin_hosts | `[]` (extra `Host` names the admin API answers to) |
+//! | server | tls_cert, tls_key | `""` (both set: `listen` serves HTTPS, HTTP/2 and HTTP/1.1 by ALPN) |
+//! | server | access_log | `true` (one `revgate::access` line per proxy-listener request) |
+//! | server | drain_grace | `10s` (SIGTERM: how long in-flight requests may finish) |
+//! | server | health_path | `""` (e.g. `/-/health`: health for a load balancer on the proxy listener) |
 //! | issuer | issuer, audiences, jwks_url / jwks_file, algorithms (`["RS256"]`), hmac_secret_file, session_claim (`sid`), require_typ (`""`), logout_audiences (`[]`), logout_algorithms (`["RS256"]`), logout_require_exp (`true`) | |
 //! | auth | leeway (`60s`), max_token_lifetime (`24h`), jwks_refresh (`10m`), forward_cors_preflight (`true`), identity_headers (`true`), verified_token_cache (`10000`, 0 = off) | |
 //! | route | prefix (`/`), upstream, strip_prefix (`false`), timeout (`30s`), public (`false`), scopes (`[]`) | |
@@ -39,6 +43,8 @@ pub use validate::*;
 pub const DEFAULT_VERIFIED_TOKEN_CACHE: usize = 10_000;
 /// Largest accepted `auth.verified_token_cache`.
 pub const MAX_VERIFIED_TOKEN_CACHE: usize = 10_000_000;
+/// Default `server.drain_grace`.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a configuration was refused. The message names the key and the problem;
 /// the CLI turns any of these into exit status 64 ([`crate::cli::EXIT_USAGE`]).
@@ -139,6 +145,30 @@ pub struct ServerConfig {
     /// other `Host` gets `421`, so a DNS-rebinding page cannot reach the API. Compared
     /// case-insensitively; the `Host` port is not compared.
     pub admin_hosts: Vec<String>,
+    /// PEM certificate chain (end-entity first) for `listen`; with `tls_key` the listener
+    /// accepts only TLS 1.2/1.3, offering `h2` and `http/1.1` by ALPN. Re-read on reload.
+    /// Empty: plain HTTP/1.1.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert` (PKCS#8; PKCS#1 RSA and SEC1 EC keys too, as ACME
+    /// clients such as lego write them). Re-read on reload.
+    pub tls_key: PathBuf,
+    /// One `info` line per request on the proxy listener, target `revgate::access`.
+    pub access_log: bool,
+    /// SIGTERM: how long in-flight requests may finish once the listeners close; with a
+    /// `health_path`, also how long the proxy listener keeps serving (its health answering
+    /// 503) before it closes, so a load balancer drains the node first.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_grace: Duration,
+    /// When non-empty, `GET`/`HEAD` of this path on the proxy listener answers the
+    /// gateway's health (`200`/`503`, `{"status": ...}` only) without a token.
+    pub health_path: String,
+}
+
+impl ServerConfig {
+    /// Whether `listen` serves TLS (both `tls_cert` and `tls_key` set).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty() && !self.tls_key.as_os_str().is_empty()
+    }
 }
 
 /// `[[issuer]]`: one trusted token issuer.
@@ -286,6 +316,11 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
             admin_hosts: Vec::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            access_log: true,
+            drain_grace: DEFAULT_DRAIN_GRACE,
+            health_path: String::new(),
         }
     }
 }

@@ -732,3 +732,47 @@ fn resolve_issuer_names_one_or_takes_the_only_one() {
         "https://second/"
     );
 }
+
+#[test]
+fn edge_keys_have_defaults_overrides_and_checks() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.server.tls_enabled() && c.server.access_log);
+    assert_eq!(c.server.drain_grace, DEFAULT_DRAIN_GRACE);
+    assert_eq!(c.server.health_path, "");
+
+    let c = Config::parse(
+        MINIMAL,
+        env_of(&[
+            ("REVGATE_SERVER_TLS_CERT", "/etc/revgate/tls/fullchain.pem"),
+            ("REVGATE_SERVER_TLS_KEY", "/etc/revgate/tls/privkey.pem"),
+            ("REVGATE_SERVER_ACCESS_LOG", "false"),
+            ("REVGATE_SERVER_DRAIN_GRACE", "30s"),
+            ("REVGATE_SERVER_HEALTH_PATH", "/-/health"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.server.tls_enabled() && !c.server.access_log);
+    assert_eq!(c.server.drain_grace, Duration::from_secs(30));
+    assert_eq!(c.server.health_path, "/-/health");
+
+    assert_err(
+        &with_section("server", "tls_cert = \"a.pem\""),
+        &["server.tls_key", "required with server.tls_cert"],
+    );
+    assert_err(
+        &with_section("server", "tls_key = \"a.key\""),
+        &["server.tls_cert", "required with server.tls_key"],
+    );
+    assert_err(
+        &with_section("server", "drain_grace = \"6m\""),
+        &["server.drain_grace", "exceeds the maximum of 5m"],
+    );
+    assert_err(
+        &with_section("server", "health_path = \"health\""),
+        &["server.health_path", "must start with"],
+    );
+    assert_err(
+        &with_section("server", "health_path = \"/revoke\""),
+        &["server.health_path", "public endpoint"],
+    );
+}

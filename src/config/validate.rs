@@ -21,6 +21,9 @@ pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(1);
 /// Shortest accepted `store.sweep_interval`; the sweeper also never waits less (a zero
 /// interval would spin).
 pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest accepted `server.drain_grace`: a supervisor's stop timeout (systemd's
+/// `TimeoutStopSec`) must exceed twice it.
+pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(300);
 /// Smallest accepted `store.cache_bytes` (1 MiB).
 pub const MIN_CACHE_BYTES: u64 = 1 << 20;
 
@@ -213,6 +216,34 @@ impl Config {
                 ),
             ));
         }
+        match (
+            s.tls_cert.as_os_str().is_empty(),
+            s.tls_key.as_os_str().is_empty(),
+        ) {
+            (false, true) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "is required with server.tls_cert (both set: HTTPS; neither: plain HTTP)",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "is required with server.tls_key (both set: HTTPS; neither: plain HTTP)",
+                ))
+            }
+            _ => {}
+        }
+        if s.drain_grace > MAX_DRAIN_GRACE {
+            return Err(invalid(
+                "server.drain_grace",
+                format!(
+                    "{} exceeds the maximum of {}",
+                    humantime::format_duration(s.drain_grace),
+                    humantime::format_duration(MAX_DRAIN_GRACE)
+                ),
+            ));
+        }
         if s.max_body_bytes < MIN_BODY_BYTES {
             return Err(invalid(
                 "server.max_body_bytes",
@@ -393,6 +424,16 @@ impl Config {
                     "{:?} is also backchannel.path: the two endpoints need different paths",
                     self.revoke_endpoint.path
                 ),
+            ));
+        }
+        let health = &self.server.health_path;
+        check_endpoint_path("server.health_path", health)?;
+        if !health.is_empty()
+            && (*health == self.backchannel.path || *health == self.revoke_endpoint.path)
+        {
+            return Err(invalid(
+                "server.health_path",
+                format!("{health:?} is also the path of a public endpoint: it needs its own"),
             ));
         }
         if self.backchannel.max_age.is_zero() {

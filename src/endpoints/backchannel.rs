@@ -13,7 +13,7 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Kind, NewRevocation, SeenLogout, Source};
+use crate::store::{Kind, Logout, NewRevocation, Policy, SeenLogout, Source};
 use crate::App;
 
 /// Answers a back-channel logout request. A refused logout token is logged at `warn`
@@ -119,44 +119,31 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Refuse
             ))
         }
     };
-    let leeway = config.auth.leeway.as_secs();
-    let expires_at = crate::store::default_expires_at(
-        kind,
-        now,
-        None,
-        Some(logout.iat),
-        config.auth.max_token_lifetime.as_secs(),
-        leeway,
-    );
-    let jti_until = seen_jti_expires_at(
-        logout.iat,
-        logout.exp,
-        config.backchannel.max_age.as_secs(),
-        leeway,
-    );
-    let rev = NewRevocation {
-        kind,
-        issuer: logout.issuer.clone(),
-        value,
-        issued_before: Some(logout.iat),
-        expires_at,
-        reason: Some("back-channel logout".to_string()),
-        source: Source::Backchannel,
+    let policy = Policy::of(&config);
+    let change = Logout {
+        revocation: NewRevocation {
+            kind,
+            issuer: logout.issuer.clone(),
+            value,
+            issued_before: Some(logout.iat),
+            expires_at: policy.cutoff_expires_at(logout.iat),
+            reason: Some("back-channel logout".to_string()),
+            source: Source::Backchannel,
+        },
+        jti: logout.jti.clone(),
+        fingerprint: logout.fingerprint,
+        jti_expires_at: policy.seen_jti_expires_at(logout.iat, logout.exp),
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let seen = app
-        .store
-        .record_logout(&rev, &logout.jti, logout.fingerprint, jti_until)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store write failed during back-channel logout");
-            Refused::of(
-                LogoutReason::Store,
-                &logout.issuer,
-                "revocation could not be stored",
-            )
-        })?;
+    let seen = app.store.record_logout(change).await.map_err(|e| {
+        tracing::error!(error = %e, "store write failed during back-channel logout");
+        Refused::of(
+            LogoutReason::Store,
+            &logout.issuer,
+            "revocation could not be stored",
+        )
+    })?;
     match seen {
         SeenLogout::Conflict => Err(Refused::of(
             LogoutReason::Replay,
@@ -169,45 +156,5 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Refuse
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
             Ok(logout.issuer)
         }
-    }
-}
-
-/// Until when a logout token's `jti` is remembered (SPEC §4): the earlier of `exp` +
-/// leeway and `iat` + `max_age` + leeway. After either instant the token is refused anyway
-/// (expired, or too old), so a replay needs no memory of it; without the second bound a far
-/// `exp` would keep the jti for decades.
-fn seen_jti_expires_at(iat: u64, exp: Option<u64>, max_age: u64, leeway: u64) -> u64 {
-    let too_old = iat.saturating_add(max_age).saturating_add(leeway);
-    match exp {
-        Some(exp) => exp.saturating_add(leeway).min(too_old),
-        None => too_old,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seen_jti_is_kept_until_the_earlier_of_exp_and_max_age() {
-        let (iat, max_age, leeway) = (1_000, 300, 60);
-        // exp before iat + max_age: exp + leeway.
-        assert_eq!(
-            seen_jti_expires_at(iat, Some(iat + 120), max_age, leeway),
-            iat + 180
-        );
-        // A far exp (31 years): iat + max_age + leeway.
-        let far = iat + 1_000_000_000;
-        assert_eq!(
-            seen_jti_expires_at(iat, Some(far), max_age, leeway),
-            iat + 360
-        );
-        // No exp (logout_require_exp = false): iat + max_age + leeway.
-        assert_eq!(seen_jti_expires_at(iat, None, max_age, leeway), iat + 360);
-        // Never wraps.
-        assert_eq!(
-            seen_jti_expires_at(u64::MAX - 1, Some(u64::MAX), max_age, leeway),
-            u64::MAX
-        );
     }
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::answer;
 use super::form::{read_form, single_param};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Kind, NewRevocation, Source};
+use crate::store::{Policy, Source};
 use crate::App;
 
 /// Answers a revocation request.
@@ -30,16 +30,13 @@ async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Gate
             return Ok(());
         }
     };
-    let leeway = app.config().auth.leeway.as_secs();
-    let rev = NewRevocation {
-        kind: Kind::Jti,
-        issuer: verified.issuer.clone(),
-        value: verified.jti.clone(),
-        issued_before: None,
-        expires_at: verified.exp.saturating_add(leeway),
-        reason: Some("revoked by the application".to_string()),
-        source: Source::RevokeEndpoint,
-    };
+    let rev = Policy::of(&app.config()).token_revocation(
+        &verified.issuer,
+        &verified.jti,
+        verified.exp,
+        Some("revoked by the application".to_string()),
+        Source::RevokeEndpoint,
+    );
     match app.store.revoke(rev).await {
         Ok(_) => {
             app.metrics.revocation_recorded(Source::RevokeEndpoint);

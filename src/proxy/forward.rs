@@ -11,7 +11,9 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::access::Trace;
 use super::headers::*;
+use super::upgrade::ClientUpgrade;
 use crate::auth::VerifiedToken;
 use crate::config::{Config, RouteConfig};
 use crate::error::{GatewayError, ProxyBody};
@@ -47,6 +49,7 @@ impl Upstreams {
             .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .http1_only()
             .build()
             .expect("HTTP client with static settings");
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -94,16 +97,33 @@ pub(super) enum Admission<'a> {
     Token(&'a VerifiedToken),
 }
 
-/// Sends the request upstream and streams the answer back.
+/// The connection-level facts of one request on the proxy listener.
+pub(super) struct Exchange<'a> {
+    /// The peer of the connection.
+    pub remote: SocketAddr,
+    /// `X-Request-Id` (the client's or a new one).
+    pub request_id: &'a str,
+    /// Whether the listener speaks TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
+/// Sends the request upstream and streams the answer back; a WebSocket request that the
+/// upstream accepts is joined to it ([`ClientUpgrade`]). The upstream's time to answer
+/// goes into `trace`.
 pub(super) async fn forward(
     upstreams: &Upstreams,
     config: &Config,
     route: &RouteConfig,
-    req: Request<Incoming>,
-    remote: SocketAddr,
-    request_id: &str,
+    mut req: Request<Incoming>,
+    exchange: &Exchange<'_>,
     admission: Admission<'_>,
+    trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, GatewayError> {
+    let remote = exchange.remote;
+    let websocket = match admission {
+        Admission::Preflight => None,
+        Admission::Public | Admission::Token(_) => ClientUpgrade::take(&mut req),
+    };
     let (parts, body) = req.into_parts();
     let url = upstream_url(route, &parts.uri);
     let mut headers = parts.headers;
@@ -125,8 +145,12 @@ pub(super) async fn forward(
         .trusted_proxies
         .iter()
         .any(|net| net.contains(remote.ip()));
-    set_forwarding_headers(&mut headers, trusted, remote.ip(), LISTENER_SCHEME, host);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    let scheme = listener_scheme(exchange.tls);
+    set_forwarding_headers(&mut headers, trusted, remote.ip(), scheme, host);
+    if websocket.is_some() {
+        ClientUpgrade::request_headers(&mut headers);
+    }
+    if let Ok(v) = HeaderValue::from_str(exchange.request_id) {
         headers.insert(X_REQUEST_ID, v);
     }
     if let (Admission::Token(t), true) = (admission, config.auth.identity_headers) {
@@ -143,23 +167,23 @@ pub(super) async fn forward(
     } else {
         http_body_util::Limited::new(body, config.server.max_body_bytes as usize).boxed()
     };
-    let answer = if url.starts_with("http://") {
-        upstreams
-            .send_plain(route, parts.method, &url, headers, body)
-            .await?
-    } else {
-        upstreams
-            .send_tls(route, parts.method, &url, headers, body)
-            .await?
-    };
-    let (mut parts, body) = answer.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body))
+    let sent = std::time::Instant::now();
+    let answer = upstreams
+        .send(route, parts.method, &url, headers, body)
+        .await;
+    trace.upstream = Some(sent.elapsed());
+    let mut answer = answer?;
+    strip_hop_by_hop(answer.headers_mut());
+    if let Some(websocket) = websocket {
+        websocket.finish(&mut answer);
+    }
+    Ok(answer)
 }
 
 impl Upstreams {
-    /// `http://` upstreams, through hyper's pooled client.
-    async fn send_plain(
+    /// Sends the request to `url`: `http://` through hyper's pooled client, `https://`
+    /// through reqwest.
+    async fn send(
         &self,
         route: &RouteConfig,
         method: http::Method,
@@ -167,26 +191,17 @@ impl Upstreams {
         headers: HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, GatewayError> {
-        let uri: http::Uri = url.parse().map_err(|_| {
-            tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
-            GatewayError::UpstreamUnreachable
-        })?;
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        answered(route, self.plain.request(request), |_| false).await
-    }
-
-    /// `https://` upstreams, through reqwest.
-    async fn send_tls(
-        &self,
-        route: &RouteConfig,
-        method: http::Method,
-        url: &str,
-        headers: HeaderMap,
-        body: ProxyBody,
-    ) -> Result<Response<ProxyBody>, GatewayError> {
+        if url.starts_with("http://") {
+            let uri: http::Uri = url.parse().map_err(|_| {
+                tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
+                GatewayError::UpstreamUnreachable
+            })?;
+            let mut request = Request::new(body);
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            return answered(route, self.plain.request(request), |_| false).await;
+        }
         let request = self
             .tls
             .request(method, url)
@@ -245,18 +260,8 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::route::tests::route;
     use super::*;
-
-    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
-        RouteConfig {
-            prefix: prefix.into(),
-            upstream: upstream.into(),
-            strip_prefix: strip,
-            timeout: std::time::Duration::from_secs(1),
-            public: false,
-            scopes: vec![],
-        }
-    }
 
     #[test]
     fn upstream_url_joins_paths() {

@@ -34,9 +34,61 @@ pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwa
 /// RFC 7239; like `X-Real-IP`, kept only from `server.trusted_proxies`, never set.
 pub(super) const FORWARDED: HeaderName = header::FORWARDED;
 pub(super) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-/// `X-Forwarded-Proto` the gateway sets: the scheme of the proxy listener, plain HTTP
-/// (with a TLS listener, `forward` passes `https` instead).
+/// `X-Forwarded-Proto` the gateway sets on a plain proxy listener.
 pub(super) const LISTENER_SCHEME: HeaderValue = HeaderValue::from_static("http");
+/// `X-Forwarded-Proto` the gateway sets on a TLS proxy listener (`server.tls_cert`).
+pub(super) const TLS_LISTENER_SCHEME: HeaderValue = HeaderValue::from_static("https");
+
+/// The scheme of the proxy listener, for `X-Forwarded-Proto`.
+pub(super) fn listener_scheme(tls: bool) -> HeaderValue {
+    if tls {
+        TLS_LISTENER_SCHEME
+    } else {
+        LISTENER_SCHEME
+    }
+}
+
+/// Whether `headers` ask for a WebSocket (RFC 6455 §4.1): `Connection` names `upgrade` and
+/// `Upgrade` names `websocket`, both case-insensitively. Only an HTTP/1.1 `GET` can be one
+/// (HTTP/2 forbids both headers); the caller checks method and version.
+pub(super) fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    let names = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    names(header::CONNECTION, "upgrade") && names(header::UPGRADE, "websocket")
+}
+
+/// The client address for the access log when the peer is a trusted proxy: walking
+/// `X-Forwarded-For` from the right (the entries appended by proxies nearest to us), the
+/// first address that is not itself a trusted proxy; the leftmost when all are. `None`
+/// without the header or when an entry on the way does not parse (nothing reliable left).
+pub(super) fn forwarded_client(
+    headers: &HeaderMap,
+    trusted: &[crate::config::IpNet],
+) -> Option<std::net::IpAddr> {
+    let mut entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut last = None;
+    while let Some(entry) = entries.pop() {
+        let ip: std::net::IpAddr = entry.parse().ok()?;
+        let ip = ip.to_canonical();
+        if !trusted.iter().any(|net| net.contains(ip)) {
+            return Some(ip);
+        }
+        last = Some(ip);
+    }
+    last
+}
 
 /// Headers the gateway sets, or removes from untrusted peers, whose `_` spellings
 /// (`X_Auth_Sub`, `x-forwarded_for`) are always removed (SPEC §4).
@@ -308,6 +360,58 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example");
+    }
+
+    #[test]
+    fn websocket_requests_are_recognised_by_both_headers() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(asks_for_websocket(&h(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket")
+        ])));
+        assert!(!asks_for_websocket(&h(&[("upgrade", "websocket")])));
+        assert!(!asks_for_websocket(&h(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c")
+        ])));
+        assert!(!asks_for_websocket(&h(&[
+            ("connection", "upgrades"),
+            ("upgrade", "websocket")
+        ])));
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_nearest_untrusted_address() {
+        let trusted: Vec<crate::config::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let with = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(X_FORWARDED_FOR, HeaderValue::from_static(v));
+            m
+        };
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            forwarded_client(&with("198.51.100.9, 203.0.113.7, 10.1.1.1"), &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            forwarded_client(&with("10.2.2.2, 10.1.1.1"), &trusted),
+            ip("10.2.2.2")
+        );
+        assert_eq!(
+            forwarded_client(&with("203.0.113.7, junk, 10.1.1.1"), &trusted),
+            None
+        );
+        assert_eq!(
+            forwarded_client(&with("junk, 203.0.113.7"), &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(forwarded_client(&HeaderMap::new(), &trusted), None);
     }
 
     #[test]

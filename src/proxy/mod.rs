@@ -1,15 +1,22 @@
 //! The proxy listener (`server.listen`, SPEC §4): limits, the path rules (checked before
 //! routing, on every path), routing, the token decision (verify → revocation lookup →
 //! scopes), the CORS preflight exception, and forwarding with streamed bodies: identity,
-//! forwarding (`server.trusted_proxies`) and hop-by-hop header rules.
+//! forwarding (`server.trusted_proxies`) and hop-by-hop header rules, WebSocket upgrades
+//! (`upgrade.rs`), the load balancer's health path (`server.health_path`) and the access
+//! log (`access.rs`).
 //!
 //! The decision runs on every request and is the hot path: no locks across `.await`,
-//! no logging above `debug` for accepted requests, one store lookup per request.
+//! one store lookup per request, and no logging above `debug` for accepted requests
+//! except the one access line (SPEC §7; `server.access_log`), which is buffered
+//! (`crate::logline::LogWriter`).
 
+mod access;
 mod forward;
 mod headers;
 mod route;
+mod upgrade;
 
+pub use access::{parser_refusal, AccessBody, ACCESS_TARGET};
 pub use forward::{Upstreams, UPSTREAM_CONNECT_TIMEOUT};
 pub use route::{check_path, match_route, match_route_index, PathProblem};
 
@@ -26,7 +33,8 @@ use crate::error::{GatewayError, ProxyBody, Surface, MAX_BODY_LIMIT};
 use crate::metrics::Outcome;
 use crate::{App, Snapshot};
 
-use forward::{forward, Admission};
+use access::{AccessLine, Trace};
+use forward::{forward, Admission, Exchange};
 use headers::{is_cors_preflight, request_id, X_REQUEST_ID};
 use route::decode_unreserved;
 
@@ -36,39 +44,66 @@ use route::decode_unreserved;
 pub struct Proxy {
     app: Arc<App>,
     upstreams: Upstreams,
+    tls: bool,
 }
 
 impl Proxy {
-    /// The proxy over `app`, with new upstream connection pools.
+    /// The proxy over `app`, with new upstream connection pools, for a plain listener.
     pub fn new(app: Arc<App>) -> Proxy {
         Proxy {
             app,
             upstreams: Upstreams::new(),
+            tls: false,
         }
     }
 
+    /// The same proxy for a TLS listener (`X-Forwarded-Proto: https`).
+    pub fn over_tls(mut self) -> Proxy {
+        self.tls = true;
+        self
+    }
+
     /// Answers one request on the proxy listener (see [`handle`]).
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<AccessBody> {
         handle(self, req, remote).await
     }
 }
 
 /// Answers one request on the proxy listener.
-async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Response<AccessBody> {
+    let started = std::time::Instant::now();
     let app = &proxy.app;
     let snapshot = app.snapshot();
     let route_metrics = &snapshot.routes;
     let request_id = request_id(req.headers());
-    let mut matched = None;
-    let mut resp = match serve(proxy, &snapshot, req, remote, &request_id, &mut matched).await {
-        Ok((resp, outcome)) => {
+    let line = snapshot
+        .config
+        .server
+        .access_log
+        .then(|| AccessLine::begin(&req, remote, &snapshot, started));
+    let mut trace = Trace::default();
+    let exchange = Exchange {
+        remote,
+        request_id: &request_id,
+        tls: proxy.tls,
+    };
+    let served = serve(proxy, &snapshot, req, &exchange, &mut trace).await;
+    // Upstream latency by route: from sending to the answer's headers (or the failure),
+    // for the requests that reached an upstream.
+    if let (Some(index), Some(upstream)) = (trace.matched, trace.upstream) {
+        route_metrics.observe_upstream(index, upstream);
+    }
+    let (mut resp, outcome) = match served {
+        Ok(Served::Health(resp)) => (resp, "health"),
+        Ok(Served::Answer(resp, outcome)) => {
             app.metrics.request(outcome);
-            route_metrics.count(matched, outcome);
-            resp
+            route_metrics.count(trace.matched, outcome);
+            (resp, outcome.label())
         }
         Err(Refusal { error: err, log }) => {
-            app.metrics.request(Outcome::of(&err));
-            route_metrics.count(matched, Outcome::of(&err));
+            let outcome = Outcome::of(&err);
+            app.metrics.request(outcome);
+            route_metrics.count(trace.matched, outcome);
             if let Some(log) = log {
                 tracing::info!(
                     request_id = %request_id,
@@ -79,13 +114,23 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
                     "request rejected"
                 );
             }
-            err.into_response(Surface::Proxy)
+            (err.into_response(Surface::Proxy), outcome.label())
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    resp
+    let status = resp.status();
+    let line = line.map(|l| l.answered(request_id, status, outcome, &trace, &snapshot));
+    resp.map(|body| AccessBody::new(body, line))
+}
+
+/// What [`serve`] answered with.
+enum Served {
+    /// An answer counted in the request metrics under its outcome.
+    Answer(Response<ProxyBody>, Outcome),
+    /// The health path's answer (not a request of any route; not counted).
+    Health(Response<ProxyBody>),
 }
 
 fn refuse(err: GatewayError) -> Refusal {
@@ -96,10 +141,9 @@ async fn serve(
     proxy: &Proxy,
     snapshot: &Snapshot,
     req: Request<Incoming>,
-    remote: SocketAddr,
-    request_id: &str,
-    matched: &mut Option<usize>,
-) -> Result<(Response<ProxyBody>, Outcome), Refusal> {
+    exchange: &Exchange<'_>,
+    trace: &mut Trace,
+) -> Result<Served, Refusal> {
     let app = &proxy.app;
     let config = &*snapshot.config;
     check_limits(config, &req).map_err(refuse)?;
@@ -120,65 +164,62 @@ async fn serve(
     // Decoding only ever yields unreserved characters, so it cannot create what
     // `check_path` refuses (a `%2e%2e` segment was refused above, before it became `..`).
     debug_assert_eq!(route::check_path(path), Ok(()));
+    if !config.server.health_path.is_empty() && path == config.server.health_path {
+        return health(app, &req).map(Served::Health).map_err(refuse);
+    }
     if !config.backchannel.path.is_empty() && path == config.backchannel.path {
-        return Ok((
+        return Ok(Served::Answer(
             crate::endpoints::backchannel(app, req).await,
             Outcome::Public,
         ));
     }
     if !config.revoke_endpoint.path.is_empty() && path == config.revoke_endpoint.path {
-        return Ok((crate::endpoints::revoke(app, req).await, Outcome::Public));
+        return Ok(Served::Answer(
+            crate::endpoints::revoke(app, req).await,
+            Outcome::Public,
+        ));
     }
     let index = route::match_route_index(&config.routes, path)
         .ok_or_else(|| refuse(GatewayError::NotFound("no route for this path".to_string())))?;
-    *matched = Some(index);
+    trace.matched = Some(index);
     let route = &config.routes[index];
 
     // A real CORS preflight passes without a token, forwarded with nothing that could make
     // the upstream act on it (see `Admission::Preflight`); anything else needs a token.
     let preflight = config.auth.forward_cors_preflight && is_cors_preflight(&req);
-    if route.public || preflight {
-        let admission = if preflight {
-            Admission::Preflight
-        } else {
-            Admission::Public
-        };
-        let upstream = std::time::Instant::now();
-        let resp = forward(
-            &proxy.upstreams,
-            config,
-            route,
-            req,
-            remote,
-            request_id,
-            admission,
-        )
-        .await;
-        snapshot.routes.observe_upstream(index, upstream.elapsed());
-        return Ok((resp.map_err(refuse)?, Outcome::Public));
-    }
+    let verified;
+    let (admission, outcome) = if preflight {
+        (Admission::Preflight, Outcome::Public)
+    } else if route.public {
+        (Admission::Public, Outcome::Public)
+    } else {
+        // Parse → verify → revocation lookup → scopes, timed as one decision.
+        let decision = app.metrics.decision_timer();
+        verified = app
+            .auth
+            .authorize(snapshot.under(), req.headers(), route)
+            .await?;
+        drop(decision);
+        (Admission::Token(&verified), Outcome::Allowed)
+    };
+    let upstreams = &proxy.upstreams;
+    let resp = forward(upstreams, config, route, req, exchange, admission, trace)
+        .await
+        .map_err(refuse)?;
+    Ok(Served::Answer(resp, outcome))
+}
 
-    // Parse → verify → revocation lookup → scopes, timed as one decision.
-    let decision = app.metrics.decision_timer();
-    let verified = app
-        .auth
-        .authorize(snapshot.under(), req.headers(), route)
-        .await?;
-    drop(decision);
-    let admission = Admission::Token(&verified);
-    let upstream = std::time::Instant::now();
-    let resp = forward(
-        &proxy.upstreams,
-        config,
-        route,
-        req,
-        remote,
-        request_id,
-        admission,
+/// `GET`/`HEAD` of `server.health_path`: the gateway's health ([`crate::health`]) as
+/// `200`/`503` with `{"status": ...}` and nothing else, for a load balancer; no token.
+fn health<B>(app: &App, req: &Request<B>) -> Result<Response<ProxyBody>, GatewayError> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed("GET, HEAD".to_string()));
+    }
+    let health = crate::health::Health::of(app);
+    Ok(
+        crate::error::json_response::<bytes::Bytes>(health.status_code(), &health.summary())
+            .map(crate::error::full_body),
     )
-    .await;
-    snapshot.routes.observe_upstream(index, upstream.elapsed());
-    Ok((resp.map_err(refuse)?, Outcome::Allowed))
 }
 
 /// 431 / 413 before anything else (SPEC §4: on every endpoint).

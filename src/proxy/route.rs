@@ -70,6 +70,17 @@ pub enum PathProblem {
 }
 
 impl PathProblem {
+    /// Every problem, in declaration order.
+    pub const ALL: [PathProblem; 7] = [
+        PathProblem::NotAbsolute,
+        PathProblem::DotSegment,
+        PathProblem::Backslash,
+        PathProblem::EncodedSlash,
+        PathProblem::EmptySegment,
+        PathProblem::Semicolon,
+        PathProblem::ControlCharacter,
+    ];
+
     /// The `error_description` of the `400 invalid_request` answer.
     pub fn description(self) -> &'static str {
         match self {
@@ -182,10 +193,11 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
+    /// A route for the tests of this module and of `forward`.
+    pub(in crate::proxy) fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
         RouteConfig {
             prefix: prefix.into(),
             upstream: upstream.into(),
@@ -301,20 +313,13 @@ mod tests {
 
     #[test]
     fn every_problem_has_its_own_description() {
-        use PathProblem::*;
-        let all = [
-            NotAbsolute,
-            DotSegment,
-            Backslash,
-            EncodedSlash,
-            EmptySegment,
-            Semicolon,
-            ControlCharacter,
-        ];
+        let all = PathProblem::ALL;
         let texts: std::collections::HashSet<_> = all.iter().map(|p| p.description()).collect();
         assert_eq!(texts.len(), all.len());
-        assert!(EncodedSlash.description().contains("encoded slash"));
-        assert!(!EncodedSlash.description().contains("dot"));
+        assert!(PathProblem::EncodedSlash
+            .description()
+            .contains("encoded slash"));
+        assert!(!PathProblem::EncodedSlash.description().contains("dot"));
     }
 
     #[test]

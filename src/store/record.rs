@@ -69,8 +69,9 @@ impl Source {
 }
 
 /// A stored revocation, as the admin API shows it. Instants are seconds since the epoch
-/// here and RFC 3339 in JSON (see [`Record::to_json`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// here and RFC 3339 in the API's JSON (see [`Record::to_json`]); the serde derives (plain
+/// seconds) are for a [`Change::Import`](super::Change::Import) written down as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// jti, sid or sub.
     pub kind: Kind,

@@ -1,6 +1,7 @@
 //! Unit tests of the store: real sled databases in temporary directories, time from a
 //! [`ManualClock`].
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::*;
@@ -36,6 +37,20 @@ fn rev(kind: Kind, value: &str, issued_before: Option<u64>, expires_at: u64) -> 
         reason: None,
         source: Source::Admin,
     }
+}
+
+/// A back-channel logout recording `revocation` and the logout token's `jti`.
+fn logout(revocation: NewRevocation, jti: &str, fingerprint: [u8; 32], until: u64) -> Logout {
+    Logout {
+        revocation,
+        jti: jti.to_string(),
+        fingerprint,
+        jti_expires_at: until,
+    }
+}
+
+fn revocations(revs: Vec<NewRevocation>) -> Vec<Change> {
+    revs.into_iter().map(Change::Revoke).collect()
 }
 
 fn index_len(store: &RevocationStore) -> usize {
@@ -192,7 +207,7 @@ async fn list_paginates_across_kinds() {
         rev(Kind::Sid, "s1", None, T0 + 10),
         rev(Kind::Sub, "u2", None, T0 + 10),
     ];
-    store.revoke_many(revs).await.unwrap();
+    store.apply_all(&revocations(revs)).await.unwrap();
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -232,11 +247,17 @@ async fn list_paginates_across_kinds() {
     let (sids, _) = store.list(Some(Kind::Sid), c.as_deref(), 10).unwrap();
     assert_eq!(sids.len(), 1);
 
-    // Logout jtis are not listed.
-    store
-        .remember_logout_jti(ISS, "lj", [1; 32], T0 + 10)
+    // Logout jtis are not listed (this logout's revocation merges into s1).
+    let seen = store
+        .record_logout(logout(
+            rev(Kind::Sid, "s1", None, T0 + 10),
+            "lj",
+            [1; 32],
+            T0 + 10,
+        ))
         .await
         .unwrap();
+    assert_eq!(seen, SeenLogout::New);
     assert_eq!(store.list(None, None, 100).unwrap().0.len(), 5);
 
     assert!(matches!(
@@ -343,8 +364,14 @@ async fn sweep_never_purges_early() {
         .revoke(rev(Kind::Sid, "s", Some(T0), exp))
         .await
         .unwrap();
+    // A logout whose revocation merges into s, its jti kept until the same instant.
     store
-        .remember_logout_jti(ISS, "lj", [2; 32], exp)
+        .record_logout(logout(
+            rev(Kind::Sid, "s", Some(T0), exp),
+            "lj",
+            [2; 32],
+            exp,
+        ))
         .await
         .unwrap();
 
@@ -427,7 +454,7 @@ async fn concurrent_sweeps_and_revokes_stay_consistent() {
     let revs: Vec<_> = (0..300)
         .map(|i| rev(Kind::Jti, &format!("j{i}"), None, T0 + (i % 3)))
         .collect();
-    store.revoke_many(revs).await.unwrap();
+    store.apply_all(&revocations(revs)).await.unwrap();
     let a = {
         let s = store.clone();
         tokio::spawn(async move { s.sweep_due(T0 + 10, 7).await.unwrap() })
@@ -464,8 +491,14 @@ async fn consistency_check_finds_and_repairs_damage() {
         .revoke(rev(Kind::Sid, "s", None, T0 + 20))
         .await
         .unwrap();
+    // Its revocation merges into s (same expiry): one more entry, the seen jti.
     store
-        .remember_logout_jti(ISS, "lj", [3; 32], T0 + 30)
+        .record_logout(logout(
+            rev(Kind::Sid, "s", None, T0 + 20),
+            "lj",
+            [3; 32],
+            T0 + 30,
+        ))
         .await
         .unwrap();
     let clean = store.check_consistency(false).unwrap();
@@ -535,7 +568,12 @@ async fn data_survives_drop_and_reopen() {
         store.revoke(r).await.unwrap();
         store.save_jwks(ISS, br#"{"keys":[]}"#).await.unwrap();
         store
-            .remember_logout_jti(ISS, "lj", [4; 32], T0 + 100)
+            .record_logout(logout(
+                rev(Kind::Sid, "ls", Some(T0), T0 + 100),
+                "lj",
+                [4; 32],
+                T0 + 100,
+            ))
             .await
             .unwrap();
     }
@@ -554,11 +592,17 @@ async fn data_survives_drop_and_reopen() {
     assert_eq!(store.load_jwks("https://other/").unwrap(), None);
     assert_eq!(
         store
-            .remember_logout_jti(ISS, "lj", [4; 32], T0 + 100)
+            .record_logout(logout(
+                rev(Kind::Sid, "ls", Some(T0), T0 + 100),
+                "lj",
+                [4; 32],
+                T0 + 100
+            ))
             .await
             .unwrap(),
         SeenLogout::Repeat
     );
+    assert!(store.get(Kind::Sid, ISS, "ls").unwrap().is_some());
     store.probe().unwrap();
 }
 
@@ -616,55 +660,180 @@ async fn concurrent_revokes_share_flushes() {
 }
 
 #[tokio::test]
-async fn revoke_many_flushes_once() {
+async fn apply_all_flushes_once() {
     let (_dir, _clock, store) = setup();
     let before = store.flush_count();
     let revs: Vec<_> = (0..50)
         .map(|i| rev(Kind::Sub, &format!("u{i}"), None, T0 + 100))
         .collect();
-    let out = store.revoke_many(revs).await.unwrap();
+    let out = store.apply_all(&revocations(revs)).await.unwrap();
     assert_eq!(out.len(), 50);
+    assert!(out
+        .iter()
+        .all(|o| matches!(o, Outcome::Revoked(r) if r.kind == Kind::Sub)));
     assert_eq!(store.flush_count() - before, 1);
     assert_eq!(store.counts().sub, 50);
     assert_eq!(index_len(&store), 50);
 }
 
 #[tokio::test]
+async fn a_batch_is_one_transaction_all_or_nothing() {
+    let (_dir, _clock, store) = setup();
+    store
+        .revoke(rev(Kind::Jti, "kept", None, T0 + 100))
+        .await
+        .unwrap();
+    // A record sled holds but that does not decode: merging into it aborts.
+    store
+        .raw_tree("jti")
+        .insert(keys::record_key(ISS, "garbled").unwrap(), &[9u8, 9][..])
+        .unwrap();
+    let batch = vec![
+        Change::Revoke(rev(Kind::Sid, "s", None, T0 + 100)),
+        Change::Unrevoke {
+            kind: Kind::Jti,
+            issuer: ISS.into(),
+            value: "kept".into(),
+        },
+        Change::Revoke(rev(Kind::Jti, "garbled", None, T0 + 100)),
+    ];
+    let before = store.flush_count();
+    assert!(matches!(
+        store.apply_all(&batch).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // Nothing of the batch was applied, nor committed.
+    assert_eq!(store.flush_count(), before);
+    assert!(store.get(Kind::Sid, ISS, "s").unwrap().is_none());
+    assert_eq!(
+        store.find_match(ISS, "kept", None, None, T0).unwrap(),
+        Some(Kind::Jti)
+    );
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 1,
+            sid: 0,
+            sub: 0
+        }
+    );
+    assert_eq!(index_len(&store), 1);
+    // Without the bad change the same batch applies, in order, with one outcome each.
+    let out = store.apply_all(&batch[..2]).await.unwrap();
+    assert!(matches!(&out[0], Outcome::Revoked(r) if r.value == "s"));
+    assert_eq!(out[1], Outcome::Unrevoked { removed: true });
+    assert_eq!(store.find_match(ISS, "kept", None, None, T0).unwrap(), None);
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 0,
+            sid: 1,
+            sub: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn every_change_reports_its_outcome() {
+    let (_dir, _clock, store) = setup();
+    let record = Record {
+        kind: Kind::Sub,
+        issuer: ISS.into(),
+        value: "u".into(),
+        revoked_at: T0 - 5,
+        issued_before: Some(T0 - 5),
+        expires_at: T0 + 100,
+        reason: Some("imported".into()),
+        source: Source::Backchannel,
+    };
+    assert_eq!(
+        store.apply(&Change::Import(record.clone())).await.unwrap(),
+        Outcome::Imported { new: true }
+    );
+    assert_eq!(
+        store.get(Kind::Sub, ISS, "u").unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store.apply(&Change::Import(record)).await.unwrap(),
+        Outcome::Imported { new: false }
+    );
+    let seen = Change::Logout(logout(
+        rev(Kind::Sid, "s", Some(T0), T0 + 100),
+        "lj",
+        [1; 32],
+        T0 + 60,
+    ));
+    assert_eq!(
+        store.apply(&seen).await.unwrap(),
+        Outcome::Logout(SeenLogout::New)
+    );
+    assert_eq!(
+        store.apply(&seen).await.unwrap(),
+        Outcome::Logout(SeenLogout::Repeat)
+    );
+    let unrevoke = |value: &str| Change::Unrevoke {
+        kind: Kind::Sid,
+        issuer: ISS.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        store.apply(&unrevoke("s")).await.unwrap(),
+        Outcome::Unrevoked { removed: true }
+    );
+    assert_eq!(
+        store.apply(&unrevoke("s")).await.unwrap(),
+        Outcome::Unrevoked { removed: false }
+    );
+    // A key that cannot have been stored: nothing to remove, not an error.
+    assert_eq!(
+        store.apply(&unrevoke("")).await.unwrap(),
+        Outcome::Unrevoked { removed: false }
+    );
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 0,
+            sid: 0,
+            sub: 1
+        }
+    );
+}
+
+#[tokio::test]
 async fn logout_jtis_new_repeat_conflict() {
     let (_dir, clock, store) = setup();
     let exp = T0 + 300;
-    assert_eq!(
-        store
-            .remember_logout_jti(ISS, "l1", [1; 32], exp)
-            .await
-            .unwrap(),
-        SeenLogout::New
-    );
-    assert_eq!(
-        store
-            .remember_logout_jti(ISS, "l1", [1; 32], exp)
-            .await
-            .unwrap(),
-        SeenLogout::Repeat
-    );
-    assert_eq!(
-        store
-            .remember_logout_jti(ISS, "l1", [2; 32], exp)
-            .await
-            .unwrap(),
-        SeenLogout::Conflict
-    );
+    // The revocations outlive the seen jtis: what the sweep purges below is the jtis.
+    let session = |issuer: &str| NewRevocation {
+        issuer: issuer.to_string(),
+        ..rev(Kind::Sid, "s", Some(T0), T0 + 10_000)
+    };
+    let seen = |issuer: &str, fingerprint, until| {
+        store.record_logout(logout(session(issuer), "l1", fingerprint, until))
+    };
+    assert_eq!(seen(ISS, [1; 32], exp).await.unwrap(), SeenLogout::New);
+    assert_eq!(seen(ISS, [1; 32], exp).await.unwrap(), SeenLogout::Repeat);
+    assert_eq!(seen(ISS, [2; 32], exp).await.unwrap(), SeenLogout::Conflict);
     // Scoped by issuer.
     assert_eq!(
-        store
-            .remember_logout_jti("https://other/", "l1", [2; 32], exp)
-            .await
-            .unwrap(),
+        seen("https://other/", [2; 32], exp).await.unwrap(),
         SeenLogout::New
     );
-    assert_eq!(store.counts(), Counts::default());
-    assert!(store.list(None, None, 10).unwrap().0.is_empty());
-    assert_eq!(index_len(&store), 2);
+    // Seen jtis are neither counted nor listed: only the two sessions are.
+    assert_eq!(
+        store.counts(),
+        Counts {
+            jti: 0,
+            sid: 2,
+            sub: 0
+        }
+    );
+    let (listed, _) = store.list(None, None, 10).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|r| r.kind == Kind::Sid && r.value == "s"));
+    assert_eq!(store.raw_tree("logout_jti").len(), 2);
+    assert_eq!(index_len(&store), 4);
 
     // Not purged at its expiry, purged after.
     assert_eq!(
@@ -675,12 +844,10 @@ async fn logout_jtis_new_repeat_conflict() {
     let report = store.sweep_due(clock.now(), 10).await.unwrap();
     assert_eq!(report.purged_logout_jtis, 2);
     assert_eq!(report.purged, 0);
-    assert_eq!(index_len(&store), 0);
+    assert_eq!(store.raw_tree("logout_jti").len(), 0);
+    assert_eq!(index_len(&store), 2);
     assert_eq!(
-        store
-            .remember_logout_jti(ISS, "l1", [2; 32], exp + 500)
-            .await
-            .unwrap(),
+        seen(ISS, [2; 32], exp + 500).await.unwrap(),
         SeenLogout::New
     );
 }
@@ -688,19 +855,22 @@ async fn logout_jtis_new_repeat_conflict() {
 #[tokio::test]
 async fn expired_unswept_logout_jti_is_replaced() {
     let (_dir, clock, store) = setup();
+    let session = || rev(Kind::Sid, "s", Some(T0), T0 + 1_000);
     store
-        .remember_logout_jti(ISS, "l", [1; 32], T0 + 10)
+        .record_logout(logout(session(), "l", [1; 32], T0 + 10))
         .await
         .unwrap();
     clock.set(T0 + 11);
     assert_eq!(
         store
-            .remember_logout_jti(ISS, "l", [2; 32], T0 + 100)
+            .record_logout(logout(session(), "l", [2; 32], T0 + 100))
             .await
             .unwrap(),
         SeenLogout::New
     );
-    assert_eq!(index_len(&store), 1);
+    // The session's entry and the new seen jti's: the old one's entry is gone.
+    assert_eq!(index_len(&store), 2);
+    assert_eq!(store.raw_tree("logout_jti").len(), 1);
     let report = store.check_consistency(false).unwrap();
     assert_eq!(
         report.records_without_index + report.index_without_record,
@@ -717,33 +887,13 @@ async fn probe_and_metrics_helpers() {
     assert!(store.last_sweep().is_none());
 }
 
-#[test]
-fn default_expiry_rules() {
-    assert_eq!(
-        default_expires_at(Kind::Jti, 100, Some(500), None, 1000, 60),
-        560
-    );
-    assert_eq!(
-        default_expires_at(Kind::Jti, 100, None, None, 1000, 60),
-        1160
-    );
-    assert_eq!(
-        default_expires_at(Kind::Sid, 100, None, Some(50), 1000, 60),
-        1110
-    );
-    assert_eq!(
-        default_expires_at(Kind::Sub, 100, None, None, 1000, 60),
-        1160
-    );
-}
-
 #[tokio::test]
 async fn record_logout_is_all_or_nothing() {
     let (_dir, clock, store) = setup();
     let first = rev(Kind::Sid, "s-a", Some(T0), T0 + 100);
     assert_eq!(
         store
-            .record_logout(&first, "lj", [1; 32], T0 + 60)
+            .record_logout(logout(first.clone(), "lj", [1; 32], T0 + 60))
             .await
             .unwrap(),
         SeenLogout::New
@@ -752,7 +902,7 @@ async fn record_logout_is_all_or_nothing() {
     // The same token again: nothing changes.
     assert_eq!(
         store
-            .record_logout(&first, "lj", [1; 32], T0 + 60)
+            .record_logout(logout(first.clone(), "lj", [1; 32], T0 + 60))
             .await
             .unwrap(),
         SeenLogout::Repeat
@@ -761,7 +911,7 @@ async fn record_logout_is_all_or_nothing() {
     let other = rev(Kind::Sid, "s-b", Some(T0), T0 + 100);
     assert_eq!(
         store
-            .record_logout(&other, "lj", [2; 32], T0 + 60)
+            .record_logout(logout(other.clone(), "lj", [2; 32], T0 + 60))
             .await
             .unwrap(),
         SeenLogout::Conflict
@@ -771,15 +921,28 @@ async fn record_logout_is_all_or_nothing() {
         store.find_match(ISS, "x", Some("s-b"), None, T0).unwrap(),
         None
     );
+    // What is remembered is still the first token: a conflict for the other, a repeat
+    // for the first.
     assert_eq!(
-        store.logout_jti_status(ISS, "lj", [2; 32]).unwrap(),
-        Some(SeenLogout::Conflict)
+        store
+            .record_logout(logout(other.clone(), "lj", [2; 32], T0 + 60))
+            .await
+            .unwrap(),
+        SeenLogout::Conflict
     );
+    assert_eq!(
+        store
+            .record_logout(logout(first.clone(), "lj", [1; 32], T0 + 60))
+            .await
+            .unwrap(),
+        SeenLogout::Repeat
+    );
+    assert_eq!(store.counts().sid, 1);
     // Once the seen jti expired, the jti may be used again.
     clock.set(T0 + 61);
     assert_eq!(
         store
-            .record_logout(&other, "lj", [2; 32], T0 + 200)
+            .record_logout(logout(other, "lj", [2; 32], T0 + 200))
             .await
             .unwrap(),
         SeenLogout::New

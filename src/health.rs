@@ -1,0 +1,95 @@
+//! The gateway's health, decided in one place for every listener that reports it: the
+//! admin API's `GET /healthz` (with details) and `server.health_path` on the proxy listener
+//! (status only, for a load balancer). Healthy means the store answers, every issuer has
+//! keys and shutdown has not begun; a check added later (a cluster's catch-up) goes into
+//! [`Health::of`] and both listeners follow.
+
+use http::StatusCode;
+
+use crate::App;
+
+/// What the health checks found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// The store answers a probe read.
+    pub store_ok: bool,
+    /// Every configured issuer has at least one key.
+    pub keys_ok: bool,
+    /// Shutdown has begun (SIGTERM): the node is leaving, balancers should drain it.
+    pub draining: bool,
+}
+
+impl Health {
+    /// Runs the checks now.
+    pub fn of(app: &App) -> Health {
+        Health {
+            store_ok: app.store.probe().is_ok(),
+            keys_ok: app.keys.ready(&app.config()),
+            draining: app.is_draining(),
+        }
+    }
+
+    /// Whether every check passed.
+    pub fn is_ok(&self) -> bool {
+        self.store_ok && self.keys_ok && !self.draining
+    }
+
+    /// `200` when healthy, else `503`.
+    pub fn status_code(&self) -> StatusCode {
+        if self.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+
+    /// The `status` word: `ok`, `draining` (shutdown has begun) or `unavailable`.
+    pub fn status_word(&self) -> &'static str {
+        if self.draining {
+            "draining"
+        } else if self.is_ok() {
+            "ok"
+        } else {
+            "unavailable"
+        }
+    }
+
+    /// The body a load balancer sees: `{"status": ...}` and nothing else.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({ "status": self.status_word() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_failed_check_or_draining_is_503() {
+        let ok = Health {
+            store_ok: true,
+            keys_ok: true,
+            draining: false,
+        };
+        assert_eq!((ok.status_code(), ok.status_word()), (StatusCode::OK, "ok"));
+        for h in [
+            Health {
+                store_ok: false,
+                ..ok
+            },
+            Health {
+                keys_ok: false,
+                ..ok
+            },
+        ] {
+            assert_eq!(h.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(h.status_word(), "unavailable");
+        }
+        let leaving = Health {
+            draining: true,
+            ..ok
+        };
+        assert_eq!(leaving.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(leaving.summary(), serde_json::json!({"status": "draining"}));
+    }
+}
