@@ -81,11 +81,12 @@ pub(super) fn create_from_token(
             };
             let reason =
                 optional_string(obj, "reason", MAX_REASON_BYTES).map_err(warp::reject::custom)?;
+            let snapshot = app.snapshot();
             let verified = app
-                .verify(&token)
+                .verify(&snapshot, &token)
                 .await
                 .map_err(|e| warp::reject::custom(GatewayError::invalid(format!("token: {e}"))))?;
-            let rev = Policy::of(&app.config()).token_revocation(
+            let rev = Policy::of(&snapshot.config).token_revocation(
                 &verified.issuer,
                 &verified.jti,
                 verified.exp,
