@@ -140,6 +140,7 @@ fn benches(c: &mut Criterion) {
     let app = revgate::App::new(cached_cfg, None, store.clone(), clock.clone());
     rt.block_on(app.keys.load_all(&app.config(), &app.metrics))
         .unwrap();
+    // The snapshot a request takes once, as the endpoints do.
     let snapshot = app.snapshot();
     group.bench_function("cached_rs256", |b| {
         b.iter(|| {
