@@ -7,7 +7,11 @@
 #
 # Knobs: REVGATE_BIN (default target/release/revgate), REVGATE_BENCH_CACHE=off to turn
 # the verified-token cache off (raw verification), REVGATE_BENCH_ADMIN_PORT
-# (default BENCH_PORT+1000).
+# (default BENCH_PORT+1000), REVGATE_BENCH_PUBLIC=1 to make the route public (no token
+# decision: the forwarding path alone), REVGATE_BENCH_WRAP to run the gateway under a
+# command (benches/profile-request.sh: `valgrind --tool=callgrind ...`). RUST_LOG defaults
+# to `warn`, which leaves the access lines out, as HAProxy's configs here log nothing;
+# RUST_LOG=info keeps them (the default of a deployment).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="${REVGATE_BIN:-$here/target/release/revgate}"
@@ -18,6 +22,10 @@ rm -rf "$work"
 mkdir -p "$work"
 admin_port="${REVGATE_BENCH_ADMIN_PORT:-$((BENCH_PORT + 1000))}"
 cache_line=""
+public_line=""
+if [ "${REVGATE_BENCH_PUBLIC:-0}" = 1 ]; then
+  public_line="public   = true"
+fi
 if [ "${REVGATE_BENCH_CACHE:-on}" = "off" ]; then
   cache_line="verified_token_cache = 0"
 fi
@@ -39,6 +47,7 @@ $cache_line
 [[route]]
 prefix   = "/"
 upstream = "$BENCH_UPSTREAM"
+$public_line
 
 [store]
 path = "$work/store"
@@ -60,4 +69,5 @@ until=$(date -u -d '+1 day' +%FT%TZ)
 
 export TOKIO_WORKER_THREADS="${BENCH_WORKERS:-1}"
 export RUST_LOG="${RUST_LOG:-warn}"
-exec "$bin" serve --config "$work/revgate.toml"
+# shellcheck disable=SC2086  # the wrapper is a command line, split on purpose
+exec ${REVGATE_BENCH_WRAP:-} "$bin" serve --config "$work/revgate.toml"
