@@ -17,7 +17,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin="${REVGATE_BIN:-$here/target/release/revgate}"
 [ -x "$bin" ] || { echo "bench-gateway: $bin not found: run cargo build --release first" >&2; exit 1; }
 : "${BENCH_LISTEN:?}" "${BENCH_PORT:?}" "${BENCH_UPSTREAM:?}" "${BENCH_JWKS:?}" "${BENCH_ISS:?}" "${BENCH_AUD:?}"
-work="${BENCH_WORK:-${TMPDIR:-/tmp}/revgate-bench}/revgate"
+# one directory per port: run.sh --with-nocache starts a second instance beside the first
+work="${BENCH_WORK:-${TMPDIR:-/tmp}/revgate-bench}/revgate-$BENCH_PORT"
 rm -rf "$work"
 mkdir -p "$work"
 admin_port="${REVGATE_BENCH_ADMIN_PORT:-$((BENCH_PORT + 1000))}"

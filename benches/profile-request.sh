@@ -16,6 +16,8 @@
 # blocks (and bytes) it allocated. The access log is on, as by default: set
 # PROFILE_RUST_LOG=warn to leave its lines out (what `RUST_LOG=warn` does to a deployment).
 #
+# PROFILE_TOOLS=strace counts the system calls per request the same way (`strace -f -c`).
+#
 # Knobs: REVGATE_BIN (default target/release/revgate), PROFILE_TOOLS ("callgrind dhat"),
 # PROFILE_CONNS (64), PROFILE_ALG (rs256|es256|eddsa), PROFILE_ROUTE (token|public),
 # PROFILE_RUST_LOG (info), PROFILE_KEEP=1 keeps the work directory (callgrind.N2.out: open
@@ -27,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 n1="${1:-2000}"
 n2="${2:-12000}"
 ((n2 > n1)) || { echo "profile-request: N2 must be larger than N1" >&2; exit 1; }
-for tool in valgrind h2load nginx python3; do
+for tool in h2load nginx python3; do
   command -v "$tool" >/dev/null || { echo "profile-request: $tool is required" >&2; exit 1; }
 done
 bin="${REVGATE_BIN:-$here/../target/release/revgate}"
@@ -93,7 +95,10 @@ stop_named() {
 # totals "instructions" (callgrind) or "blocks bytes" (dhat).
 one_run() {
   local tool=$1 n=$2 out="$WORK/$1.$2.out" log="$WORK/$1.$2.log"
-  export REVGATE_BENCH_WRAP="valgrind --tool=$tool --$tool-out-file=$out --log-file=$log"
+  case "$tool" in
+    strace) export REVGATE_BENCH_WRAP="strace -f -qq -c -o $out" ;;
+    *) export REVGATE_BENCH_WRAP="valgrind --tool=$tool --$tool-out-file=$out --log-file=$log" ;;
+  esac
   start_bg gateway "$here/bench-gateway.sh"
   wait_http "$GATEWAY_PORT" 300 gateway || die "gateway did not start under valgrind ($LOGS/gateway.out)"
   local report="$WORK/h2load.$tool.$n.txt"
@@ -104,9 +109,14 @@ one_run() {
   case "$tool" in
     callgrind) awk '/^(summary|totals):/ { print $2; exit }' "$out" ;;
     dhat) sed -n 's/.*Total: *\([0-9,]*\) bytes in \([0-9,]*\) blocks.*/\2 \1/p' "$log" | tr -d , | head -n 1 ;;
+    strace) awk '$NF == "total" { print $(NF - 2) }' "$out" ;;
   esac
 }
 
+for tool in ${PROFILE_TOOLS:-callgrind dhat}; do
+  case "$tool" in strace) need=strace ;; *) need=valgrind ;; esac
+  command -v "$need" >/dev/null || die "$need is required for PROFILE_TOOLS=$tool"
+done
 log "revgate: $bin; $alg token, route $route_mode, RUST_LOG=$RUST_LOG, cache ${REVGATE_BENCH_CACHE:-on}, $conns connections, N = $n1 and $n2"
 for tool in ${PROFILE_TOOLS:-callgrind dhat}; do
   a=$(one_run "$tool" "$n1")
@@ -116,6 +126,10 @@ for tool in ${PROFILE_TOOLS:-callgrind dhat}; do
     callgrind)
       awk -v a="$a" -v b="$b" -v n1="$n1" -v n2="$n2" 'BEGIN {
         printf "instructions per request: %.0f   (totals: %.0f after %d requests, %.0f after %d)\n", (b - a) / (n2 - n1), a, n1, b, n2 }'
+      ;;
+    strace)
+      awk -v a="$a" -v b="$b" -v n="$((n2 - n1))" 'BEGIN { printf "system calls per request: %.2f\n", (b - a) / n }'
+      [ "${PROFILE_KEEP:-0}" = 1 ] && log "by call: $WORK/strace.$n2.out"
       ;;
     dhat)
       read -r ab abytes <<<"$a"

@@ -12,6 +12,9 @@ usage: benches/harness/run.sh [options]
                         (default: benches/bench-gateway.sh, this checkout's revgate,
                         named "revgate", or "revgate-nocache" with REVGATE_BENCH_CACHE=off)
   --no-gateway          bench the peers only
+  --with-nocache        also bench this checkout's revgate with the verified-token cache
+                        off (target gateway-nocache, label "revgate-nocache", port
+                        BENCH_GATEWAY2_PORT, default 18091) in the same run
   --gateway-port PORT   port the gateway listens on (default 18090)
   --gateway-name NAME   its label in the table (default "gateway")
   --gateway-algs LIST   algs it verifies (default RS256,ES256,EdDSA)
@@ -39,11 +42,13 @@ GW_ALGS="RS256,ES256,EdDSA"; GW_WAIT=60; STRICT_GW=0
 DURATION="${BENCH_DURATION:-5}"; WARMUP="${BENCH_WARMUP:-1}"; CONNS="${BENCH_CONNS:-64}"
 REPEAT="${BENCH_REPEAT:-1}"; ROTATE="${BENCH_ROTATE:-1000}"
 TARGETS="${BENCH_TARGETS:-direct,nginx,haproxy,haproxy-jwt,gateway}"; SCENARIOS="${BENCH_SCENARIOS:-}"
-SELFCHECK=1
+SELFCHECK=1; NOCACHE=0
+GATEWAY2_PORT="${BENCH_GATEWAY2_PORT:-18091}"
 while (($#)); do
   case "$1" in
     --gateway-cmd) GW_CMD="$2"; shift 2 ;;
     --no-gateway) GW_CMD=""; shift ;;
+    --with-nocache) NOCACHE=1; shift ;;
     --gateway-port) GATEWAY_PORT="$2"; shift 2 ;;
     --gateway-name) GW_NAME="$2"; shift 2 ;;
     --gateway-algs) GW_ALGS="$2"; shift 2 ;;
@@ -74,7 +79,11 @@ if [[ "$GW_CMD" == "$DEFAULT_GW_CMD" ]]; then
   gw_bin="${REVGATE_BIN:-$REPO_DIR/target/release/revgate}"
   [[ -x "$gw_bin" ]] || die "$gw_bin not found: run 'cargo build --release' first (or --no-gateway)"
 fi
-for v in DURATION WARMUP CONNS REPEAT ROTATE GATEWAY_PORT GW_WAIT; do
+if ((NOCACHE)); then
+  [[ "$GW_CMD" == "$DEFAULT_GW_CMD" ]] || die "--with-nocache needs the default gateway (this checkout's revgate)"
+  [[ "${REVGATE_BENCH_CACHE:-on}" != off ]] || die "--with-nocache: leave REVGATE_BENCH_CACHE unset (the first gateway is the cached one)"
+fi
+for v in DURATION WARMUP CONNS REPEAT ROTATE GATEWAY_PORT GATEWAY2_PORT GW_WAIT; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((DURATION >= 1 && DURATION <= 60)) || die "--duration must be 1..60 s (each load run must stay short)"
@@ -84,7 +93,7 @@ done
 
 # targets: drop gateway when no command was given
 declare -A PORT_OF=([direct]="$UPSTREAM_PORT" [nginx]="$NGINX_PROXY_PORT" [haproxy]="$HAPROXY_PLAIN_PORT"
-                    [haproxy-jwt]="$HAPROXY_JWT_PORT" [gateway]="$GATEWAY_PORT")
+                    [haproxy-jwt]="$HAPROXY_JWT_PORT" [gateway]="$GATEWAY_PORT" [gateway-nocache]="$GATEWAY2_PORT")
 TLIST=()
 IFS=',' read -ra _t <<<"$TARGETS"
 for t in "${_t[@]}"; do
@@ -93,6 +102,8 @@ for t in "${_t[@]}"; do
   TLIST+=("$t")
 done
 [[ -n "$GW_CMD" && " ${TLIST[*]} " != *" gateway "* ]] && TLIST+=(gateway)
+[[ "$NOCACHE" == 1 && " ${TLIST[*]} " != *" gateway-nocache "* ]] && TLIST+=(gateway-nocache)
+[[ "$NOCACHE" == 0 && " ${TLIST[*]} " == *" gateway-nocache "* ]] && die "target gateway-nocache needs --with-nocache"
 ((${#TLIST[@]})) || die "no targets"
 [[ " ${TLIST[*]} " == *" direct "* ]] || log "note: 'direct' not in targets, the ratio column will be empty"
 if [[ -z "$SCENARIOS" ]]; then
@@ -104,12 +115,14 @@ for s in "${SLIST[@]}"; do
   [[ "$s" =~ ^(rs256|es256|eddsa)(-single)?$ ]] || die "unknown scenario '$s'"
 done
 
-label_of() { if [[ "$1" == gateway ]]; then echo "$GW_NAME"; else echo "$1"; fi; }
+label_of() {
+  case "$1" in gateway) echo "$GW_NAME" ;; gateway-nocache) echo revgate-nocache ;; *) echo "$1" ;; esac
+}
 algname() { case "$1" in rs256*) echo RS256 ;; es256*) echo ES256 ;; eddsa*) echo EdDSA ;; esac; }
 supports() {  # TARGET ALG -> does the target verify that alg (plain targets: n/a, always run)
   case "$1" in
     haproxy-jwt) [[ "$2" == RS256 || "$2" == ES256 ]] ;;
-    gateway) [[ ",$GW_ALGS," == *",$2,"* ]] ;;
+    gateway|gateway-nocache) [[ ",$GW_ALGS," == *",$2,"* ]] ;;
     *) true ;;
   esac
 }
@@ -154,6 +167,11 @@ if [[ -n "$GW_CMD" ]]; then
   export BENCH_KEYS_DIR="$WORK/keys" BENCH_WORKERS="$SERVER_THREADS" BENCH_WORK="$WORK"
   start_bg gateway bash -c "$GW_CMD"
   wait_http "$GATEWAY_PORT" "$GW_WAIT" gateway || die "gateway did not answer on 127.0.0.1:$GATEWAY_PORT (log: work/logs/gateway.out)"
+  if ((NOCACHE)); then
+    BENCH_PORT="$GATEWAY2_PORT" BENCH_LISTEN="127.0.0.1:$GATEWAY2_PORT" REVGATE_BENCH_CACHE=off \
+      start_bg gateway-nocache bash -c "$GW_CMD"
+    wait_http "$GATEWAY2_PORT" "$GW_WAIT" gateway-nocache || die "gateway-nocache did not answer on 127.0.0.1:$GATEWAY2_PORT (log: work/logs/gateway-nocache.out)"
+  fi
 fi
 
 # ---- correctness before speed
@@ -166,6 +184,9 @@ if ((SELFCHECK)); then
       ((STRICT_GW)) && die "$GW_NAME failed its self-check"
       GW_STATUS="FAILED-SELFCHECK"; log "$GW_NAME failed the self-check: benchmarking anyway, marked in the table"
     fi
+  fi
+  if ((NOCACHE)); then
+    jwt_selfcheck "http://127.0.0.1:$GATEWAY2_PORT" "$GW_ALGS" revgate-nocache || die "revgate-nocache failed its self-check"
   fi
 fi
 tok="$(head -n 1 "$WORK/tokens/rs256_valid.txt")"
@@ -205,7 +226,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
       if ! supports "$t" "$alg"; then
         printf '%s\t%s\t%s\t\t\t\t\t\t\t\t\tn/a (no %s)\n' "$rep" "$s" "$(label_of "$t")" "$alg" >>"$RAW"; continue
       fi
-      if [[ "$t" == gateway ]] && ! pid_alive_name gateway; then
+      if [[ "$t" == gateway* ]] && ! pid_alive_name "$t"; then
         printf '%s\t%s\t%s\t\t\t\t\t\t\t\t\tgateway exited\n' "$rep" "$s" "$(label_of "$t")" >>"$RAW"; continue
       fi
       url="http://127.0.0.1:${PORT_OF[$t]}"
@@ -230,5 +251,5 @@ done
 HEADER="$(printf '%s\n%s\n' \
   "JWT proxy bench $TS: $(nproc) CPUs, ${CONNS} conns, ${DURATION}s runs (+${WARMUP}s warm-up), $REPEAT repeat(s), rotating $ROTATE tokens (-single: 1 token)" \
   "$CPU_NOTE; haproxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*/||'), wrk $(wrk --version 2>&1 | awk 'NR==1{print $2}')")"
-python3 "$BENCH_DIR/report.py" --header "$HEADER" "$RAW" | tee "$WORK/results/$TS.txt"
+python3 "$BENCH_DIR/report.py" --baselines direct,haproxy,haproxy-jwt --header "$HEADER" "$RAW" | tee "$WORK/results/$TS.txt"
 log "raw results: work/results/$TS.tsv, table: work/results/$TS.txt"

@@ -132,15 +132,14 @@ pub(super) async fn forward(
     let host = request_host(&parts.uri, &headers);
     let preflight = matches!(admission, Admission::Preflight);
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    for h in [&X_AUTH_ISS, &X_AUTH_SUB, &X_AUTH_SID, &X_AUTH_JTI] {
-        headers.remove(h);
-    }
+    remove_present(
+        &mut headers,
+        &[header::HOST, X_AUTH_ISS, X_AUTH_SUB, X_AUTH_SID, X_AUTH_JTI],
+    );
     remove_underscore_spellings(&mut headers, preflight);
     if preflight {
-        for h in METHOD_OVERRIDE.iter().chain(&PREFLIGHT_NEVER) {
-            headers.remove(h);
-        }
+        remove_present(&mut headers, &METHOD_OVERRIDE);
+        remove_present(&mut headers, &PREFLIGHT_NEVER);
     }
     let trusted = config
         .server
