@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Gateway entry point for the shared harness:
-#   ../shared/bench/run.sh --gateway-cmd benches/bench-gateway.sh --repeat 3
+# Gateway entry point for the harness (benches/harness/run.sh starts it by default):
+#   benches/harness/run.sh --with-nocache --repeat 3
 # Turns the harness's BENCH_* variables into a revgate config and store, loads the
 # revoked jti and sid lists into the store (offline bulk import, before the port opens,
 # so the self-check never races the load), and runs `revgate serve` sized to BENCH_WORKERS.
