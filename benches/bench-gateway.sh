@@ -9,9 +9,11 @@
 # the verified-token cache off (raw verification), REVGATE_BENCH_ADMIN_PORT
 # (default BENCH_PORT+1000), REVGATE_BENCH_PUBLIC=1 to make the route public (no token
 # decision: the forwarding path alone), REVGATE_BENCH_WRAP to run the gateway under a
-# command (benches/profile-request.sh: `valgrind --tool=callgrind ...`). RUST_LOG defaults
-# to `warn`, which leaves the access lines out, as HAProxy's configs here log nothing;
-# RUST_LOG=info keeps them (the default of a deployment).
+# command (benches/profile-request.sh: `valgrind --tool=callgrind ...`),
+# REVGATE_BENCH_REDIS_URL to run the gateway as a node of a cluster on that Redis (SPEC §8;
+# the request path must not notice). RUST_LOG defaults to `warn`, which leaves the access
+# lines out, as HAProxy's configs here log nothing; RUST_LOG=info keeps them (the default
+# of a deployment).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="${REVGATE_BIN:-$here/target/release/revgate}"
@@ -53,6 +55,9 @@ $public_line
 [store]
 path = "$work/store"
 CONF
+if [ -n "${REVGATE_BENCH_REDIS_URL:-}" ]; then
+  printf '\n[cluster]\nredis_url = "%s"\nnode_id = "bench-%s"\n' "$REVGATE_BENCH_REDIS_URL" "$BENCH_PORT" >> "$work/revgate.toml"
+fi
 
 now=$(date -u +%FT%TZ)
 until=$(date -u -d '+1 day' +%FT%TZ)
