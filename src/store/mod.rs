@@ -42,8 +42,10 @@
 //! state trees (records, seen jtis, expiry index, `meta`; `StateTx`), so record and index
 //! change together, and the answer waits for a group commit that covered it. Expiries are
 //! computed before, by the source, with [`Policy`]; the merge of a revocation into a
-//! stored record is `policy.rs`'s too. The sweep removes what is due through the same
-//! transaction shape. Anything that must change atomically with the state (a cluster's
+//! stored record is `policy.rs`'s too. The sweep removes what is due without a
+//! transaction (sled 0.34 blocks every read while one commits): by single-key steps, each
+//! leaving the store consistent, the record by compare-and-swap first, then its index
+//! entry (`sweep.rs`). Anything that must change atomically with the state (a cluster's
 //! outbox entry or log position) belongs in that transaction (`write.rs`).
 //!
 //! # Durable acknowledgement (group commit)
@@ -79,9 +81,10 @@
 //! - equal sequence but fewer records of some kind than the mark counted: lost records.
 //!   Exact because a commit takes its sequence and its counts under the write side of a
 //!   gate whose read side every transaction that changes a count holds (with its counter
-//!   update), and because every transaction that *removes* records (unrevoke, sweep)
-//!   also raises the sequence in `meta` in the same transaction: a log prefix showing the
-//!   mark's sequence can hold later additions, never later removals;
+//!   update), and because every transaction that *removes* records (unrevoke) also raises
+//!   the sequence in `meta` in the same transaction, and a sweep batch raises it before
+//!   its first removal: a log prefix showing the mark's sequence can hold later
+//!   additions, never later removals;
 //! - a store id in `meta` other than the mark's: another store was put in its place;
 //! - an unreadable mark, or sled itself reporting corruption while opening or scanning.
 //!

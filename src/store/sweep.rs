@@ -8,8 +8,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::commit::raise_commit_seq;
-use super::{abort, keys, stored_expiry, RevocationStore, StoreError};
+use std::ops::Bound;
+
+use super::{keys, stored_expiry, Handles, RevocationStore, StoreError, Trees, META_COMMIT_SEQ};
 use crate::config::MIN_SWEEP_INTERVAL;
 
 /// What one sweep did.
@@ -33,91 +34,29 @@ const SWEEP_REPORT_VERSION: u8 = 1;
 
 impl RevocationStore {
     /// Purges every record and seen logout jti whose `expires_at < now`, in batches of
-    /// `batch`; each entry is removed with its index entry in one transaction that
-    /// re-checks the expiry. Durable before it returns.
+    /// `batch` index entries, on the blocking pool. Durable before it returns.
+    ///
+    /// No sled transaction: a transaction takes sled 0.34's process-wide lock for writing,
+    /// which every `Tree::get` (the proxy's lookups) waits behind. Each entry is removed by
+    /// single-key operations instead, in an order that keeps the store consistent at every
+    /// step and after a crash between any two of them (`sweep_entry`): the record by
+    /// compare-and-swap against the exact bytes whose expiry was checked (a concurrent
+    /// re-revoke wins), then its index entry. Per batch, under the read side of the commit
+    /// gate (with the counter updates), the commit sequence in `meta` is raised *before*
+    /// the first removal, so a log prefix holding a removal shows a sequence above any
+    /// mark that counted the removed record (module doc of [`super`]).
     pub async fn sweep_due(&self, now: u64, batch: usize) -> Result<SweepReport, StoreError> {
         let h = self.handles()?;
         let started = std::time::Instant::now();
         let batch = batch.max(1);
-        let t = &h.trees;
-        // Keys sort by big-endian expiry first: everything before `now_be` has
-        // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
-        let now_be = now.to_be_bytes();
-        // Purged per kind byte (jti, sid, sub, logout).
-        let mut purged = [0u64; 4];
         self.inner.sweep_runs.fetch_add(1, Ordering::Relaxed);
-        loop {
-            // Transactions cannot range-scan: scan first, then re-check inside.
-            let due = t
-                .expiry
-                .range(..&now_be[..])
-                .keys()
-                .take(batch)
-                .collect::<Result<Vec<_>, _>>()?;
-            if due.is_empty() {
-                break;
-            }
-            let gate = self.gate();
-            let seq = self.reserve_commit_seq();
-            let removed = t
-                .transact(|tx| {
-                    let mut removed = [0u64; 4];
-                    let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
-                    for ikey in &due {
-                        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
-                            // Not an index key at all: drop it.
-                            tx.expiry.remove(ikey)?;
-                            continue;
-                        };
-                        let Some(records) = tx.entries(kind) else {
-                            tx.expiry.remove(ikey)?;
-                            continue;
-                        };
-                        if let Some(bytes) = records.get(rkey)? {
-                            let current = match stored_expiry(kind, &bytes) {
-                                Ok(e) => e,
-                                Err(e) => return abort(e),
-                            };
-                            // A concurrent re-revoke may have moved the expiry: then this
-                            // index key is stale and the record stays (it has its own key).
-                            if current == exp {
-                                records.remove(rkey)?;
-                                removed[kind as usize] += 1;
-                                if kind != keys::KIND_LOGOUT {
-                                    gone.push((kind, rkey.to_vec()));
-                                }
-                            }
-                        }
-                        tx.expiry.remove(ikey)?;
-                    }
-                    if !gone.is_empty() {
-                        raise_commit_seq(tx.meta, seq)?;
-                    }
-                    Ok((removed, gone))
-                })
-                .map_err(|e| self.failed(e));
-            if let Ok((removed, _)) = &removed {
-                for (counter, n) in self.inner.counts.iter().zip(removed) {
-                    counter.fetch_sub(*n, Ordering::Relaxed);
-                }
-            }
-            drop(gate);
-            let (removed, gone) = removed?;
-            for (kind, rkey) in &gone {
-                self.inner.presence.remove(*kind, rkey);
-            }
-            self.wrote();
-            for (kind, n) in removed.iter().enumerate() {
-                purged[kind] += n;
-            }
-            self.inner
-                .swept
-                .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
-            if due.len() < batch {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let store = self.clone();
+        let h2 = h.clone();
+        // Purged per kind byte (jti, sid, sub, logout).
+        let purged = tokio::task::spawn_blocking(move || store.purge_due(&h2, now, batch))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("sweep task failed: {e}"))))?;
+        let t = &h.trees;
         let report = SweepReport {
             at: now,
             purged: purged[..3].iter().sum(),
@@ -177,6 +116,195 @@ impl RevocationStore {
 }
 
 impl RevocationStore {
+    /// Blocking part of [`sweep_due`](Self::sweep_due): every due index entry, in batches
+    /// read in index order by this thread and purged by [`SWEEP_WORKERS`] threads
+    /// (entries are independent of each other). Returns the entries purged per kind byte.
+    fn purge_due(&self, h: &Handles, now: u64, batch: usize) -> Result<[u64; 4], StoreError> {
+        let t = &h.trees;
+        // Keys sort by big-endian expiry first: everything before `now_be` has
+        // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
+        let now_be = now.to_be_bytes();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(SWEEP_WORKERS);
+        // At most one batch waiting per worker: memory stays bounded.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<sled::IVec>>(workers);
+        let rx = std::sync::Mutex::new(rx);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let purging: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<[u64; 4], StoreError> {
+                        let mut purged = [0u64; 4];
+                        let mut failure = None;
+                        loop {
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(due) = next else { break };
+                            // After a failure, batches are only drained (the reader stops).
+                            if failure.is_some() {
+                                continue;
+                            }
+                            match self.purge_batch(t, &due) {
+                                Ok(removed) => {
+                                    for (total, n) in purged.iter_mut().zip(removed) {
+                                        *total += n;
+                                    }
+                                }
+                                Err(e) => {
+                                    stop.store(true, Ordering::SeqCst);
+                                    failure = Some(e);
+                                }
+                            }
+                        }
+                        failure.map_or(Ok(purged), Err)
+                    })
+                })
+                .collect();
+            // Each batch resumes after the last key of the one before, so an entry left
+            // in place (see `sweep_entry`) is not met again in this sweep.
+            let mut after: Option<sled::IVec> = None;
+            let scanned = loop {
+                let from = after
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_ref()));
+                let due = match t
+                    .expiry
+                    .range::<&[u8], _>((from, Bound::Excluded(&now_be[..])))
+                    .keys()
+                    .take(batch)
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(due) => due,
+                    Err(e) => break Err(StoreError::from(e)),
+                };
+                let full = due.len() == batch;
+                after = due.last().cloned();
+                // A worker failed: stop reading (its error is reported below).
+                if due.is_empty() || stop.load(Ordering::SeqCst) || tx.send(due).is_err() || !full {
+                    break Ok(());
+                }
+            };
+            drop(tx);
+            let mut purged = [0u64; 4];
+            let mut failure = scanned.err();
+            for worker in purging {
+                match worker.join() {
+                    Ok(Ok(removed)) => {
+                        for (total, n) in purged.iter_mut().zip(removed) {
+                            *total += n;
+                        }
+                    }
+                    Ok(Err(e)) => failure = failure.or(Some(e)),
+                    Err(_) => {
+                        failure = failure.or(Some(StoreError::Unavailable(
+                            "a sweep thread panicked".to_string(),
+                        )))
+                    }
+                }
+            }
+            failure.map_or(Ok(purged), |e| Err(self.failed(e)))
+        })
+    }
+
+    /// Purges one batch of due index entries ([`sweep_entry`](Self::sweep_entry) each):
+    /// under the read side of the commit gate, the commit sequence raised first, the
+    /// counters lowered for what was removed (even when a later entry failed).
+    fn purge_batch(&self, t: &Trees, due: &[sled::IVec]) -> Result<[u64; 4], StoreError> {
+        let mut removed = [0u64; 4];
+        let gate = self.gate();
+        let seq = self.reserve_commit_seq();
+        let result = raise_commit_seq_now(&t.meta, seq).and_then(|()| {
+            due.iter()
+                .try_for_each(|ikey| self.sweep_entry(t, ikey, &mut removed))
+        });
+        for (counter, n) in self.inner.counts.iter().zip(removed) {
+            counter.fetch_sub(n, Ordering::Relaxed);
+        }
+        drop(gate);
+        self.wrote();
+        self.inner
+            .swept
+            .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
+        result.map(|()| removed)
+    }
+
+    /// Removes one due index entry `ikey` and, when it still names its record's current
+    /// expiry, that record (counted in `removed` by kind byte). The steps, and what a
+    /// crash after each leaves:
+    /// 1. read the record; an index key whose record is gone or has another expiry is
+    ///    stale (a re-revoke moved the record, which has its own index key): step 3 only;
+    /// 2. compare-and-swap the record against those exact bytes to nothing — a
+    ///    concurrent write of the record makes it fail, and the record is read again —
+    ///    then lower the presence filter. After a crash: an index key without its
+    ///    record, dropped by the next sweep (step 1);
+    /// 3. remove the index key; then, should a writer have stored this very key with
+    ///    this very (past) expiry meanwhile, its transaction wrote the index key just
+    ///    removed: put it back, so the record is swept next time.
+    fn sweep_entry(
+        &self,
+        t: &Trees,
+        ikey: &[u8],
+        removed: &mut [u64; 4],
+    ) -> Result<(), StoreError> {
+        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
+            // Not an index key at all: drop it.
+            t.expiry.remove(ikey)?;
+            return Ok(());
+        };
+        let Some(records) = t.record_tree(kind) else {
+            t.expiry.remove(ikey)?;
+            return Ok(());
+        };
+        let current = |records: &sled::Tree| -> Result<Option<sled::IVec>, StoreError> {
+            match records.get(rkey)? {
+                Some(bytes) if stored_expiry(kind, &bytes)? == exp => Ok(Some(bytes)),
+                _ => Ok(None),
+            }
+        };
+        let mut attempts = 0;
+        while let Some(bytes) = current(records)? {
+            match records.compare_and_swap(rkey, Some(&bytes), None::<&[u8]>)? {
+                Ok(()) => {
+                    removed[kind as usize] += 1;
+                    if kind != keys::KIND_LOGOUT {
+                        self.inner.presence.remove(kind, rkey);
+                    }
+                    break;
+                }
+                Err(_) if attempts < SWEEP_ENTRY_ATTEMPTS => attempts += 1,
+                // Rewritten again and again: leave it, index key included, to the next sweep.
+                Err(_) => return Ok(()),
+            }
+        }
+        t.expiry.remove(ikey)?;
+        if current(records)?.is_some() {
+            t.expiry.insert(ikey, sled::IVec::default())?;
+        }
+        Ok(())
+    }
+}
+
+/// Raises the commit sequence in `meta` to `seq` (never lowers it) outside a transaction:
+/// before the removals of a sweep batch, so sled's log holds the raise before any of them.
+fn raise_commit_seq_now(meta: &sled::Tree, seq: u64) -> Result<(), StoreError> {
+    let word = |v: Option<&[u8]>| {
+        v.and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    meta.fetch_and_update(META_COMMIT_SEQ, |old| {
+        Some(word(old).max(seq).to_be_bytes().to_vec())
+    })?;
+    Ok(())
+}
+
+/// Threads that purge due batches in parallel (at most the available cores).
+pub const SWEEP_WORKERS: usize = 2;
+
+/// Times [`RevocationStore::sweep_due`] reads a due record again after a concurrent write
+/// changed it under the compare-and-swap, before leaving it to the next sweep.
+const SWEEP_ENTRY_ATTEMPTS: usize = 8;
+
+impl RevocationStore {
     /// `(sweeper runs, entries purged)` since open; for metrics. Purged entries include
     /// seen logout jtis.
     pub fn sweep_totals(&self) -> (u64, u64) {
@@ -187,8 +315,9 @@ impl RevocationStore {
     }
 }
 
-/// Index entries handled per sweep transaction. Bounds the size of one sled transaction
-/// (and so the time writers may wait on it); a sweep repeats batches until nothing is due.
+/// Index entries handled per sweep batch. Bounds the time a commit (and so a writer's
+/// answer) may wait for the sweep (a batch holds the read side of the commit gate); a
+/// sweep repeats batches until nothing is due.
 pub const SWEEP_BATCH: usize = 1024;
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every `interval`
