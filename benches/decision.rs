@@ -140,9 +140,11 @@ fn benches(c: &mut Criterion) {
     let app = revgate::App::new(cached_cfg, None, store.clone(), clock.clone());
     rt.block_on(app.keys.load_all(&app.config(), &app.metrics))
         .unwrap();
+    // The snapshot a request takes once, as the endpoints do.
+    let snapshot = app.snapshot();
     group.bench_function("cached_rs256", |b| {
         b.iter(|| {
-            let v = rt.block_on(app.verify(&t)).unwrap();
+            let v = rt.block_on(app.verify(&snapshot, &t)).unwrap();
             assert!(app
                 .store
                 .find_match(&v.issuer, &v.jti, v.sid.as_deref(), v.sub.as_deref(), v.iat)

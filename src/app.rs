@@ -159,10 +159,13 @@ impl App {
         self.sweep_interval.subscribe()
     }
 
-    /// [`Authorizer::verify`] under the configuration in force (the endpoints that verify
-    /// a token outside the proxy's per-request snapshot: `/revoke`, revoke-by-token).
-    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
-        let snapshot = self.snapshot();
+    /// [`Authorizer::verify`] under `snapshot`, the one the request took (the endpoints
+    /// that verify a token outside the proxy's decision: `/revoke`, revoke-by-token).
+    pub async fn verify(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         self.auth.verify(snapshot.under(), token).await
     }
 }

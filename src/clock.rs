@@ -82,6 +82,60 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
     u64::try_from(secs - offset_secs).map_err(|_| "instant before 1970".to_string())
 }
 
+/// Parses an RFC 3339 instant written exactly as RFC 3339 §5.6 (and the admin API
+/// document's `format: date-time`) has it: `YYYY-MM-DDTHH:MM:SS`, an optional fraction,
+/// and `Z` or `±HH:MM` (`T` and `Z` in either case). [`parse_rfc3339`] also takes a space
+/// for the `T` and a missing offset (read as UTC), which the CLI's `--until` allows for
+/// people; the admin API's JSON takes only this.
+pub fn parse_rfc3339_strict(text: &str) -> Result<u64, String> {
+    if !is_rfc3339(text.as_bytes()) {
+        return Err(
+            "not an RFC 3339 instant (YYYY-MM-DDTHH:MM:SS, optional fraction, then Z or ±HH:MM)"
+                .to_string(),
+        );
+    }
+    // Only digits, separators and the letters T and Z are left: the parser wants capitals.
+    parse_rfc3339(&text.to_ascii_uppercase())
+}
+
+/// Whether `t` has the shape of an RFC 3339 `date-time` (the values are checked by the
+/// parser).
+fn is_rfc3339(t: &[u8]) -> bool {
+    let digits =
+        |r: std::ops::Range<usize>| t.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, b: u8| t.get(i) == Some(&b);
+    let date_time = digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && matches!(t.get(10), Some(b'T' | b't'))
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19);
+    if !date_time {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let start = i + 1;
+        i = start;
+        while t.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &t[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()),
+        _ => false,
+    }
+}
+
 /// Splits a trailing `Z` or `±HH:MM` offset off an RFC 3339 text.
 fn split_offset(text: &str) -> (&str, i64) {
     if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
@@ -118,6 +172,29 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20.75Z"), Ok(1_700_000_000));
         assert!(parse_rfc3339("yesterday").is_err());
+        // The strict form: exactly RFC 3339's date-time.
+        for ok in [
+            "2023-11-14T22:13:20Z",
+            "2023-11-14t22:13:20z",
+            "2023-11-14T22:13:20.75Z",
+            "2023-11-14T23:13:20+01:00",
+        ] {
+            assert_eq!(parse_rfc3339_strict(ok), Ok(1_700_000_000), "{ok}");
+        }
+        for bad in [
+            "2023-11-14T22:13:20Z*",
+            "2023-11-14T22:13:20Zx",
+            "2023-11-14T22:13:20",
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0100",
+            "2023-13-14T22:13:20Z",
+            "",
+        ] {
+            assert!(parse_rfc3339_strict(bad).is_err(), "{bad}");
+        }
+        // The lenient one keeps reading what people type (the CLI's --until).
+        assert_eq!(parse_rfc3339("2023-11-14 22:13:20"), Ok(1_700_000_000));
         assert_eq!(rfc3339(MAX_RFC3339_SECS), "9999-12-31T23:59:59Z");
         assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }

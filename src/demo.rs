@@ -145,8 +145,99 @@ pub async fn run_demo() -> Result<(), DemoError> {
     let jti = format!("demo-{}", random_id());
     let token = mint("alice", &sid, &jti, now);
     let counts = app.store.counts();
-    println!(
-        r#"
+    let banner = Banner {
+        command: &this_command(),
+        proxy: gateway.proxy_addr(),
+        admin: gateway.admin_addr(),
+        counts: [counts.jti, counts.sid, counts.sub],
+        sid: &sid,
+        jti: &jti,
+        token: &token,
+    };
+    print!("{}", banner.render());
+    gateway.run(crate::server::shutdown_signal()).await;
+    Ok(())
+}
+
+/// How to run this very binary again, for the copy-paste lines: `cargo run --release --`
+/// (or `cargo run --` for a debug build) when it was started by `cargo run` in the
+/// revgate source tree, else the path it was started as (`./target/release/revgate`,
+/// `revgate` when found through `PATH`).
+pub fn this_command() -> String {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().ok();
+    let cargo_run = std::env::var("CARGO_PKG_NAME").is_ok_and(|n| n == env!("CARGO_PKG_NAME"))
+        && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+    command_for(&argv0, exe.as_deref(), cargo_run)
+}
+
+/// [`this_command`] from its inputs: the program name as started (`argv[0]`), the
+/// executable's path, and whether `cargo run` started it (it sets `CARGO_PKG_NAME` and
+/// `CARGO_MANIFEST_DIR` for the program it runs).
+pub fn command_for(argv0: &str, exe: Option<&std::path::Path>, cargo_run: bool) -> String {
+    if cargo_run {
+        // The profile is the directory the binary was built into: target/<profile>/revgate.
+        let profile = exe
+            .and_then(|e| e.parent())
+            .and_then(|d| d.file_name())
+            .and_then(|d| d.to_str())
+            .unwrap_or("debug");
+        return match profile {
+            "debug" => "cargo run --".to_string(),
+            "release" => "cargo run --release --".to_string(),
+            other => format!("cargo run --profile {} --", shell_word(other)),
+        };
+    }
+    // As typed: a path works again from the same directory, a bare name through PATH.
+    if argv0.is_empty() {
+        "revgate".to_string()
+    } else {
+        shell_word(argv0)
+    }
+}
+
+/// `word` as one shell word: as is when it is made of safe characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@%,".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// What the demo prints at start: where everything is, a token, and copy-paste lines that
+/// run `command` (this binary, see [`this_command`]).
+struct Banner<'a> {
+    command: &'a str,
+    proxy: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    /// Revocations already in the store: jti, sid, sub.
+    counts: [u64; 3],
+    sid: &'a str,
+    jti: &'a str,
+    token: &'a str,
+}
+
+impl Banner<'_> {
+    fn render(&self) -> String {
+        let Banner {
+            command,
+            proxy,
+            admin,
+            counts: [jti_n, sid_n, sub_n],
+            sid,
+            jti,
+            token,
+        } = self;
+        format!(
+            r#"
 revgate demo — the signing key in data/demo/ is public: NOT FOR PRODUCTION
 
   gateway   http://{proxy}   (every path needs a token; /public does not)
@@ -158,27 +249,22 @@ A token for user "alice" (session {sid}, jti {jti}), valid for 1 hour:
 
 export TOKEN={token}
 
-Try, in another terminal:
+Try, in another terminal (in this directory):
 
   curl -i -H "Authorization: Bearer $TOKEN" http://{proxy}/api/hello        # 200, echoed
-  cargo run --release -- revoke jti {jti} --reason "demo"                   # or: revoke sid {sid} / revoke sub alice
+  {command} revoke jti {jti} --reason "demo"     # or: revoke sid {sid} / revoke sub alice
   curl -i -H "Authorization: Bearer $TOKEN" http://{proxy}/api/hello        # 401 ... revoked
   # stop the demo (Ctrl-C), start it again, same curl: still 401 — the store remembers
-  cargo run --release -- lookup jti {jti}
-  cargo run --release -- unrevoke jti {jti}                                 # 200 again
+  {command} lookup jti {jti}
+  {command} unrevoke jti {jti}                   # 200 again
+  {command} stats
   curl -i http://{proxy}/public/info                                        # public route, no token
   curl -s http://{admin}/metrics | grep revgate_requests_total
 
 Ctrl-C stops the demo.
-"#,
-        proxy = gateway.proxy_addr(),
-        admin = gateway.admin_addr(),
-        jti_n = counts.jti,
-        sid_n = counts.sid,
-        sub_n = counts.sub,
-    );
-    gateway.run(crate::server::shutdown_signal()).await;
-    Ok(())
+"#
+        )
+    }
 }
 
 /// The echo upstream: answers every request with a JSON view of what it received.
@@ -219,5 +305,115 @@ pub async fn serve_echo(listener: tokio::net::TcpListener) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn copy_paste_lines_run_the_binary_as_it_was_started() {
+        let release = Path::new("/src/revgate/target/release/revgate");
+        let debug = Path::new("/src/revgate/target/debug/revgate");
+        assert_eq!(
+            command_for("target/release/revgate", Some(release), true),
+            "cargo run --release --"
+        );
+        assert_eq!(
+            command_for("target/debug/revgate", Some(debug), true),
+            "cargo run --"
+        );
+        assert_eq!(
+            command_for("x", Some(Path::new("/t/target/bench/revgate")), true),
+            "cargo run --profile bench --"
+        );
+        assert_eq!(
+            command_for("./target/release/revgate", Some(release), false),
+            "./target/release/revgate"
+        );
+        assert_eq!(
+            command_for("/usr/local/bin/revgate", None, false),
+            "/usr/local/bin/revgate"
+        );
+        assert_eq!(command_for("revgate", None, false), "revgate");
+        assert_eq!(command_for("", None, false), "revgate");
+        assert_eq!(
+            command_for("/opt/my tools/revgate", None, false),
+            "'/opt/my tools/revgate'"
+        );
+        assert_eq!(
+            command_for("/x/it's/revgate", None, false),
+            "'/x/it'\\''s/revgate'"
+        );
+    }
+
+    #[test]
+    fn the_banner_uses_the_command_on_every_copy_paste_line() {
+        let banner = Banner {
+            command: "./target/release/revgate",
+            proxy: "127.0.0.1:8080".parse().unwrap(),
+            admin: "127.0.0.1:9090".parse().unwrap(),
+            counts: [1, 2, 3],
+            sid: "sess-1",
+            jti: "demo-1",
+            token: "a.b.c",
+        }
+        .render();
+        for line in [
+            "  ./target/release/revgate revoke jti demo-1 --reason \"demo\"",
+            "  ./target/release/revgate lookup jti demo-1\n",
+            "  ./target/release/revgate unrevoke jti demo-1 ",
+            "  ./target/release/revgate stats\n",
+            "export TOKEN=a.b.c\n",
+            "(1 jti, 2 sid, 3 sub revocations already in it)",
+        ] {
+            assert!(banner.contains(line), "{line:?} not in {banner}");
+        }
+        assert!(!banner.contains("cargo run"), "{banner}");
+    }
+
+    #[test]
+    fn the_demo_store_is_untracked_and_ignored() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(root)
+                .output()
+        };
+        match git(&["rev-parse", "--is-inside-work-tree"]) {
+            Ok(o) if o.status.success() => {}
+            _ => {
+                eprintln!("skipped: not a git checkout");
+                return;
+            }
+        }
+        let tracked = git(&["ls-files", "--", DEMO_STORE, "data/demo.db.hwm"]).unwrap();
+        assert!(tracked.status.success());
+        assert!(
+            tracked.stdout.is_empty(),
+            "tracked: {}",
+            String::from_utf8_lossy(&tracked.stdout)
+        );
+        // What a demo run creates is ignored (the index not consulted: rules only).
+        let created = [
+            "data/demo.db/db",
+            "data/demo.db/conf",
+            "data/demo.db/snap.0000000000000042",
+            "data/demo.db.hwm",
+            "data/demo.db.hwm.tmp",
+        ];
+        let mut args = vec!["check-ignore", "--no-index"];
+        args.extend(created);
+        let ignored = git(&args).unwrap();
+        let listed = String::from_utf8_lossy(&ignored.stdout);
+        for path in created {
+            assert!(
+                listed.lines().any(|l| l == path),
+                "{path} is not ignored: {listed}"
+            );
+        }
     }
 }

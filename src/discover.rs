@@ -443,9 +443,11 @@ pub fn render(doc: &Value, jwks: &Value, options: &DiscoverOptions) -> Discovere
             Vec::new()
         }
     };
-    if require_typ.0.is_empty() && audiences.iter().any(|a| logout_audiences.contains(a)) {
-        warnings.push("`audiences` and `logout_audiences` overlap and `require_typ` is empty: an ID token addressed to the client would pass as an access token; set require_typ or use a distinct API audience".to_string());
-    }
+    warnings.extend(crate::config::audience_overlap_warning(
+        &audiences,
+        &logout_audiences,
+        &require_typ.0,
+    ));
     todo.insert(
         0,
         "register https://<your gateway>/backchannel-logout (backchannel.path) as the client's back-channel logout URI at the provider".to_string(),

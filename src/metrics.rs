@@ -1,14 +1,21 @@
 //! Prometheus metrics (`GET /metrics`). Plain atomics on the hot path; rendered as text
 //! on demand. Every name is prefixed `revgate_`; README.md lists them.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::auth::logout::LogoutReason;
 use crate::config::RouteConfig;
 use crate::store::RevocationStore;
+
+mod histogram;
+mod logouts;
+pub mod process;
+pub use histogram::{Buckets, Histogram};
+pub use logouts::{IssuerLogouts, LastRefusal, LogoutLedger, MAX_REFUSAL_DESCRIPTION_CHARS};
 
 /// Number of [`Outcome`] values (one counter each per route).
 pub const OUTCOMES: usize = 11;
@@ -18,21 +25,70 @@ pub const OUTCOMES: usize = 11;
 pub const DECISION_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
 ];
-/// [`DECISION_BUCKETS`] in nanoseconds, for the hot path (no float arithmetic there).
-const DECISION_BUCKET_NANOS: [u64; 12] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    100_000_000,
-    500_000_000,
-    2_500_000_000,
+/// [`DECISION_BUCKETS`] with their nanoseconds, for the hot path (no float arithmetic there).
+static DECISION: Buckets<12> = Buckets {
+    seconds: DECISION_BUCKETS,
+    nanos: [
+        50_000,
+        100_000,
+        250_000,
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        100_000_000,
+        500_000_000,
+        2_500_000_000,
+    ],
+};
+
+/// Upper bounds, in seconds, of the `revgate_upstream_seconds` buckets (time from sending
+/// a request upstream to its answer's headers; `+Inf` implicit). Up to the default route
+/// timeout of 30 s.
+pub const UPSTREAM_BUCKETS: [f64; 14] = [
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// [`UPSTREAM_BUCKETS`] with their nanoseconds.
+static UPSTREAM: Buckets<14> = Buckets {
+    seconds: UPSTREAM_BUCKETS,
+    nanos: [
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        500_000_000,
+        1_000_000_000,
+        2_500_000_000,
+        5_000_000_000,
+        10_000_000_000,
+        30_000_000_000,
+    ],
+};
+
+/// `revgate_decision_seconds` (a [`Histogram`] over [`DECISION_BUCKETS`]).
+#[derive(Debug)]
+struct DecisionHistogram(Histogram<12>);
+
+impl Default for DecisionHistogram {
+    fn default() -> Self {
+        DecisionHistogram(Histogram::new(&DECISION))
+    }
+}
+
+/// JWKS fetches of one issuer, by result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JwksFetches {
+    /// Fetches that yielded a usable key set.
+    pub ok: u64,
+    /// Fetches that failed (unreachable, bad status, no usable key).
+    pub error: u64,
+}
 
 /// Outcome of one request on the proxy listener (label `outcome`). Declared in the order
 /// of `Outcome::ALL`: `outcome as usize` indexes counter arrays.
@@ -120,11 +176,8 @@ impl Outcome {
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: [AtomicU64; OUTCOMES],
-    /// `revgate_decision_seconds`: per-bucket counts (not cumulative; the last one is
-    /// `+Inf` only), summed at render time.
-    decision_buckets: [AtomicU64; DECISION_BUCKETS.len() + 1],
-    /// Sum of every observed decision, in nanoseconds.
-    decision_nanos: AtomicU64,
+    /// `revgate_decision_seconds`.
+    decision: DecisionHistogram,
     revocation_hits: [AtomicU64; 3],
     revocations_by_source: [AtomicU64; 3],
     /// Back-channel logouts accepted.
@@ -132,13 +185,77 @@ pub struct Metrics {
     /// Back-channel logouts rejected, by [`LogoutReason`] (index = its position in
     /// [`LogoutReason::ALL`]).
     backchannel_rejected: [AtomicU64; LogoutReason::ALL.len()],
-    /// JWKS fetches that succeeded.
-    pub jwks_fetch_ok: AtomicU64,
-    /// JWKS fetches that failed.
-    pub jwks_fetch_error: AtomicU64,
+    /// Back-channel logouts per issuer, with the last refusal (`GET /v1/stats`).
+    pub logouts: LogoutLedger,
+    /// JWKS fetches from `jwks_url`s by issuer (only configured issuers are fetched, so
+    /// the table is as small as the configuration). Fetches are rare: a mutex is fine.
+    jwks_fetches: Mutex<BTreeMap<String, JwksFetches>>,
+    /// Configuration reloads applied (`SIGHUP`, `POST /v1/reload`).
+    reloads_ok: AtomicU64,
+    /// Configuration reloads refused (the running configuration stayed).
+    reloads_refused: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts one JWKS fetch of `issuer` from its `jwks_url`.
+    pub fn jwks_fetched(&self, issuer: &str, ok: bool) {
+        let mut table = self.jwks_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = table.entry(issuer.to_string()).or_default();
+        if ok {
+            entry.ok += 1;
+        } else {
+            entry.error += 1;
+        }
+    }
+
+    /// The JWKS fetches counted for `issuer`.
+    pub fn jwks_fetches(&self, issuer: &str) -> JwksFetches {
+        let table = self.jwks_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        table.get(issuer).copied().unwrap_or_default()
+    }
+
+    /// Counts one configuration reload, applied (`ok`) or refused.
+    pub fn reload_result(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `revgate_jwks_fetches_total{issuer,result}` and `revgate_reloads_total{result}`.
+    fn render_keys_and_reloads(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP revgate_jwks_fetches_total JWKS fetches from jwks_url by issuer and result."
+        );
+        let _ = writeln!(out, "# TYPE revgate_jwks_fetches_total counter");
+        let table = self.jwks_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        for (issuer, n) in table.iter() {
+            let issuer = escape_label(issuer);
+            for (result, count) in [("ok", n.ok), ("error", n.error)] {
+                let _ = writeln!(
+                    out,
+                    "revgate_jwks_fetches_total{{issuer=\"{issuer}\",result=\"{result}\"}} {count}"
+                );
+            }
+        }
+        drop(table);
+        let _ = writeln!(
+            out,
+            "# HELP revgate_reloads_total Configuration reloads by result (ok: applied; refused: the running configuration stayed)."
+        );
+        let _ = writeln!(out, "# TYPE revgate_reloads_total counter");
+        for (result, counter) in [("ok", &self.reloads_ok), ("refused", &self.reloads_refused)] {
+            let _ = writeln!(
+                out,
+                "revgate_reloads_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     /// Counts a rejected back-channel logout under its reason.
     pub fn backchannel_rejected(&self, reason: LogoutReason) {
         self.backchannel_rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -230,21 +347,7 @@ impl Metrics {
             );
         }
         self.render_backchannel(&mut out);
-        let _ = writeln!(
-            out,
-            "# HELP revgate_jwks_fetches_total JWKS fetches by result."
-        );
-        let _ = writeln!(out, "# TYPE revgate_jwks_fetches_total counter");
-        let _ = writeln!(
-            out,
-            "revgate_jwks_fetches_total{{result=\"ok\"}} {}",
-            self.jwks_fetch_ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "revgate_jwks_fetches_total{{result=\"error\"}} {}",
-            self.jwks_fetch_error.load(Ordering::Relaxed)
-        );
+        self.render_keys_and_reloads(&mut out);
         let counts = store.counts();
         let _ = writeln!(
             out,
@@ -273,6 +376,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP revgate_store_size_bytes Store size on disk.");
         let _ = writeln!(out, "# TYPE revgate_store_size_bytes gauge");
         let _ = writeln!(out, "revgate_store_size_bytes {}", store.size_on_disk());
+        process::render(&mut out);
         out
     }
 }
@@ -290,21 +394,12 @@ impl Metrics {
 
     /// Records one token decision that took `elapsed`. Lock-free: two atomic adds.
     pub fn observe_decision(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let i = DECISION_BUCKET_NANOS
-            .iter()
-            .position(|&bound| nanos <= bound)
-            .unwrap_or(DECISION_BUCKET_NANOS.len());
-        self.decision_buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.decision_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.decision.0.observe(elapsed);
     }
 
     /// Token decisions observed so far.
     pub fn decisions(&self) -> u64 {
-        self.decision_buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .sum()
+        self.decision.0.count()
     }
 
     fn render_decision(&self, out: &mut String) {
@@ -314,22 +409,7 @@ impl Metrics {
              (parse, verify, revocation lookup, scopes)."
         );
         let _ = writeln!(out, "# TYPE revgate_decision_seconds histogram");
-        let mut cumulative = 0u64;
-        for (i, le) in DECISION_BUCKETS.iter().enumerate() {
-            cumulative += self.decision_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "revgate_decision_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.decision_buckets[DECISION_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "revgate_decision_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = self.decision_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "revgate_decision_seconds_sum {sum}");
-        let _ = writeln!(out, "revgate_decision_seconds_count {cumulative}");
+        self.decision.0.render(out, "revgate_decision_seconds", "");
     }
 }
 
@@ -358,20 +438,37 @@ pub struct RouteMetrics {
     /// Prefix of each configured route, in configuration order.
     prefixes: Vec<String>,
     /// One row per route, plus a last row for requests that matched no route.
-    counts: Vec<Arc<[AtomicU64; OUTCOMES]>>,
+    counts: Vec<Arc<RouteRow>>,
+}
+
+/// The counters of one route: requests by outcome, and the upstream latency.
+#[derive(Debug)]
+struct RouteRow {
+    outcomes: [AtomicU64; OUTCOMES],
+    /// `revgate_upstream_seconds` of this route.
+    upstream: Histogram<14>,
+}
+
+impl Default for RouteRow {
+    fn default() -> Self {
+        RouteRow {
+            outcomes: Default::default(),
+            upstream: Histogram::new(&UPSTREAM),
+        }
+    }
 }
 
 impl RouteMetrics {
     /// Counters for `routes`; prefixes already in `previous` keep their counters.
     pub fn for_routes(routes: &[RouteConfig], previous: Option<&RouteMetrics>) -> RouteMetrics {
         let prefixes: Vec<String> = routes.iter().map(|r| r.prefix.clone()).collect();
-        let row_of = |row: Option<usize>| -> Arc<[AtomicU64; OUTCOMES]> {
+        let row_of = |row: Option<usize>| -> Arc<RouteRow> {
             match (previous, row) {
                 (Some(prev), Some(row)) => prev.counts[row].clone(),
                 _ => Arc::new(Default::default()),
             }
         };
-        let mut counts: Vec<Arc<[AtomicU64; OUTCOMES]>> = prefixes
+        let mut counts: Vec<Arc<RouteRow>> = prefixes
             .iter()
             .map(|p| row_of(previous.and_then(|prev| prev.prefixes.iter().position(|q| q == p))))
             .collect();
@@ -385,7 +482,27 @@ impl RouteMetrics {
         let row = route
             .filter(|&i| i < self.prefixes.len())
             .unwrap_or(self.prefixes.len());
-        self.counts[row][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.counts[row].outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long the upstream of the route at position `route` took to answer
+    /// (from sending the request to the answer's headers, or to the failure).
+    pub fn observe_upstream(&self, route: usize, elapsed: Duration) {
+        if let Some(row) = self
+            .counts
+            .get(route)
+            .filter(|_| route < self.prefixes.len())
+        {
+            row.upstream.observe(elapsed);
+        }
+    }
+
+    /// Upstream answers timed for the route with `prefix`.
+    pub fn upstream_count(&self, prefix: &str) -> u64 {
+        self.prefixes
+            .iter()
+            .position(|q| q == prefix)
+            .map_or(0, |i| self.counts[i].upstream.count())
     }
 
     /// Requests counted for the route with `prefix` (`None`: no route) and `outcome`.
@@ -397,7 +514,7 @@ impl RouteMetrics {
             },
             None => self.prefixes.len(),
         };
-        self.counts[row][outcome as usize].load(Ordering::Relaxed)
+        self.counts[row].outcomes[outcome as usize].load(Ordering::Relaxed)
     }
 
     /// Appends the Prometheus text of these counters to `out`.
@@ -419,9 +536,21 @@ impl RouteMetrics {
                     out,
                     "revgate_route_requests_total{{route=\"{route}\",outcome=\"{}\"}} {}",
                     o.label(),
-                    self.counts[row][o as usize].load(Ordering::Relaxed)
+                    self.counts[row].outcomes[o as usize].load(Ordering::Relaxed)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP revgate_upstream_seconds Time from sending a request to the route's upstream \
+             to its answer's headers (or to the failure), by route."
+        );
+        let _ = writeln!(out, "# TYPE revgate_upstream_seconds histogram");
+        for (row, prefix) in self.prefixes.iter().enumerate() {
+            let labels = format!("route=\"{}\",", escape_label(prefix));
+            self.counts[row]
+                .upstream
+                .render(out, "revgate_upstream_seconds", &labels);
         }
     }
 }

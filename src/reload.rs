@@ -96,12 +96,17 @@ pub fn check_file(path: &Path) -> Result<Config, ReloadError> {
 pub async fn reload(app: &App) -> Result<ReloadReport, ReloadError> {
     let Some(path) = app.config_path.clone() else {
         let e = ReloadError::NoConfigFile;
+        app.metrics.reload_result(false);
         tracing::warn!(reason = %e, "configuration reload refused");
         return Err(e);
     };
     let _one_at_a_time = app.reload_lock.lock().await;
     match reload_from(app, &path).await {
         Ok(report) => {
+            app.metrics.reload_result(true);
+            for warning in app.config().warnings() {
+                tracing::warn!(config = %path.display(), "{warning}");
+            }
             tracing::info!(
                 config = %path.display(),
                 changed = %report.changed.join(","),
@@ -118,6 +123,7 @@ pub async fn reload(app: &App) -> Result<ReloadReport, ReloadError> {
             Ok(report)
         }
         Err(e) => {
+            app.metrics.reload_result(false);
             tracing::error!(
                 config = %path.display(),
                 reason = %e,

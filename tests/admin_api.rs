@@ -1069,3 +1069,150 @@ async fn values_up_to_the_store_limit_are_revoked_and_enforced_everywhere() {
     assert_eq!(total_records(&gw).await, 5);
     gw.stop().await;
 }
+
+/// `POST /v1/import` with `body` (NDJSON) and the query `query`.
+async fn import_raw(gw: &Gateway, query: &str, body: &str) -> (u16, Value) {
+    status_json(
+        client()
+            .post(gw.admin_url(&format!("/v1/import{query}")))
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_its_document_refuses() {
+    let (_dir, gw) = start().await;
+    let refused = |answer: &(u16, Value), what: &str, field: &str| {
+        assert_eq!(answer.0, 400, "{what}: {}", answer.1);
+        let d = answer.1["error_description"].as_str().unwrap_or_default();
+        assert!(d.contains(field), "{what}: {d:?} does not name {field}");
+    };
+    // Empty query values are not "absent": kind= and limit= name nothing, issuer= no issuer.
+    refused(
+        &admin_get(&gw, "/v1/revocations?kind=").await,
+        "list kind=",
+        "kind",
+    );
+    refused(
+        &admin_get(&gw, "/v1/revocations?limit=").await,
+        "list limit=",
+        "limit",
+    );
+    let resp = client()
+        .get(gw.admin_url("/v1/export?kind="))
+        .send()
+        .await
+        .unwrap();
+    refused(&status_json(resp).await, "export kind=", "kind");
+    refused(
+        &admin_get(&gw, "/v1/revocations/jti/x?issuer=").await,
+        "lookup issuer=",
+        "issuer",
+    );
+    let resp = client()
+        .delete(gw.admin_url("/v1/revocations/jti/x?issuer="))
+        .send()
+        .await
+        .unwrap();
+    refused(&status_json(resp).await, "delete issuer=", "issuer");
+    // dry_run is a boolean: true or false.
+    for bad in ["1", "0", "", "yes"] {
+        let answer = import_raw(&gw, &format!("?dry_run={bad}"), "\n").await;
+        refused(&answer, &format!("dry_run={bad}"), "dry_run");
+    }
+    // A request without a body is no import; a body of blank lines is an import of nothing.
+    refused(&import_raw(&gw, "", "").await, "empty import body", "body");
+    let (status, summary) = import_raw(&gw, "?dry_run=false", "\n\n").await;
+    assert_eq!(
+        (status, summary["imported"].as_u64()),
+        (200, Some(0)),
+        "{summary}"
+    );
+
+    // Members typed as strings are strings: null is refused, not read as absent.
+    let future = revgate::clock::rfc3339(now() + 3600);
+    for (body, field) in [
+        (json!({"kind": "jti", "value": "n-1", "ttl": null}), "ttl"),
+        (
+            json!({"kind": "jti", "value": "n-1", "ttl": null, "expires_at": future}),
+            "ttl",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "issuer": null}),
+            "issuer",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": null}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "sub", "value": "n-1", "issued_before": null}),
+            "issued_before",
+        ),
+        // Instants are RFC 3339 date-times, exactly: no trailing text, an offset required.
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": format!("{future}*")}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": future.trim_end_matches('Z')}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "jti", "value": "n-1", "expires_at": future.replace('T', " ")}),
+            "expires_at",
+        ),
+        (
+            json!({"kind": "sub", "value": "n-1", "issued_before": "2024-01-01T00:00:00Zx"}),
+            "issued_before",
+        ),
+    ] {
+        refused(
+            &admin_post(&gw, "/v1/revocations", &body).await,
+            &body.to_string(),
+            field,
+        );
+    }
+    assert_eq!(total_records(&gw).await, 0);
+    // reason may be null (no reason), as the document says; offsets are fine.
+    let offset = revgate::clock::rfc3339(now() + 7200).replace('Z', "+00:00");
+    let (status, record) = admin_post(
+        &gw,
+        "/v1/revocations",
+        &json!({"kind": "jti", "value": "n-2", "reason": null, "expires_at": offset}),
+    )
+    .await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(record["reason"], Value::Null);
+
+    // Any base64url text is a cursor (a position in key order); other text is not.
+    for after in ["AAAA", "AA", "_w", "AQAAAA"] {
+        let (status, page) = admin_get(&gw, &format!("/v1/revocations?after={after}")).await;
+        assert_eq!(status, 200, "after={after}: {page}");
+    }
+    let (_, page) = admin_get(&gw, "/v1/revocations?after=AA").await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "kind byte 0 sorts first: {page}"
+    );
+    let (_, page) = admin_get(&gw, "/v1/revocations?after=_w").await;
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "byte 0xff sorts after every kind: {page}"
+    );
+    for bad in ["A", "!!", "a b", "AAAA="] {
+        refused(
+            &admin_get(&gw, &format!("/v1/revocations?after={}", url_encode(bad))).await,
+            &format!("after={bad}"),
+            "after",
+        );
+    }
+    gw.stop().await;
+}

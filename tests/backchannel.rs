@@ -712,6 +712,140 @@ async fn metrics_count_accepted_and_rejected_logouts() {
     gw.stop().await;
 }
 
+/// The `logouts` row of `issuer` (`None`: the unattributed row) in `GET /v1/stats`.
+async fn logout_row(gw: &Gateway, issuer: Option<&str>) -> Option<Value> {
+    let stats = admin_stats(gw).await;
+    let rows = stats["logouts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats without logouts: {stats}"));
+    rows.iter()
+        .find(|r| r["issuer"].as_str() == issuer)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_logouts_per_issuer_with_the_last_refusal() {
+    let f = start("").await;
+    let gw = f.gw;
+    // Every configured issuer has its row from the start; no unattributed row yet.
+    let row = logout_row(&gw, Some(ISS)).await.expect("row of the issuer");
+    assert_eq!(
+        row,
+        json!({"issuer": ISS, "accepted": 0, "refused": 0, "last_refusal": null})
+    );
+    assert!(logout_row(&gw, None).await.is_none());
+
+    let good = sign_logout(&logout_claims(Some("s-stats"), None, now()));
+    assert_endpoint_ok(&post_logout(&gw, &good).await, "valid");
+    // The IdP's usual trap: no exp (LemonLDAP::NG, Keycloak before 22).
+    let mut no_exp = logout_claims(Some("s-stats-2"), None, now());
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let before = now();
+    let desc = assert_invalid(post_logout(&gw, &sign_logout(&no_exp)).await, "no exp").await;
+    let row = logout_row(&gw, Some(ISS)).await.unwrap();
+    assert_eq!(
+        (row["accepted"].as_u64(), row["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{row}"
+    );
+    let last = &row["last_refusal"];
+    assert_eq!(last["reason"], "time", "{row}");
+    assert_eq!(last["error"], desc.as_str(), "{row}");
+    assert!(desc.contains("missing exp"), "{desc}");
+    let at = instant(&last["at"]);
+    assert!(at >= before && at <= now(), "{row}");
+
+    // A later refusal of another class replaces it.
+    let wrong_aud = sign_logout(&with(
+        logout_claims(Some("s-stats-3"), None, now()),
+        "aud",
+        json!("someone-else"),
+    ));
+    assert_invalid(post_logout(&gw, &wrong_aud).await, "audience").await;
+    let row = logout_row(&gw, Some(ISS)).await.unwrap();
+    assert_eq!(row["refused"], 2, "{row}");
+    assert_eq!(row["last_refusal"]["reason"], "audience", "{row}");
+
+    // A token naming no configured issuer is counted apart, and not under ISS.
+    let stranger = sign_logout(&with(
+        logout_claims(Some("s-x"), None, now()),
+        "iss",
+        json!("https://stranger.example/"),
+    ));
+    assert_invalid(post_logout(&gw, &stranger).await, "unknown issuer").await;
+    let row = logout_row(&gw, None).await.expect("unattributed row");
+    assert_eq!(
+        (row["accepted"].as_u64(), row["refused"].as_u64()),
+        (Some(0), Some(1)),
+        "{row}"
+    );
+    assert_eq!(row["last_refusal"]["reason"], "issuer", "{row}");
+    assert_eq!(logout_row(&gw, Some(ISS)).await.unwrap()["refused"], 2);
+    assert!(
+        logout_row(&gw, Some("https://stranger.example/"))
+            .await
+            .is_none(),
+        "an unconfigured iss never gets a row of its own"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_logout_is_logged_at_warn_with_issuer_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = start_echo().await;
+    let path = write_config_file(
+        dir.path(),
+        &config_text(upstream, &dir.path().join("store.db"), ""),
+    );
+    let mut child = ServeChild::start(&path).await;
+    let mut no_exp = logout_claims(Some("s-warn"), None, now());
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_invalid(post_logout(&child, &sign_logout(&no_exp)).await, "no exp").await;
+    assert!(
+        child.wait_for_log("back-channel logout refused").await,
+        "no refusal line: {}",
+        child.log_text()
+    );
+    let log = child.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("back-channel logout refused"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("issuer={ISS}")), "{line}");
+    assert!(line.contains("reason=time"), "{line}");
+    assert!(line.contains("missing exp"), "{line}");
+    // `revgate stats` shows it too (the table of logouts per issuer).
+    let o = run_revgate(
+        &["stats", "--admin", &child.admin.to_string()],
+        &[],
+        dir.path(),
+    )
+    .await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("ISSUER") && out.contains("LAST_REFUSAL"),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(ISS))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        [ISS, "0", "1"],
+        "{row}"
+    );
+    assert!(
+        row.contains("time: invalid logout token: missing exp"),
+        "{row}"
+    );
+    child.sigterm();
+    child.wait_exit(WAIT).await.expect("exits after SIGTERM");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tokens_sharing_a_jti_never_record_on_a_400() {
     // Two different logout tokens with one jti, sent at the same moment: whichever loses

@@ -259,7 +259,14 @@ async fn cli_export_import_and_offline_store_access() {
     seed.push_str("garbage\n");
     std::fs::write(&file, seed).unwrap();
     let out = run_revgate(
-        &["import", file.to_str().unwrap(), "--admin", &admin],
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--admin",
+            &admin,
+            "--output",
+            "json",
+        ],
         &[],
         dir.path(),
     )

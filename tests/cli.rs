@@ -85,6 +85,8 @@ async fn revoke_lookup_unrevoke_round_trip() {
             "cli test",
             "--admin",
             &admin,
+            "--output",
+            "json",
         ],
         &[],
     )
@@ -98,9 +100,32 @@ async fn revoke_lookup_unrevoke_round_trip() {
     assert_eq!(record["source"], "admin");
     assert_revoked(&proxy_get(&gw, &t).await);
 
-    let o = revgate(&["lookup", "jti", "cli-jti-1", "--admin", &admin], &[]).await;
+    let o = revgate(
+        &[
+            "lookup",
+            "jti",
+            "cli-jti-1",
+            "--admin",
+            &admin,
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .await;
     assert_ok(&o, "lookup");
     assert_eq!(json_stdout(&o)["value"], "cli-jti-1");
+    // The default output is a FIELD VALUE table.
+    let o = revgate(&["lookup", "jti", "cli-jti-1", "--admin", &admin], &[]).await;
+    assert_ok(&o, "lookup as a table");
+    let table = stdout(&o);
+    assert!(table.starts_with("FIELD "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["value", "cli-jti-1"]),
+        "{table}"
+    );
     // --admin anywhere after the subcommand.
     let o = revgate(
         &[
@@ -131,11 +156,19 @@ async fn revoke_lookup_unrevoke_round_trip() {
     // sid and sub, with a value that needs percent-encoding in the admin path.
     let odd = "sess/with space:colon";
     let t2 = token("oscar", odd, "cli-jti-2");
-    let o = revgate(&["revoke", "sid", odd, "--admin", &admin], &[]).await;
+    let o = revgate(
+        &["revoke", "sid", odd, "--admin", &admin, "--output=json"],
+        &[],
+    )
+    .await;
     assert_ok(&o, "revoke sid");
     assert!(json_stdout(&o)["issued_before"].is_string());
     assert_revoked(&proxy_get(&gw, &t2).await);
-    let o = revgate(&["lookup", "sid", odd, "--admin", &admin], &[]).await;
+    let o = revgate(
+        &["lookup", "sid", odd, "--admin", &admin, "--output=json"],
+        &[],
+    )
+    .await;
     assert_ok(&o, "lookup odd sid");
     assert_eq!(json_stdout(&o)["value"], odd);
     let o = revgate(&["unrevoke", "sid", odd, "--admin", &admin], &[]).await;
@@ -207,7 +240,7 @@ async fn list_stats_and_sweep() {
         "{stats}"
     );
 
-    let o = revgate(&["sweep", "--admin", &admin], &[]).await;
+    let o = revgate(&["sweep", "--admin", &admin, "--output", "json"], &[]).await;
     assert_ok(&o, "sweep");
     assert_eq!(json_stdout(&o)["purged"], 0);
     assert!(admin_stats(&gw).await["last_sweep"].is_object());
@@ -222,7 +255,7 @@ async fn revoke_token_ttl_and_until() {
     let t = token_with("pat", "s-p", "cli-tok-1", |c| c["exp"] = json!(n + 700));
     let o = revgate(
         &[
-            "revoke", "token", &t, "--reason", "logout", "--admin", &admin,
+            "revoke", "token", &t, "--reason", "logout", "--admin", &admin, "-o", "json",
         ],
         &[],
     )
@@ -245,7 +278,7 @@ async fn revoke_token_ttl_and_until() {
     let before = now();
     let o = revgate(
         &[
-            "revoke", "jti", "cli-ttl", "--ttl", "90s", "--admin", &admin,
+            "revoke", "jti", "cli-ttl", "--ttl", "90s", "--admin", &admin, "-o", "json",
         ],
         &[],
     )
@@ -265,6 +298,8 @@ async fn revoke_token_ttl_and_until() {
             &until,
             "--admin",
             &admin,
+            "-o",
+            "json",
         ],
         &[],
     )
@@ -284,6 +319,8 @@ async fn revoke_token_ttl_and_until() {
             &until,
             "--admin",
             &admin,
+            "-o",
+            "json",
         ],
         &[],
     )

@@ -312,3 +312,31 @@ async fn faults_at_start_use_the_keys_saved_in_the_store() {
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetches_are_counted_by_issuer_and_result() {
+    let (_dir, store) = temp_store();
+    let echo = start_echo().await;
+    let mut idp = Idp::start(Mode::Ok(jwks())).await;
+    let gw = Gateway::start(&config(echo, &store, &idp.url())).await;
+    let ok = format!("revgate_jwks_fetches_total{{issuer=\"{ISS}\",result=\"ok\"}}");
+    let error = format!("revgate_jwks_fetches_total{{issuer=\"{ISS}\",result=\"error\"}}");
+    assert!(metric(&gw, &ok).await >= 1, "the start-up fetch");
+    assert_eq!(metric(&gw, &error).await, 0);
+    idp.set(Mode::Down);
+    let seen = idp.hits();
+    idp.wait_hits(seen + 1).await;
+    eventually("a failed fetch counted under its issuer", || async {
+        metric(&gw, &error).await >= 1
+    })
+    .await;
+    idp.set(Mode::Ok(jwks()));
+    let before = metric(&gw, &ok).await;
+    eventually("a good fetch counted again", || async {
+        metric(&gw, &ok).await > before
+    })
+    .await;
+    // A file-based issuer is never fetched: no series for it.
+    assert!(!metrics_text(&gw).await.contains("issuer=\"https://other"));
+    gw.stop().await;
+}

@@ -147,3 +147,167 @@ async fn decision_histogram_and_route_outcomes_count_requests() {
     assert!(metric_in(&m, "revgate_decision_seconds_sum").unwrap() > 0.0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_latency_is_a_histogram_by_route() {
+    let (_dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let extra = format!(
+        "[[route]]\nprefix = \"/dead\"\nupstream = \"http://{}\"\ntimeout = \"2s\"\n",
+        dead_addr()
+    );
+    let gw = Gateway::start(&config_text(upstream, &store, &extra)).await;
+    let valid = token("up", "s-up", &unique_id("up"));
+    for _ in 0..3 {
+        assert_passes(&proxy_get(&gw, &valid).await);
+    }
+    // Refused before the upstream (scope): not timed.
+    assert_eq!(
+        get_with(&gw.url("/admin-area/x"), &valid)
+            .await
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        get_with(&gw.url("/public/x"), "x").await.status().as_u16(),
+        200
+    );
+    // An upstream that refuses the connection: timed too (502).
+    assert_eq!(
+        get_with(&gw.url("/dead/x"), &valid).await.status().as_u16(),
+        502
+    );
+
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("# TYPE revgate_upstream_seconds histogram"),
+        "{m}"
+    );
+    let count = |route: &str| {
+        metric_in(
+            &m,
+            &format!("revgate_upstream_seconds_count{{route=\"{route}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no upstream count for {route}:\n{m}"))
+    };
+    assert_eq!(count("/"), 3.0);
+    assert_eq!(count("/public"), 1.0);
+    assert_eq!(count("/admin-area"), 0.0);
+    assert_eq!(count("/dead"), 1.0);
+    let inf = metric_in(
+        &m,
+        "revgate_upstream_seconds_bucket{route=\"/\",le=\"+Inf\"}",
+    )
+    .unwrap();
+    assert_eq!(inf, 3.0);
+    let top = metric_in(&m, "revgate_upstream_seconds_bucket{route=\"/\",le=\"30\"}").unwrap();
+    let low = metric_in(
+        &m,
+        "revgate_upstream_seconds_bucket{route=\"/\",le=\"0.001\"}",
+    )
+    .unwrap();
+    assert!(low <= top && top <= inf, "cumulative: {low} {top} {inf}");
+    assert!(metric_in(&m, "revgate_upstream_seconds_sum{route=\"/\"}").unwrap() > 0.0);
+    assert_eq!(gw.app.snapshot().routes.upstream_count("/"), 3);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_results_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = start_echo().await;
+    let text = config_text(upstream, &dir.path().join("store.db"), "");
+    let path = write_config_file(dir.path(), &text);
+    let gw = Gateway::start_from_file(&path).await;
+    let ok = "revgate_reloads_total{result=\"ok\"}";
+    let refused = "revgate_reloads_total{result=\"refused\"}";
+    assert_eq!((metric(&gw, ok).await, metric(&gw, refused).await), (0, 0));
+    assert_eq!(admin_reload(&gw).await.0, 200);
+    write_config(&path, &with_server_keys(&text, "bogus = 1"));
+    assert_eq!(admin_reload(&gw).await.0, 400);
+    assert_eq!(admin_reload(&gw).await.0, 400);
+    assert_eq!((metric(&gw, ok).await, metric(&gw, refused).await), (1, 2));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_info_and_process_metrics_describe_the_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = start_echo().await;
+    let path = write_config_file(
+        dir.path(),
+        &config_text(upstream, &dir.path().join("store.db"), ""),
+    );
+    let mut child = ServeChild::start(&path).await;
+    let m = metrics_text(&child).await;
+    // revgate_build_info{version,commit} 1, the commit of this checkout.
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("revgate_build_info{"))
+        .unwrap_or_else(|| panic!("no build info:\n{m}"));
+    assert!(
+        line.starts_with(&format!(
+            "revgate_build_info{{version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with("\"} 1"), "{line}");
+    let commit = line
+        .split("commit=\"")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("\"} 1");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(commit, head, "built from this checkout's HEAD"),
+        None => assert_eq!(commit, "unknown", "not a git checkout"),
+    }
+
+    // process_* from /proc, matching what /proc says about the child itself.
+    let pid = child.pid();
+    let value = |name: &str| metric_in(&m, name).unwrap_or_else(|| panic!("no {name}:\n{m}"));
+    for (name, kind) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}: {m}"
+        );
+    }
+    let rss = value("process_resident_memory_bytes");
+    let proc_rss = (vm_rss_kib(pid) * 1024) as f64;
+    assert!(
+        rss > 1e6 && (rss - proc_rss).abs() < proc_rss * 0.5,
+        "rss {rss} vs /proc {proc_rss}"
+    );
+    let fds = value("process_open_fds");
+    let proc_fds = open_fds(pid) as f64;
+    assert!(
+        fds >= 5.0 && (fds - proc_fds).abs() <= 8.0,
+        "fds {fds} vs /proc {proc_fds}"
+    );
+    assert!(value("process_max_fds") >= fds);
+    let started = value("process_start_time_seconds");
+    let now = now() as f64;
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "start {started}, now {now}"
+    );
+    // (that CPU seconds advance is checked in revgate::metrics::process's unit tests)
+    assert!(value("process_cpu_seconds_total").is_finite());
+    child.sigterm();
+    child.wait_exit(WAIT).await.expect("exit after SIGTERM");
+}

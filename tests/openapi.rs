@@ -422,7 +422,80 @@ async fn the_served_document_is_data_openapi_json() {
         "application/json"
     );
     let served: Value = resp.json().await.unwrap();
-    assert_eq!(served, doc);
+    assert_eq!(served, for_gateway(&doc, &[ISS], true));
+    gw.stop().await;
+}
+
+/// `doc` as a gateway with `issuers` (and an admin token when `token`) serves it: the
+/// issuer a request may name is one of them (required with several), and without a token
+/// no operation requires one.
+fn for_gateway(doc: &Value, issuers: &[&str], token: bool) -> Value {
+    let mut doc = doc.clone();
+    if !token {
+        doc["security"] = json!([]);
+    }
+    let params = doc["paths"]["/v1/revocations/{kind}/{value}"]["parameters"]
+        .as_array_mut()
+        .unwrap();
+    let issuer = params.iter_mut().find(|p| p["name"] == "issuer").unwrap();
+    issuer["schema"]["enum"] = json!(issuers);
+    issuer["required"] = json!(issuers.len() > 1);
+    let body = &mut doc["components"]["schemas"]["RevocationRequest"];
+    body["properties"]["issuer"]["enum"] = json!(issuers);
+    if issuers.len() > 1 {
+        body["required"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("issuer"));
+    }
+    doc
+}
+
+#[tokio::test]
+async fn the_served_document_follows_the_token_and_the_issuers() {
+    let doc = document();
+    // No admin token (as `revgate demo` runs): no security requirement.
+    let (_dir, store) = temp_store();
+    let upstream = start_echo().await;
+    let gw = Gateway::start(&config_text(upstream, &store, "")).await;
+    let resp = send("GET", &gw.admin_url("/v1/openapi.json"), None, false).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let served: Value = resp.json().await.unwrap();
+    assert_eq!(served["security"], json!([]));
+    assert_eq!(served, for_gateway(&doc, &[ISS], false));
+    gw.stop().await;
+
+    // Two issuers: each may be named, and one must be.
+    let dir = tempfile::tempdir().unwrap();
+    let second = "[[issuer]]\nissuer = \"https://second.test/\"\naudiences = [\"x\"]\n\
+                  jwks_url = \"https://second.test/jwks\"\n";
+    let text = config_text(upstream, &dir.path().join("store.db"), second);
+    let path = write_config_file(dir.path(), &text);
+    let gw = Gateway::start_from_file(&path).await;
+    let served: Value = send("GET", &gw.admin_url("/v1/openapi.json"), None, false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        for_gateway(&doc, &[ISS, "https://second.test/"], false)
+    );
+    // A reload to one issuer and a token: the next answer follows.
+    write_config(
+        &path,
+        &with_server_keys(
+            &config_text(upstream, &dir.path().join("store.db"), ""),
+            &format!("admin_token = \"{ADMIN_TOKEN}\""),
+        ),
+    );
+    assert_eq!(admin_reload(&gw).await.0, 200);
+    let served: Value = send("GET", &gw.admin_url("/v1/openapi.json"), None, true)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, for_gateway(&doc, &[ISS], true));
     gw.stop().await;
 }
 

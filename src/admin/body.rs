@@ -36,13 +36,10 @@ pub(super) fn key_of(
             )));
         }
     }
+    // Given, it must name a configured issuer (an empty `issuer=` names none).
     let issuer = app
         .config()
-        .resolve_issuer(
-            q.get("issuer")
-                .map(String::as_str)
-                .filter(|s| !s.is_empty()),
-        )
+        .resolve_issuer(q.get("issuer").map(String::as_str))
         .map(|i| i.issuer.clone())
         .map_err(|e| GatewayError::invalid(format!("issuer: {e}")))?;
     Ok((kind, issuer, value))
@@ -70,6 +67,22 @@ pub(super) fn optional_string(
             "{field}: longer than {max} bytes"
         ))),
         Some(_) => Err(GatewayError::invalid(format!("{field}: must be a string"))),
+    }
+}
+
+/// Like [`optional_string`], for a member that is either absent or a string: an explicit
+/// `null` is refused rather than read as absent (the document types it as a string, and
+/// `ttl: null` beside an `expires_at` would otherwise pass for one of the two).
+fn string_if_present(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<String>, GatewayError> {
+    match obj.get(field) {
+        Some(Value::Null) => Err(GatewayError::invalid(format!(
+            "{field}: must be a string (leave it out instead of null)"
+        ))),
+        _ => optional_string(obj, field, max),
     }
 }
 
@@ -116,15 +129,15 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, Gatewa
         None | Some(Value::Null) => return Err(GatewayError::invalid("value: required")),
         Some(_) => return Err(GatewayError::invalid("value: must be a string")),
     };
-    let issuer_given = optional_string(obj, "issuer", MAX_ISSUER_BYTES)?;
+    let issuer_given = string_if_present(obj, "issuer", MAX_ISSUER_BYTES)?;
     let issuer = app
         .config()
         .resolve_issuer(issuer_given.as_deref())
         .map(|i| i.issuer.clone())
         .map_err(|e| GatewayError::invalid(format!("issuer: {e}")))?;
-    let ttl = optional_string(obj, "ttl", 64)?;
-    let expires_at = optional_string(obj, "expires_at", 64)?;
-    let issued_before = optional_string(obj, "issued_before", 64)?;
+    let ttl = string_if_present(obj, "ttl", 64)?;
+    let expires_at = string_if_present(obj, "expires_at", 64)?;
+    let issued_before = string_if_present(obj, "issued_before", 64)?;
     let reason = optional_string(obj, "reason", MAX_REASON_BYTES)?;
     if ttl.is_some() && expires_at.is_some() {
         return Err(GatewayError::invalid(
@@ -140,7 +153,7 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, Gatewa
             ))
         }
         Some(text) => Some(
-            crate::clock::parse_rfc3339(&text)
+            crate::clock::parse_rfc3339_strict(&text)
                 .map_err(|e| GatewayError::invalid(format!("issued_before: {e}")))?,
         ),
         None => None,
@@ -160,7 +173,7 @@ pub fn parse_revocation(app: &App, body: &Value) -> Result<NewRevocation, Gatewa
         }
         Some(Requested::Ttl(d.as_secs()))
     } else if let Some(text) = expires_at {
-        let at = crate::clock::parse_rfc3339(&text)
+        let at = crate::clock::parse_rfc3339_strict(&text)
             .map_err(|e| GatewayError::invalid(format!("expires_at: {e}")))?;
         if at <= now {
             return Err(GatewayError::invalid("expires_at: is in the past"));

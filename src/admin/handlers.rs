@@ -11,9 +11,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::body::{key_of, optional_string, parse_revocation, reject_unknown_fields};
-use super::{
-    json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES, OPENAPI,
-};
+use super::{json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES};
 use crate::error::GatewayError;
 use crate::store::{Kind, Policy, Source, StoreError};
 use crate::App;
@@ -32,6 +30,17 @@ fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
             }
             Ok::<_, Rejection>(v)
         })
+}
+
+/// The `?kind=` of a list or an export: absent means every kind; present, it must name
+/// one (an empty `kind=` is refused rather than read as "every kind").
+fn kind_param(q: &HashMap<String, String>) -> Result<Option<Kind>, GatewayError> {
+    q.get("kind")
+        .map(|k| {
+            k.parse::<Kind>()
+                .map_err(|e| GatewayError::invalid(format!("kind: {e}")))
+        })
+        .transpose()
 }
 
 /// POST /v1/revocations
@@ -72,11 +81,12 @@ pub(super) fn create_from_token(
             };
             let reason =
                 optional_string(obj, "reason", MAX_REASON_BYTES).map_err(warp::reject::custom)?;
+            let snapshot = app.snapshot();
             let verified = app
-                .verify(&token)
+                .verify(&snapshot, &token)
                 .await
                 .map_err(|e| warp::reject::custom(GatewayError::invalid(format!("token: {e}"))))?;
-            let rev = Policy::of(&app.config()).token_revocation(
+            let rev = Policy::of(&snapshot.config).token_revocation(
                 &verified.issuer,
                 &verified.jti,
                 verified.exp,
@@ -153,15 +163,9 @@ pub(super) fn list(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = 
                         )));
                     }
                 }
-                let kind = match q.get("kind").map(String::as_str) {
-                    None | Some("") => None,
-                    Some(k) => Some(
-                        k.parse::<Kind>()
-                            .map_err(|e| GatewayError::invalid(format!("kind: {e}")))?,
-                    ),
-                };
+                let kind = kind_param(&q)?;
                 let limit = match q.get("limit").map(String::as_str) {
-                    None | Some("") => DEFAULT_PAGE,
+                    None => DEFAULT_PAGE,
                     Some(l) => match l.parse::<usize>() {
                         Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
                         _ => {
@@ -203,9 +207,37 @@ pub(super) fn stats(
                     "duration_ms": s.duration_ms,
                 })
             });
+            let config = app.config();
+            let logouts: Vec<Value> = app
+                .metrics
+                .logouts
+                .rows(config.issuers.iter().map(|i| i.issuer.as_str()))
+                .into_iter()
+                .map(|(issuer, n)| {
+                    let last = n.last_refusal.map(|r| {
+                        json!({
+                            "at": crate::clock::rfc3339(r.at),
+                            "reason": r.reason.label(),
+                            "error": r.description,
+                        })
+                    });
+                    json!({
+                        "issuer": issuer,
+                        "accepted": n.accepted,
+                        "refused": n.refused,
+                        "last_refusal": last,
+                    })
+                })
+                .collect();
             json_reply(
                 StatusCode::OK,
-                &json!({"jti": c.jti, "sid": c.sid, "sub": c.sub, "last_sweep": last}),
+                &json!({
+                    "jti": c.jti,
+                    "sid": c.sid,
+                    "sub": c.sub,
+                    "last_sweep": last,
+                    "logouts": logouts,
+                }),
             )
         })
 }
@@ -248,13 +280,7 @@ pub(super) fn export(
                         )));
                     }
                 }
-                match q.get("kind").map(String::as_str) {
-                    None | Some("") => Ok(None),
-                    Some(k) => k
-                        .parse::<Kind>()
-                        .map(Some)
-                        .map_err(|e| GatewayError::invalid(format!("kind: {e}"))),
-                }
+                kind_param(&q)
             })()
             .map_err(warp::reject::custom)?;
             let rx = crate::backup::export_stream(app.store.clone(), kind);
@@ -307,8 +333,8 @@ where
             }
         }
         match q.get("dry_run").map(String::as_str) {
-            None | Some("") | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") => Ok(true),
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
             Some(_) => Err(GatewayError::invalid("dry_run: must be true or false")),
         }
     })()
@@ -316,7 +342,16 @@ where
     let input = Box::pin(body).map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining())));
     let config = app.config();
     let now = app.clock.now();
-    match crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |_| {}).await {
+    let mut received = 0u64;
+    let imported =
+        crate::backup::import_ndjson(&app.store, &config, now, dry_run, input, |n| received = n)
+            .await;
+    match imported {
+        // A request without a body is no import (the document requires one); an empty
+        // export is imported with `revgate import`, which sends nothing for an empty file.
+        Ok(_) if received == 0 => Err(warp::reject::custom(GatewayError::invalid(
+            "body: empty; send NDJSON records, one per line",
+        ))),
         Ok(summary) => {
             if !dry_run {
                 tracing::info!(
@@ -359,11 +394,18 @@ pub(super) fn reload(
         })
 }
 
-/// GET /v1/openapi.json
-pub(super) fn openapi() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("v1" / "openapi.json").and(warp::get()).map(|| {
-        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
-    })
+/// GET /v1/openapi.json: [`OPENAPI`] made exact for the running configuration
+/// ([`super::openapi_document`]: security as `admin_token` says, the configured issuers).
+pub(super) fn openapi(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("v1" / "openapi.json")
+        .and(warp::get())
+        .and(with_app(app))
+        .map(|app: Arc<App>| {
+            let document = super::openapi_document(&app.config());
+            warp::reply::with_header(document, "content-type", "application/json").into_response()
+        })
 }
 
 /// GET /healthz

@@ -131,8 +131,54 @@ pub const ROUTES: [Route; 13] = [
 /// The one path served without the admin token (with `GET`).
 const HEALTHZ: &str = "/healthz";
 
-/// The OpenAPI 3 description of the admin API, served at `GET /v1/openapi.json`.
+/// The OpenAPI 3 description of the admin API, served at `GET /v1/openapi.json` when
+/// `server.admin_token` is set (every operation but `GET /healthz` requires it).
 pub const OPENAPI: &str = include_str!("../../data/openapi.json");
+
+/// The document `GET /v1/openapi.json` serves for `config`: [`OPENAPI`], made exact for
+/// this gateway so that a client generated from it, or a tool testing against it, sends
+/// what the API accepts:
+///
+/// - without `server.admin_token` the top-level `security` is empty (nothing requires a
+///   token); with it, the bearer scheme is required as written;
+/// - every `issuer` a request may name (the `?issuer=` of one record, the `issuer` of a
+///   revocation body) is an `enum` of the configured issuers, and a required one when
+///   several are configured (with one, it may be left out).
+///
+/// A reload changes what the next request gets.
+pub fn openapi_document(config: &crate::config::Config) -> String {
+    static BASE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let mut doc = BASE
+        .get_or_init(|| serde_json::from_str(OPENAPI).expect("data/openapi.json is JSON"))
+        .clone();
+    if config.server.admin_token.is_empty() {
+        doc["security"] = Value::Array(Vec::new());
+    }
+    let issuers: Vec<Value> = config
+        .issuers
+        .iter()
+        .map(|i| Value::String(i.issuer.clone()))
+        .collect();
+    let several = issuers.len() > 1;
+    if let Some(params) = doc
+        .pointer_mut("/paths/~1v1~1revocations~1{kind}~1{value}/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "issuer") {
+            p["schema"]["enum"] = Value::Array(issuers.clone());
+            p["required"] = Value::Bool(several);
+        }
+    }
+    if let Some(body) = doc.pointer_mut("/components/schemas/RevocationRequest") {
+        body["properties"]["issuer"]["enum"] = Value::Array(issuers);
+        if several {
+            if let Some(required) = body["required"].as_array_mut() {
+                required.push(Value::String("issuer".into()));
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
+}
 
 pub(super) fn json_reply(status: StatusCode, v: &Value) -> Response {
     warp::reply::with_status(warp::reply::json(v), status).into_response()
@@ -163,7 +209,7 @@ pub fn routes(app: Arc<App>) -> warp::filters::BoxedFilter<(Response,)> {
         .unify()
         .or(reload(app.clone()))
         .unify()
-        .or(openapi())
+        .or(openapi(app.clone()))
         .unify();
     guard::checked(app)
         .and(api)

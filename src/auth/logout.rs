@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::jws::{self, AlgorithmProblem, Compact, JwsError};
 use crate::auth::verify::media_subtype;
 use crate::auth::Keyring;
-use crate::config::Config;
+use crate::config::{Config, IssuerConfig};
 use crate::metrics::Metrics;
 
 /// The `events` member that marks a logout token (BCL §2.4).
@@ -83,6 +83,10 @@ impl LogoutReason {
 pub struct LogoutError {
     /// The class of the refusal.
     pub reason: LogoutReason,
+    /// The configured issuer the token named, once its `iss` matched one (`None` when the
+    /// token was refused before: malformed, no or an unknown `iss`). Only configured
+    /// issuers appear here, so counting by it stays bounded.
+    pub issuer: Option<String>,
     detail: String,
 }
 
@@ -91,8 +95,15 @@ impl LogoutError {
     pub fn new(reason: LogoutReason, detail: impl Into<String>) -> LogoutError {
         LogoutError {
             reason,
+            issuer: None,
             detail: detail.into(),
         }
+    }
+
+    /// The same refusal, attributed to the configured issuer `issuer`.
+    pub fn of_issuer(mut self, issuer: &str) -> LogoutError {
+        self.issuer = Some(issuer.to_string());
+        self
     }
 }
 
@@ -195,6 +206,28 @@ pub async fn validate_logout_token(
             .ok_or_else(|| refuse(LogoutReason::Issuer, "unknown issuer"))?,
         _ => return Err(refuse(LogoutReason::Issuer, "missing issuer (iss)")),
     };
+    validate_for_issuer(
+        config, issuer, keys, metrics, now, token, &jws, &claims, alg_name, kid,
+    )
+    .await
+    .map_err(|e| e.of_issuer(&issuer.issuer))
+}
+
+/// The checks of [`validate_logout_token`] once the token's `iss` named a configured
+/// issuer: every refusal from here on is attributed to it.
+#[allow(clippy::too_many_arguments)]
+async fn validate_for_issuer(
+    config: &Config,
+    issuer: &IssuerConfig,
+    keys: &Keyring,
+    metrics: &Metrics,
+    now: u64,
+    token: &str,
+    jws: &Compact<'_>,
+    claims: &Map<String, Value>,
+    alg_name: &str,
+    kid: Option<&str>,
+) -> Result<LogoutToken, LogoutError> {
     if issuer.logout_audiences.is_empty() {
         return Err(refuse(
             LogoutReason::Issuer,
@@ -211,7 +244,7 @@ pub async fn validate_logout_token(
         &issuer.logout_algorithms,
         alg_name,
         kid,
-        &jws,
+        jws,
     )
     .await
     .map_err(refuse_jws)?;
@@ -232,7 +265,7 @@ pub async fn validate_logout_token(
     // Times.
     let leeway = config.auth.leeway.as_secs();
     let iat =
-        numeric_date(&claims, "iat")?.ok_or_else(|| refuse(LogoutReason::Time, "missing iat"))?;
+        numeric_date(claims, "iat")?.ok_or_else(|| refuse(LogoutReason::Time, "missing iat"))?;
     if iat > now.saturating_add(leeway) {
         return Err(refuse(LogoutReason::Time, "iat is in the future"));
     }
@@ -246,7 +279,7 @@ pub async fn validate_logout_token(
             "iat is older than backchannel.max_age",
         ));
     }
-    let exp = numeric_date(&claims, "exp")?;
+    let exp = numeric_date(claims, "exp")?;
     match exp {
         None if issuer.logout_require_exp => return Err(refuse(LogoutReason::Time, "missing exp")),
         Some(exp) if now >= exp.saturating_add(leeway) => {
@@ -296,8 +329,8 @@ pub async fn validate_logout_token(
             "nonce is not allowed in a logout token",
         ));
     }
-    let sid = optional_string(&claims, "sid")?;
-    let sub = optional_string(&claims, "sub")?;
+    let sid = optional_string(claims, "sid")?;
+    let sub = optional_string(claims, "sub")?;
     if sid.is_none() && sub.is_none() {
         return Err(refuse(LogoutReason::Claims, "neither sid nor sub present"));
     }

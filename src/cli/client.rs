@@ -1,8 +1,8 @@
 //! How the CLI reaches the admin API: where it is and which token to send (SPEC §2:
-//! `--admin`, else `server.admin_listen` of the config, else [`DEFAULT_ADMIN_URL`]; the
-//! token from `--admin-token`, else `$REVGATE_ADMIN_TOKEN`, else the config's
-//! `server.admin_token`), and [`AdminClient`], which sends one request and turns the answer
-//! or the transport failure into a [`CliError`].
+//! `--admin`, else `$REVGATE_ADMIN_URL`, else `server.admin_listen` of the config, else
+//! [`DEFAULT_ADMIN_URL`]; the token from `--admin-token`, else `$REVGATE_ADMIN_TOKEN`, else
+//! the config's `server.admin_token`), and [`AdminClient`], which sends one request and
+//! turns the answer or the transport failure into a [`CliError`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -12,14 +12,18 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
+use super::config_file::{locate, ConfigFile};
 use super::output::{api_error_line, CliError};
 use super::{AdminConnection, TargetArgs};
 use crate::config::{Config, ConfigError};
 
-/// Where the admin API is when neither `--admin` nor a config file says.
+/// Where the admin API is when neither `--admin`, `$REVGATE_ADMIN_URL` nor a config file says.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
-/// Environment variable holding the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "REVGATE_ADMIN_TOKEN";
+/// Environment variable holding the admin token (also `serve`'s, see
+/// [`crate::config::ADMIN_TOKEN_ENV`]).
+pub use crate::config::ADMIN_TOKEN_ENV;
+/// Environment variable holding the admin API's URL when `--admin` is not given.
+pub const ADMIN_URL_ENV: &str = "REVGATE_ADMIN_URL";
 
 /// Whole-request bound (connect, send, read the answer): the CLI never hangs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,30 +59,35 @@ pub(super) fn encode_path_segment(segment: &str) -> String {
     out
 }
 
-/// Loads the config the connection settings may come from: an explicit `--config` always
-/// (missing or invalid: usage error); else `default_path` when it exists and something is
-/// still unresolved (an invalid one is a usage error too).
+/// Loads the config the connection settings may come from: one named by `--config` or
+/// `$REVGATE_CONFIG` always (missing or invalid: usage error); else the first of `search`
+/// that exists, when something is still unresolved (an invalid one is a usage error too).
 pub(super) fn load_config(
     conn: &AdminConnection,
-    default_path: &Path,
+    search: &[&Path],
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Config>, CliError> {
     let load = |path: &Path| {
-        Config::load(path).map(Some).map_err(|e| {
+        Config::load_with(path, env).map(Some).map_err(|e| {
             CliError::Usage(match e {
                 ConfigError::Read { .. } => e.to_string(),
                 _ => format!("invalid config {}: {e}", path.display()),
             })
         })
     };
-    if let Some(path) = &conn.config {
-        return load(path);
+    match locate(conn.config.as_deref(), search, env) {
+        ConfigFile::Named(path, _) => load(&path),
+        ConfigFile::Found(path) => {
+            let unresolved =
+                explicit_url(conn, env).is_none() || explicit_token(conn, env).is_none();
+            if unresolved {
+                load(&path)
+            } else {
+                Ok(None)
+            }
+        }
+        ConfigFile::Missing => Ok(None),
     }
-    let unresolved = conn.admin.is_none() || explicit_token(conn, env).is_none();
-    if unresolved && default_path.is_file() {
-        return load(default_path);
-    }
-    Ok(None)
 }
 
 /// Where and how to reach the admin API.
@@ -98,15 +107,29 @@ fn explicit_token(conn: &AdminConnection, env: &impl Fn(&str) -> Option<String>)
         .or_else(|| env(ADMIN_TOKEN_ENV).filter(|t| !t.is_empty()))
 }
 
-/// Resolves the URL (`--admin` > config `server.admin_listen` > [`DEFAULT_ADMIN_URL`]) and
-/// the token (`--admin-token` > `$REVGATE_ADMIN_TOKEN` > config `server.admin_token`).
+/// The URL from `--admin`, else from `$REVGATE_ADMIN_URL` (empty counts as unset), with
+/// where it came from.
+fn explicit_url(
+    conn: &AdminConnection,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Option<(String, &'static str)> {
+    conn.admin.clone().map(|u| (u, "--admin")).or_else(|| {
+        env(ADMIN_URL_ENV)
+            .filter(|u| !u.is_empty())
+            .map(|u| (u, ADMIN_URL_ENV))
+    })
+}
+
+/// Resolves the URL (`--admin` > `$REVGATE_ADMIN_URL` > config `server.admin_listen` >
+/// [`DEFAULT_ADMIN_URL`]) and the token (`--admin-token` > `$REVGATE_ADMIN_TOKEN` > config
+/// `server.admin_token`).
 pub(super) fn resolve_target(
     conn: &AdminConnection,
     config: Option<&Config>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Target, CliError> {
-    let base = match (&conn.admin, config) {
-        (Some(admin), _) => parse_admin_url(admin).map_err(CliError::Usage)?,
+    let base = match (explicit_url(conn, env), config) {
+        (Some((admin, from)), _) => parse_admin_url(&admin, from).map_err(CliError::Usage)?,
         (None, Some(config)) => url_of_listen_address(config.server.admin_listen)?,
         (None, None) => Url::parse(DEFAULT_ADMIN_URL).expect("valid default URL"),
     };
@@ -118,26 +141,27 @@ pub(super) fn resolve_target(
     Ok(Target { base, token })
 }
 
-/// `--admin` as a URL; `host:port` alone means `http://host:port`.
-fn parse_admin_url(text: &str) -> Result<Url, String> {
+/// `--admin` (or `$REVGATE_ADMIN_URL`, as `from` says) as a URL; `host:port` alone means
+/// `http://host:port`.
+fn parse_admin_url(text: &str, from: &str) -> Result<Url, String> {
     let text = text.trim();
     let with_scheme = if text.contains("://") {
         text.to_string()
     } else {
         format!("http://{text}")
     };
-    let url = Url::parse(&with_scheme).map_err(|e| format!("--admin {text:?}: not a URL ({e})"))?;
+    let url = Url::parse(&with_scheme).map_err(|e| format!("{from} {text:?}: not a URL ({e})"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "--admin {text:?}: must be an http:// or https:// URL"
+            "{from} {text:?}: must be an http:// or https:// URL"
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("--admin {text:?}: has no host"));
+        return Err(format!("{from} {text:?}: has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "--admin {text:?}: must not have a query or fragment"
+            "{from} {text:?}: must not have a query or fragment"
         ));
     }
     Ok(url)

@@ -4,19 +4,17 @@
 //! network is touched.
 
 use std::io::Read;
-use std::path::Path;
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::{check_path_value, load_config, resolve_target, AdminClient};
+use super::config_file::search_path;
 use super::output::{
-    fail, format_table, print_json_pretty, print_line, print_text, record_row, stats_table,
-    CliError,
+    fail, fields_table, format_table, print_json_pretty, print_line, print_text, record_row,
+    stats_table, CliError, RECORD_FIELDS,
 };
-use super::{
-    transfer, AdminCommand, ListArgs, RevokeArgs, RevokeKind, DEFAULT_CONFIG_FILE, EXIT_OK,
-};
+use super::{transfer, AdminCommand, ListArgs, OutputFormat, RevokeArgs, RevokeKind, EXIT_OK};
 use crate::store::Kind;
 
 /// Records asked for per `GET /v1/revocations` page.
@@ -51,40 +49,51 @@ async fn execute(cmd: AdminCommand) -> Result<(), CliError> {
         _ => None,
     };
     let env = |name: &str| std::env::var(name).ok();
-    let config = load_config(cmd.connection(), Path::new(DEFAULT_CONFIG_FILE), &env)?;
+    let config = load_config(cmd.connection(), &search_path(), &env)?;
     let target = resolve_target(cmd.connection(), config.as_ref(), &env)?;
     let client = AdminClient::new(target)?;
+    let output = cmd.output();
+    let json = output == OutputFormat::Json;
     match cmd {
         AdminCommand::Revoke(_) => {
             let (segments, body) = revoke_request.expect("built above");
             let url = client.url(&segments, &[]);
             let record = client.call(Method::POST, url, Some(body)).await?;
-            print_json_pretty(&record.unwrap_or(Value::Null));
+            print_record(&record.unwrap_or(Value::Null), output);
         }
         AdminCommand::Lookup(args) => {
             let url = client.revocation_url(&args);
             let record = client.call(Method::GET, url, None).await?;
-            print_json_pretty(&record.unwrap_or(Value::Null));
+            print_record(&record.unwrap_or(Value::Null), output);
         }
         AdminCommand::Unrevoke(args) => {
             let url = client.revocation_url(&args);
             client.call(Method::DELETE, url, None).await?;
-            let issuer = match &args.issuer {
-                Some(iss) => format!("issuer {iss:?}"),
-                None => "the configured issuer".to_string(),
-            };
-            print_line(&format!(
-                "unrevoked {} {:?} ({issuer})",
-                args.kind.kind(),
-                args.value
-            ));
+            if json {
+                print_json_pretty(&json!({
+                    "unrevoked": true,
+                    "kind": args.kind.kind().as_str(),
+                    "issuer": args.issuer,
+                    "value": args.value,
+                }));
+            } else {
+                let issuer = match &args.issuer {
+                    Some(iss) => format!("issuer {iss:?}"),
+                    None => "the configured issuer".to_string(),
+                };
+                print_line(&format!(
+                    "unrevoked {} {:?} ({issuer})",
+                    args.kind.kind(),
+                    args.value
+                ));
+            }
         }
-        AdminCommand::List(args) => list(&client, &args).await?,
-        AdminCommand::Stats(args) => {
+        AdminCommand::List(args) => list(&client, &args, json).await?,
+        AdminCommand::Stats(_) => {
             let url = client.url(&["v1", "stats"], &[]);
             let stats = client.call(Method::GET, url, None).await?;
             let stats = stats.unwrap_or(Value::Null);
-            if args.json {
+            if json {
                 print_json_pretty(&stats);
             } else {
                 print_text(&stats_table(&stats));
@@ -93,12 +102,25 @@ async fn execute(cmd: AdminCommand) -> Result<(), CliError> {
         AdminCommand::Sweep(_) => {
             let url = client.url(&["v1", "sweep"], &[]);
             let answer = client.call(Method::POST, url, None).await?;
-            print_json_pretty(&answer.unwrap_or(Value::Null));
+            let answer = answer.unwrap_or(Value::Null);
+            if json {
+                print_json_pretty(&answer);
+            } else {
+                print_text(&fields_table(&answer, &[]));
+            }
         }
         AdminCommand::Export(args) => transfer::export_online(&client, &args).await?,
         AdminCommand::Import(args) => transfer::import_online(&client, &args).await?,
     }
     Ok(())
+}
+
+/// A record as its JSON or as a FIELD VALUE table.
+fn print_record(record: &Value, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => print_json_pretty(record),
+        OutputFormat::Table => print_text(&fields_table(record, &RECORD_FIELDS)),
+    }
 }
 
 /// Reads the JWT for `revoke token -` from stdin (bounded).
@@ -183,8 +205,9 @@ pub(super) fn revoke_request(
     Ok((vec!["v1", "revocations"], Value::Object(body)))
 }
 
-/// `list`: follows `next` cursors until `--limit` records or the end.
-async fn list(client: &AdminClient, args: &ListArgs) -> Result<(), CliError> {
+/// `list`: follows `next` cursors until `--limit` records or the end; one record JSON per
+/// line with `json`, else one table.
+async fn list(client: &AdminClient, args: &ListArgs, json: bool) -> Result<(), CliError> {
     let mut remaining = args.limit;
     let mut after: Option<String> = None;
     let mut rows = vec![["KIND", "ISSUER", "VALUE", "EXPIRES_AT", "SOURCE"]
@@ -216,7 +239,7 @@ async fn list(client: &AdminClient, args: &ListArgs) -> Result<(), CliError> {
             })?;
         let take = remaining.map_or(items.len(), |r| usize::try_from(r).unwrap_or(usize::MAX));
         for item in items.iter().take(take) {
-            if args.json {
+            if json {
                 print_line(&item.to_string());
             } else {
                 rows.push(record_row(item));
@@ -248,7 +271,7 @@ async fn list(client: &AdminClient, args: &ListArgs) -> Result<(), CliError> {
         }
         after = Some(next);
     }
-    if !args.json {
+    if !json {
         print_text(&format_table(&rows));
     }
     Ok(())

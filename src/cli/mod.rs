@@ -15,19 +15,27 @@
 //! | `sweep` | `POST /v1/sweep` | `commands.rs` |
 //! | `export`, `import` | `GET /v1/export`, `POST /v1/import`, or the store with `--offline` | `transfer.rs` |
 //!
-//! Where the admin API is: `--admin`, else `server.admin_listen` of `--config FILE` (or of
-//! `./revgate.toml` when it exists), else [`DEFAULT_ADMIN_URL`]. The bearer token:
-//! `--admin-token`, else `$REVGATE_ADMIN_TOKEN`, else that config's `server.admin_token`
-//! (`client.rs`). Tables, JSON printing and the one-line errors: `output.rs`; opening the
-//! store of a stopped gateway: `offline.rs`.
+//! | `completions SHELL`, `man` | shell completions (clap_complete), manual pages (clap_mangen) | `mod.rs` |
+//!
+//! The config file: `--config FILE`, else `$REVGATE_CONFIG`, else `./revgate.toml` when it
+//! exists, else `/etc/revgate/revgate.toml` (`config_file.rs`). Where the admin API is:
+//! `--admin`, else `$REVGATE_ADMIN_URL`, else `server.admin_listen` of that config, else
+//! [`DEFAULT_ADMIN_URL`]. The bearer token: `--admin-token`, else `$REVGATE_ADMIN_TOKEN`,
+//! else that config's `server.admin_token` (`client.rs`). Every admin command but `export`
+//! takes `--output table|json`. Tables, JSON printing and the one-line errors: `output.rs`;
+//! opening the store of a stopped gateway: `offline.rs`; the warnings about `REVGATE_*`
+//! variables no setting reads: `environment.rs`.
 //!
 //! Exit codes, defined here once: [`EXIT_OK`], [`EXIT_FAILURE`] (the API refused the
 //! request, a lookup / unrevoke found nothing, the gateway could not start, the store is
-//! inconsistent), [`EXIT_USAGE`] (bad arguments or configuration) and [`EXIT_UNAVAILABLE`]
-//! (the admin API cannot be reached). A failure prints exactly one line on stderr.
+//! inconsistent), [`EXIT_USAGE`] (bad arguments — clap's usage errors included, see
+//! [`usage_error`] — or configuration) and [`EXIT_UNAVAILABLE`] (the admin API cannot be
+//! reached). A failure prints exactly one line on stderr.
 
 mod client;
 mod commands;
+mod config_file;
+mod environment;
 mod offline;
 mod output;
 mod serve;
@@ -35,13 +43,16 @@ mod serve;
 mod tests;
 mod transfer;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::store::Kind;
 
-pub use client::{ADMIN_TOKEN_ENV, DEFAULT_ADMIN_URL};
+pub use client::{ADMIN_TOKEN_ENV, ADMIN_URL_ENV, DEFAULT_ADMIN_URL};
+pub use config_file::{CONFIG_ENV, DEFAULT_CONFIG_FILE, SEARCH_PATH, SYSTEM_CONFIG_FILE};
+pub use environment::environment_warnings;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -53,14 +64,37 @@ pub const EXIT_USAGE: u8 = 64;
 /// The admin API cannot be reached (sysexits `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 
-/// The config file read when `--config` is not given (admin commands: only if it exists).
-pub const DEFAULT_CONFIG_FILE: &str = "revgate.toml";
+/// What `revgate --help` and the manual page say after the commands: files, environment,
+/// exit status.
+const AFTER_LONG_HELP: &str = "\
+Files:
+  --config FILE, else $REVGATE_CONFIG, else ./revgate.toml when it exists, else
+  /etc/revgate/revgate.toml (serve, check-config, check-store, and the admin commands when
+  they need server.admin_listen or server.admin_token from it).
+
+Environment:
+  REVGATE_CONFIG              the config file when --config is not given
+  REVGATE_ADMIN_URL           the admin API of the admin commands when --admin is not given
+  REVGATE_ADMIN_TOKEN         the admin token: sent by the admin commands when --admin-token
+                              is not given, and server.admin_token of serve (and of every
+                              config read) unless REVGATE_SERVER_ADMIN_TOKEN is set
+  REVGATE_<SECTION>_<KEY>     overrides a scalar key of [server], [auth], [backchannel],
+                              [revoke_endpoint] or [store], e.g. REVGATE_SERVER_LISTEN
+  RUST_LOG                    log filter of serve and demo (default info)
+  Any other REVGATE_* variable is reported as unknown (a typo would otherwise be ignored).
+
+Exit status:
+  0   success
+  1   refused or failed: the admin API refused, a lookup / unrevoke found nothing, the
+      gateway could not start, the store is inconsistent or damaged
+  64  usage error or bad configuration
+  69  the admin API cannot be reached";
 
 /// revgate — an API gateway that verifies JWT bearer tokens and refuses revoked ones
 /// (jti, session or subject), with revocations from OpenID Connect Back-Channel Logout,
 /// an RFC 7009-style endpoint and this CLI. Revocations persist in an embedded store.
 #[derive(Parser, Debug)]
-#[command(name = "revgate", version, about, long_about = None)]
+#[command(name = "revgate", version, about, long_about = None, after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     /// The subcommand.
     #[command(subcommand)]
@@ -70,15 +104,16 @@ pub struct Cli {
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the gateway (default config: ./revgate.toml)
+    /// Run the gateway
     ///
     /// Serves the proxy listener (server.listen) and the admin API (server.admin_listen).
     /// SIGHUP (or POST /v1/reload) re-reads the config file without a restart; SIGTERM /
     /// SIGINT drain in-flight requests, flush the store and exit 0. Exit 64: bad config.
     Serve {
-        /// Configuration file.
-        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
-        config: PathBuf,
+        /// Configuration file [default: $REVGATE_CONFIG, else ./revgate.toml when it
+        /// exists, else /etc/revgate/revgate.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Self-contained demo: gateway (127.0.0.1:8080), admin (:9090), echo upstream (:8081),
     /// dev signing key; prints a valid token and commands to try revocation; store under data/.
@@ -88,18 +123,22 @@ pub enum Command {
     /// Runs exactly the checks a reload runs (TOML, unknown keys, values, REVGATE_*
     /// overrides, every jwks_file and hmac_secret_file loaded; jwks_url is not fetched).
     /// Exit 0 and the effective settings (admin_token shown as "<set>"), or exit 64 and one
-    /// line naming the key and the problem.
+    /// line naming the key and the problem. Settings that are valid but probably wrong
+    /// (an issuer whose audiences and logout_audiences overlap without require_typ) are
+    /// printed as "warning:" lines on stderr and still exit 0.
     CheckConfig {
-        /// Configuration file.
-        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
-        config: PathBuf,
+        /// Configuration file [default: $REVGATE_CONFIG, else ./revgate.toml when it
+        /// exists, else /etc/revgate/revgate.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Offline: verify every record has its expiry-index entry and vice versa; report
     /// counts; --repair removes orphans. Exit 0 when consistent (or repaired), 1 otherwise.
     CheckStore {
-        /// Configuration file (for store.path).
-        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
-        config: PathBuf,
+        /// Configuration file (for store.path) [default: $REVGATE_CONFIG, else
+        /// ./revgate.toml when it exists, else /etc/revgate/revgate.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Repair: remove orphan index entries, re-index orphan records.
         #[arg(long)]
         repair: bool,
@@ -124,20 +163,68 @@ pub enum Command {
         #[arg(long, value_name = "AUD")]
         audience: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    ///
+    /// e.g. `revgate completions bash > /etc/bash_completion.d/revgate`, or
+    /// `revgate completions zsh > "${fpath[1]}/_revgate"`, or
+    /// `revgate completions fish > ~/.config/fish/completions/revgate.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page revgate(1) (roff) to stdout, or write it and one page per
+    /// subcommand into a directory
+    ///
+    /// e.g. `revgate man | man -l -`, or
+    /// `revgate man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write revgate.1 and revgate-SUBCOMMAND.1 for every subcommand here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The admin subcommands (revoke … import), flattened in beside the others.
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+/// Reports a command line clap refused (or `--help` / `--version`, which it also hands
+/// back as an "error") and returns the exit status: 0 for help and version (printed on
+/// stdout), [`EXIT_USAGE`] for every usage error (printed on stderr, clap's own text with
+/// its hint; clap alone would exit 2).
+pub fn usage_error(err: &clap::Error) -> u8 {
+    let _ = err.print();
+    if err.use_stderr() {
+        EXIT_USAGE
+    } else {
+        EXIT_OK
+    }
 }
 
 /// Runs a parsed command line to its end and returns the process exit status. Output goes
 /// to stdout; a failure prints one line on stderr (`revgate: ...`, or `revgate NAME: ...`
 /// for an admin subcommand).
 pub fn run(cli: Cli) -> u8 {
+    let warnings = environment_warnings(std::env::vars_os());
+    let logs = matches!(cli.command, Command::Serve { .. } | Command::Demo);
+    if !logs {
+        // serve and demo log them once their logger is set up.
+        let mut err = std::io::stderr().lock();
+        for w in &warnings {
+            let _ = writeln!(err, "revgate: warning: {w}");
+        }
+    }
     let done = match cli.command {
-        Command::Serve { config } => serve::serve(&config),
-        Command::Demo => serve::demo(),
-        Command::CheckConfig { config } => serve::check_config(&config),
-        Command::CheckStore { config, repair } => offline::check_store(&config, repair),
+        Command::Serve { config } => serve::serve(config.as_deref(), &warnings),
+        Command::Demo => serve::demo(&warnings),
+        Command::CheckConfig { config } => serve::check_config(config.as_deref()),
+        Command::CheckStore { config, repair } => offline::check_store(config.as_deref(), repair),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "revgate", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Discover {
             issuer_url,
             client_id,
@@ -148,6 +235,29 @@ pub fn run(cli: Cli) -> u8 {
     match done {
         Ok(()) => EXIT_OK,
         Err(err) => output::fail("revgate", &err),
+    }
+}
+
+/// `man`: revgate(1) on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<(), output::CliError> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let failed =
+        |e: std::io::Error| output::CliError::Failed(format!("cannot write the manual page: {e}"));
+    match dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir).map_err(|e| {
+            output::CliError::Failed(format!(
+                "cannot write manual pages to {}: {e}",
+                dir.display()
+            ))
+        }),
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(failed)?;
+            output::print_text(&String::from_utf8_lossy(&page));
+            Ok(())
+        }
     }
 }
 
@@ -170,8 +280,8 @@ fn runtime() -> tokio::runtime::Runtime {
 /// How to reach the admin API; accepted by every admin subcommand after its arguments.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminConnection {
-    /// Admin API base URL, or host:port [default: server.admin_listen of the config, else
-    /// http://127.0.0.1:9090]
+    /// Admin API base URL, or host:port [default: $REVGATE_ADMIN_URL, else
+    /// server.admin_listen of the config, else http://127.0.0.1:9090]
     #[arg(long = "admin", value_name = "URL")]
     pub admin: Option<String>,
     /// Bearer token for the admin API [default: $REVGATE_ADMIN_TOKEN, else
@@ -179,9 +289,33 @@ pub struct AdminConnection {
     #[arg(long = "admin-token", value_name = "TOKEN")]
     pub admin_token: Option<String>,
     /// Config file to take server.admin_listen and server.admin_token from [default:
-    /// ./revgate.toml when it exists]
+    /// $REVGATE_CONFIG, else ./revgate.toml or /etc/revgate/revgate.toml when it exists]
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// How an admin command prints its result (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people (the default)
+    #[default]
+    Table,
+    /// The admin API's JSON (one record per line for `list`), for scripts
+    Json,
+}
+
+/// `--output table|json`, accepted by every admin command that prints a result.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct OutputArg {
+    /// Output format
+    #[arg(
+        long = "output",
+        short = 'o',
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
+    pub output: OutputFormat,
 }
 
 /// The admin subcommands; [`Command`] flattens them into the top-level command.
@@ -193,15 +327,17 @@ pub enum AdminCommand {
     /// revokes through the admin API (merging with an existing revocation: the later
     /// issued_before and expiry win). `revoke token JWT [--reason TEXT]` verifies the token
     /// and revokes its jti until its exp + leeway; pass `-` as JWT to read it from stdin.
-    /// Prints the stored record as JSON.
+    /// Prints the stored record.
     Revoke(RevokeArgs),
     /// Remove a revocation (exits 1 when there is none)
     Unrevoke(TargetArgs),
-    /// Show a revocation as JSON (exits 1 when there is none)
+    /// Show a revocation (exits 1 when there is none)
     Lookup(TargetArgs),
-    /// List revocations as a table (KIND ISSUER VALUE EXPIRES_AT SOURCE), or JSON lines
+    /// List revocations as a table (KIND ISSUER VALUE EXPIRES_AT SOURCE), or one record
+    /// JSON per line (--output json)
     List(ListArgs),
-    /// Show revocation counts per kind and the last sweep
+    /// Show revocation counts per kind, the last sweep, and back-channel logouts per issuer
+    /// (accepted, refused, the last refusal's time and reason)
     Stats(StatsArgs),
     /// Purge expired revocations now and print how many went
     Sweep(SweepArgs),
@@ -210,14 +346,15 @@ pub enum AdminCommand {
     /// `export [--kind K] > FILE.ndjson` streams `GET /v1/export` from the running
     /// gateway; `export --offline --config FILE` reads the store of a stopped gateway
     /// directly (refused while a gateway holds the store; a damaged store is read as far
-    /// as sled can, with a warning).
+    /// as sled can, with a warning). Always NDJSON (the backup format): no --output.
     Export(ExportArgs),
     /// Merge NDJSON records (from an export or another system) into the revocations
     ///
     /// Each line merges as a revocation would (later issued_before and expiry win) and
     /// keeps its issuer, source, reason and revoked_at; expired lines are skipped; bad lines
     /// are reported with their number while the good ones land. Ends with the counts as
-    /// JSON; exits 1 when a line was rejected. `--dry-run` validates only. `--offline
+    /// JSON; exits 1 when a line was rejected. `--dry-run` validates only and says on
+    /// stderr that nothing was stored. `--offline
     /// --config FILE` writes into the store of a stopped gateway directly; a damaged store
     /// (one the gateway refuses) is moved aside first, and a new store gets what sled
     /// can still read of it, then the file.
@@ -230,8 +367,8 @@ pub struct ExportArgs {
     /// Only this kind
     #[arg(long, value_enum)]
     pub kind: Option<KindArg>,
-    /// Read the store directly (the gateway must be stopped); needs --config
-    #[arg(long, requires = "config")]
+    /// Read the store directly (the gateway must be stopped), named by the config file
+    #[arg(long)]
     pub offline: bool,
     /// How to reach the admin API (or, with --offline, the config naming the store).
     #[command(flatten)]
@@ -247,9 +384,13 @@ pub struct ImportArgs {
     /// Validate only; store nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Write into the store directly (the gateway must be stopped); needs --config
-    #[arg(long, requires = "config")]
+    /// Write into the store directly (the gateway must be stopped), named by the config
+    /// file
+    #[arg(long)]
     pub offline: bool,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API (or, with --offline, the config naming the store).
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -311,6 +452,9 @@ pub struct RevokeArgs {
     /// Why (stored with the record)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API.
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -328,6 +472,9 @@ pub struct TargetArgs {
     /// Issuer the value belongs to (may be left out when one issuer is configured)
     #[arg(long, value_name = "ISS")]
     pub issuer: Option<String>,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API.
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -342,9 +489,12 @@ pub struct ListArgs {
     /// At most this many records [default: all]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
-    /// One record JSON per line instead of a table
-    #[arg(long)]
+    /// The same as --output json (kept for scripts written before --output)
+    #[arg(long, hide = true, conflicts_with = "output")]
     pub json: bool,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API.
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -353,9 +503,12 @@ pub struct ListArgs {
 /// Arguments of `stats`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatsArgs {
-    /// Print the answer JSON instead of a table
-    #[arg(long)]
+    /// The same as --output json (kept for scripts written before --output)
+    #[arg(long, hide = true, conflicts_with = "output")]
     pub json: bool,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API.
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -364,6 +517,9 @@ pub struct StatsArgs {
 /// Arguments of `sweep`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SweepArgs {
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArg,
     /// How to reach the admin API.
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -381,6 +537,22 @@ impl AdminCommand {
             AdminCommand::Sweep(_) => "sweep",
             AdminCommand::Export(_) => "export",
             AdminCommand::Import(_) => "import",
+        }
+    }
+
+    /// The `--output` format (`--json` of `list` and `stats` counts as `json`; `export`
+    /// always writes NDJSON).
+    pub(crate) fn output(&self) -> OutputFormat {
+        match self {
+            AdminCommand::Revoke(a) => a.output.output,
+            AdminCommand::Unrevoke(a) | AdminCommand::Lookup(a) => a.output.output,
+            AdminCommand::List(a) if a.json => OutputFormat::Json,
+            AdminCommand::List(a) => a.output.output,
+            AdminCommand::Stats(a) if a.json => OutputFormat::Json,
+            AdminCommand::Stats(a) => a.output.output,
+            AdminCommand::Sweep(a) => a.output.output,
+            AdminCommand::Export(_) => OutputFormat::Json,
+            AdminCommand::Import(a) => a.output.output,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::config_file::required_from_env;
 use super::output::CliError;
 use super::AdminConnection;
 use crate::config::Config;
@@ -13,9 +14,10 @@ use crate::store::{OpenMode, RevocationStore, StoreError};
 /// `check-store`: verifies that every record has its expiry-index entry and vice versa and
 /// prints the counts; with `repair`, removes the orphans. Fails (exit 1) when the store
 /// stays inconsistent, 64 when the config is bad.
-pub(super) fn check_store(path: &Path, repair: bool) -> Result<(), CliError> {
+pub(super) fn check_store(path: Option<&Path>, repair: bool) -> Result<(), CliError> {
+    let path = required_from_env(path)?;
     let config =
-        Config::load(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        Config::load(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
     let store = RevocationStore::open_with(
         &config.store.path,
         config.store.cache_bytes,
@@ -60,13 +62,11 @@ pub(super) fn check_store(path: &Path, repair: bool) -> Result<(), CliError> {
     }
 }
 
-/// The config named by `--config` (required with `--offline`).
+/// The config naming the store of `--offline`: `--config`, else the one found as for
+/// every command (`$REVGATE_CONFIG`, `./revgate.toml`, `/etc/revgate/revgate.toml`).
 fn offline_config(conn: &AdminConnection) -> Result<Config, CliError> {
-    let path = conn
-        .config
-        .as_ref()
-        .ok_or_else(|| CliError::Usage("--offline needs --config FILE".to_string()))?;
-    Config::load(path)
+    let path = required_from_env(conn.config.as_deref())?;
+    Config::load(&path)
         .map_err(|e| CliError::Usage(format!("invalid config {}: {e}", path.display())))
 }
 

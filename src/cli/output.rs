@@ -145,8 +145,44 @@ pub(super) fn format_table(rows: &[Vec<String>]) -> String {
 }
 
 /// `stats` as a two-column table: the count of each kind, then the other members (the
-/// last sweep's fields as `last_sweep.<field>`).
+/// last sweep's fields as `last_sweep.<field>`); then the back-channel logouts per issuer
+/// as a table of their own (ISSUER ACCEPTED REFUSED LAST_REFUSAL).
 pub(super) fn stats_table(stats: &Value) -> String {
+    let mut out = counts_table(stats);
+    if let Some(logouts) = stats.get("logouts").and_then(Value::as_array) {
+        out.push('\n');
+        out.push_str(&logouts_table(logouts));
+    }
+    out
+}
+
+/// The back-channel logouts of `stats`, one row per issuer (`-`: no configured issuer).
+fn logouts_table(logouts: &[Value]) -> String {
+    let mut rows = vec![["ISSUER", "ACCEPTED", "REFUSED", "LAST_REFUSAL"]
+        .map(String::from)
+        .to_vec()];
+    for row in logouts {
+        let last = match row.get("last_refusal") {
+            Some(r @ Value::Object(_)) => format!(
+                "{} {}: {}",
+                cell(r.get("at")),
+                cell(r.get("reason")),
+                cell(r.get("error"))
+            ),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            cell(row.get("issuer")),
+            cell(row.get("accepted")),
+            cell(row.get("refused")),
+            last,
+        ]);
+    }
+    format_table(&rows)
+}
+
+/// The members of `stats` but `logouts` as NAME VALUE rows.
+fn counts_table(stats: &Value) -> String {
     let mut rows = vec![vec!["NAME".to_string(), "VALUE".to_string()]];
     let Some(object) = stats.as_object() else {
         return format_table(&[vec![stats.to_string()]]);
@@ -158,7 +194,7 @@ pub(super) fn stats_table(stats: &Value) -> String {
         ]);
     }
     for (name, value) in object {
-        if Kind::ALL.iter().any(|k| k.as_str() == name) {
+        if name == "logouts" || Kind::ALL.iter().any(|k| k.as_str() == name) {
             continue;
         }
         match value {
@@ -170,6 +206,33 @@ pub(super) fn stats_table(stats: &Value) -> String {
             Value::Null => rows.push(vec![name.clone(), "never".to_string()]),
             other => rows.push(vec![name.clone(), cell(Some(other))]),
         }
+    }
+    format_table(&rows)
+}
+
+/// The members of a record, in the order a record table shows them.
+pub(super) const RECORD_FIELDS: [&str; 8] = [
+    "kind",
+    "issuer",
+    "value",
+    "revoked_at",
+    "issued_before",
+    "expires_at",
+    "reason",
+    "source",
+];
+
+/// A JSON object as a two-column FIELD VALUE table: the members named in `first` in that
+/// order, then the others (nested values as JSON, null as `-`); anything else as one cell.
+pub(super) fn fields_table(value: &Value, first: &[&str]) -> String {
+    let Some(object) = value.as_object() else {
+        return format_table(&[vec![cell(Some(value))]]);
+    };
+    let mut rows = vec![vec!["FIELD".to_string(), "VALUE".to_string()]];
+    let named = first.iter().filter_map(|k| object.get_key_value(*k));
+    let others = object.iter().filter(|(k, _)| !first.contains(&k.as_str()));
+    for (name, v) in named.chain(others) {
+        rows.push(vec![name.clone(), cell(Some(v))]);
     }
     format_table(&rows)
 }

@@ -2,8 +2,10 @@
 //! config, telemetry, [`Gateway::start`], run until a signal), `demo`, `check-config` and
 //! `discover`.
 
+use std::io::Write as _;
 use std::path::Path;
 
+use super::config_file::required_from_env;
 use super::output::CliError;
 use super::runtime;
 use crate::config::{Config, LogFormat};
@@ -12,11 +14,15 @@ use crate::Gateway;
 /// `serve`: reads and checks the config file (exit 64 when bad, before any port or store is
 /// touched), sets up logging as it says, starts the gateway (store, listeners, keys) and
 /// serves until SIGTERM / SIGINT, then drains and flushes.
-pub(super) fn serve(path: &Path) -> Result<(), CliError> {
-    let config = checked_config(path)?;
+pub(super) fn serve(path: Option<&Path>, env_warnings: &[String]) -> Result<(), CliError> {
+    let path = required_from_env(path)?;
+    let config = checked_config(&path)?;
     crate::telemetry::init_tracing(config.server.log_format);
+    for warning in env_warnings.iter().chain(&config.warnings()) {
+        tracing::warn!(config = %path.display(), "{warning}");
+    }
     runtime().block_on(async move {
-        let gateway = Gateway::start(config, Some(path.to_path_buf()), crate::clock::system())
+        let gateway = Gateway::start(config, Some(path), crate::clock::system())
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
         gateway.run(crate::server::shutdown_signal()).await;
@@ -25,18 +31,31 @@ pub(super) fn serve(path: &Path) -> Result<(), CliError> {
 }
 
 /// `demo`: [`crate::demo::run_demo`] with text logs.
-pub(super) fn demo() -> Result<(), CliError> {
+pub(super) fn demo(env_warnings: &[String]) -> Result<(), CliError> {
     crate::telemetry::init_tracing(LogFormat::Text);
+    for warning in env_warnings {
+        tracing::warn!("{warning}");
+    }
     runtime()
         .block_on(crate::demo::run_demo())
         .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// `check-config`: the checks of [`checked_config`], then the effective settings.
-pub(super) fn check_config(path: &Path) -> Result<(), CliError> {
-    let config = checked_config(path)?;
+/// Settings that are valid but probably wrong are `warning:` lines on stderr (exit 0).
+pub(super) fn check_config(path: Option<&Path>) -> Result<(), CliError> {
+    let path = required_from_env(path)?;
+    let config = checked_config(&path)?;
     println!("# {}: OK", path.display());
     print!("{}", config.effective_toml());
+    let mut err = std::io::stderr().lock();
+    for warning in config.warnings() {
+        let _ = writeln!(
+            err,
+            "revgate check-config: warning: {}: {warning}",
+            path.display()
+        );
+    }
     Ok(())
 }
 
@@ -61,7 +80,6 @@ pub(super) fn discover(
         .map_err(|e| CliError::Failed(e.to_string()))?;
     print!("{}", found.toml);
     let mut err = std::io::stderr().lock();
-    use std::io::Write as _;
     let _ = writeln!(
         err,
         "revgate discover: {} at {issuer_url}",

@@ -155,11 +155,17 @@ fn parses_unrevoke_lookup_list_stats_sweep() {
         Cli::try_parse_from(["revgate", "serve", "--config", "x.toml"])
             .unwrap()
             .command,
-        Command::Serve { config } if config == Path::new("x.toml")
+        Command::Serve { config: Some(config) } if config == Path::new("x.toml")
     ));
+    // Without --config the file is looked for at run time (config_file.rs).
     assert!(matches!(
-        Cli::try_parse_from(["revgate", "check-store"]).unwrap().command,
-        Command::CheckStore { config, repair: false } if config == Path::new(DEFAULT_CONFIG_FILE)
+        Cli::try_parse_from(["revgate", "check-store"])
+            .unwrap()
+            .command,
+        Command::CheckStore {
+            config: None,
+            repair: false
+        }
     ));
 }
 
@@ -323,28 +329,28 @@ fn config_loading() {
         config: Some(missing.clone()),
         ..conn(Some("h:1"), Some("t"))
     };
-    let e = load_config(&c, &missing, &no_env).unwrap_err();
+    let e = load_config(&c, &[&missing], &no_env).unwrap_err();
     assert_eq!(e.exit_code(), EXIT_USAGE);
     assert!(e.message().contains("missing.toml"), "{e:?}");
     // implicit and missing: no config
-    assert!(load_config(&conn(None, None), &missing, &no_env)
+    assert!(load_config(&conn(None, None), &[&missing], &no_env)
         .unwrap()
         .is_none());
     // implicit and invalid: usage error
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nbogus = 1\n").unwrap();
-    let e = load_config(&conn(None, None), &bad, &no_env).unwrap_err();
+    let e = load_config(&conn(None, None), &[&missing, &bad], &no_env).unwrap_err();
     assert_eq!(e.exit_code(), EXIT_USAGE);
     assert!(
         e.message().contains("bogus") && !e.message().contains('\n'),
         "{e:?}"
     );
     // implicit config not needed when --admin and a token are given
-    assert!(load_config(&conn(Some("h:1"), Some("t")), &bad, &no_env)
+    assert!(load_config(&conn(Some("h:1"), Some("t")), &[&bad], &no_env)
         .unwrap()
         .is_none());
     let env_tok = |n: &str| (n == ADMIN_TOKEN_ENV).then(|| "e".to_string());
-    assert!(load_config(&conn(Some("h:1"), None), &bad, &env_tok)
+    assert!(load_config(&conn(Some("h:1"), None), &[&bad], &env_tok)
         .unwrap()
         .is_none());
     // implicit and valid
@@ -355,10 +361,187 @@ fn config_loading() {
          audiences = [\"a\"]\njwks_url = \"https://idp/jwks\"\n[[route]]\nupstream = \"http://127.0.0.1:1\"\n",
     )
     .unwrap();
-    let cfg = load_config(&conn(None, None), &good, &no_env)
+    let cfg = load_config(&conn(None, None), &[&good], &no_env)
         .unwrap()
         .unwrap();
     assert_eq!(cfg.server.admin_listen.port(), 9555);
+}
+
+#[test]
+fn config_file_is_flag_then_env_then_the_search_path() {
+    use super::config_file::{locate, required, ConfigFile};
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("revgate.toml");
+    let system = dir.path().join("etc-revgate.toml");
+    let no_env = |_: &str| None;
+    let env = |n: &str| (n == CONFIG_ENV).then(|| "/from/env.toml".to_string());
+    let empty_env = |n: &str| (n == CONFIG_ENV).then(String::new);
+    let search = [local.as_path(), system.as_path()];
+    // Nothing exists: missing, and required() names every place.
+    assert_eq!(locate(None, &search, &no_env), ConfigFile::Missing);
+    let e = required(None, &search, &no_env).unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_USAGE);
+    assert!(
+        e.message().contains("REVGATE_CONFIG")
+            && e.message().contains("revgate.toml")
+            && e.message().contains("etc-revgate.toml"),
+        "{e:?}"
+    );
+    // The system file, then the local one before it.
+    std::fs::write(&system, "").unwrap();
+    assert_eq!(
+        locate(None, &search, &no_env),
+        ConfigFile::Found(system.clone())
+    );
+    std::fs::write(&local, "").unwrap();
+    assert_eq!(
+        locate(None, &search, &no_env),
+        ConfigFile::Found(local.clone())
+    );
+    // $REVGATE_CONFIG before both (empty: unset), --config before everything; named
+    // files need not exist (loading them then fails loudly).
+    assert_eq!(
+        locate(None, &search, &env),
+        ConfigFile::Named(PathBuf::from("/from/env.toml"), CONFIG_ENV)
+    );
+    assert_eq!(
+        locate(None, &search, &empty_env),
+        ConfigFile::Found(local.clone())
+    );
+    assert_eq!(
+        locate(Some(Path::new("x.toml")), &search, &env),
+        ConfigFile::Named(PathBuf::from("x.toml"), "--config")
+    );
+    assert_eq!(
+        required(None, &search, &env).unwrap(),
+        PathBuf::from("/from/env.toml")
+    );
+    assert_eq!(
+        super::config_file::search_path()[1],
+        Path::new("/etc/revgate/revgate.toml")
+    );
+}
+
+#[test]
+fn admin_url_from_the_environment() {
+    let url_env = |n: &str| (n == ADMIN_URL_ENV).then(|| "127.0.0.9:7001".to_string());
+    let cfg = config_with("127.0.0.2:7000", "from-config");
+    // $REVGATE_ADMIN_URL beats the config, --admin beats it.
+    let t = resolve_target(&conn(None, None), Some(&cfg), &url_env).unwrap();
+    assert_eq!(t.base.as_str(), "http://127.0.0.9:7001/");
+    let t = resolve_target(&conn(Some("h:1"), None), Some(&cfg), &url_env).unwrap();
+    assert_eq!(t.base.as_str(), "http://h:1/");
+    // Empty counts as unset.
+    let empty = |n: &str| (n == ADMIN_URL_ENV).then(String::new);
+    let t = resolve_target(&conn(None, None), Some(&cfg), &empty).unwrap();
+    assert_eq!(t.base.as_str(), "http://127.0.0.2:7000/");
+    // A bad one is a usage error naming the variable.
+    let bad = |n: &str| (n == ADMIN_URL_ENV).then(|| "ftp://h:1".to_string());
+    let e = resolve_target(&conn(None, None), None, &bad).unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_USAGE);
+    assert!(e.message().contains("REVGATE_ADMIN_URL"), "{e:?}");
+    // With the URL from the environment and a token, no config file is read.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("revgate.toml");
+    std::fs::write(&broken, "[server]\nbogus = 1\n").unwrap();
+    let both = |n: &str| match n {
+        ADMIN_URL_ENV => Some("h:1".to_string()),
+        ADMIN_TOKEN_ENV => Some("t".to_string()),
+        _ => None,
+    };
+    assert!(load_config(&conn(None, None), &[&broken], &both)
+        .unwrap()
+        .is_none());
+    assert!(load_config(&conn(None, None), &[&broken], &url_env).is_err());
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    for argv in [
+        vec!["revgate", "nope"],
+        vec!["revgate", "list", "--bogus"],
+        vec!["revgate", "revoke", "jti"],
+        vec!["revgate"],
+    ] {
+        let e = Cli::try_parse_from(&argv).unwrap_err();
+        assert!(e.use_stderr(), "{argv:?}");
+        assert_eq!(usage_error(&e), EXIT_USAGE, "{argv:?}");
+    }
+    for argv in [
+        vec!["revgate", "--version"],
+        vec!["revgate", "stats", "--help"],
+    ] {
+        let e = Cli::try_parse_from(&argv).unwrap_err();
+        assert!(
+            !e.use_stderr(),
+            "{argv:?}: help and version go to stdout, exit 0"
+        );
+    }
+}
+
+#[test]
+fn output_format_is_parsed_on_every_admin_command_that_prints() {
+    for args in [
+        vec!["revoke", "jti", "x"],
+        vec!["unrevoke", "jti", "x"],
+        vec!["lookup", "jti", "x"],
+        vec!["list"],
+        vec!["stats"],
+        vec!["sweep"],
+        vec!["import", "f.ndjson"],
+    ] {
+        let cmd = parse(&args).unwrap();
+        assert_eq!(cmd.output(), OutputFormat::Table, "{args:?}: default");
+        for flag in [["--output", "json"], ["-o", "json"]] {
+            let mut with = args.clone();
+            with.extend(flag);
+            assert_eq!(
+                parse(&with).unwrap().output(),
+                OutputFormat::Json,
+                "{with:?}"
+            );
+        }
+    }
+    assert_eq!(
+        parse(&["list", "--json"]).unwrap().output(),
+        OutputFormat::Json
+    );
+    assert!(parse(&["list", "--json", "--output", "table"]).is_err());
+    assert!(
+        parse(&["export", "--output", "json"]).is_err(),
+        "export is NDJSON only"
+    );
+}
+
+#[test]
+fn records_and_answers_as_field_tables() {
+    let record = json!({"value": "v", "kind": "sid", "issuer": "i", "source": "admin",
+        "expires_at": "t2", "revoked_at": "t1", "issued_before": null, "reason": null, "extra": 1});
+    let table = fields_table(&record, &RECORD_FIELDS);
+    let names: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "FIELD",
+            "kind",
+            "issuer",
+            "value",
+            "revoked_at",
+            "issued_before",
+            "expires_at",
+            "reason",
+            "source",
+            "extra"
+        ]
+    );
+    assert!(table.contains("\nissued_before  -\n"), "{table}");
+    assert_eq!(
+        fields_table(&json!({"purged": 3}), &[]),
+        "FIELD   VALUE\npurged  3\n"
+    );
 }
 
 #[test]
@@ -440,6 +623,25 @@ fn tables() {
     assert!(stats.contains("last_sweep.purged  3"), "{stats}");
     let stats = stats_table(&json!({"jti":0,"sid":0,"sub":0,"last_sweep":null}));
     assert!(stats.contains("last_sweep  never"), "{stats}");
+    let stats = stats_table(
+        &json!({"jti":0,"sid":0,"sub":0,"last_sweep":null,"logouts":[
+        {"issuer":"https://idp/","accepted":4,"refused":1,"last_refusal":
+            {"at":"2026-01-02T03:04:05Z","reason":"time","error":"invalid logout token: missing exp"}},
+        {"issuer":null,"accepted":0,"refused":2,"last_refusal":null}]}),
+    );
+    assert!(!stats.contains("logouts"), "{stats}");
+    assert!(
+        stats.contains("\nISSUER        ACCEPTED  REFUSED  LAST_REFUSAL\n"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("\nhttps://idp/  4         1        2026-01-02T03:04:05Z time: invalid logout token: missing exp\n"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("\n-             0         2        -\n"),
+        "{stats}"
+    );
 }
 
 /// What the fake admin API saw.

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::client::AdminClient;
 use super::offline::{open_offline_store, open_restore_store};
-use super::output::{api_error_line, print_json_pretty, CliError};
-use super::{ExportArgs, ImportArgs};
+use super::output::{api_error_line, cell, format_table, print_json_pretty, print_text, CliError};
+use super::{ExportArgs, ImportArgs, OutputFormat};
 use crate::store::OpenMode;
 
 /// `export --offline`: every record of the store (or of one kind) as NDJSON on stdout; a
@@ -155,16 +155,57 @@ impl Progress {
     }
 }
 
-/// Prints the import counts; a rejected line makes the command fail (exit 1).
-fn import_result(summary: &Value) -> Result<(), CliError> {
-    print_json_pretty(summary);
-    let rejected = summary
-        .get("rejected_count")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+/// Prints the import counts (JSON, or a table of the counts and of the rejected lines);
+/// a dry run says on stderr that nothing was stored; a rejected line makes the command
+/// fail (exit 1).
+fn import_result(summary: &Value, output: OutputFormat) -> Result<(), CliError> {
+    let count = |name: &str| summary.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let rejected = count("rejected_count");
+    let dry_run = summary.get("dry_run") == Some(&Value::Bool(true));
+    match output {
+        OutputFormat::Json => print_json_pretty(summary),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = [
+                ("imported", count("imported")),
+                ("merged", count("merged")),
+                ("expired", count("expired")),
+                ("rejected", rejected),
+            ]
+            .iter()
+            .map(|(name, n)| vec![name.to_string(), n.to_string()])
+            .collect();
+            let mut text = format_table(&rows);
+            let lines = summary.get("rejected").and_then(Value::as_array);
+            if let Some(lines) = lines.filter(|l| !l.is_empty()) {
+                let mut table = vec![vec!["LINE".to_string(), "ERROR".to_string()]];
+                table.extend(
+                    lines
+                        .iter()
+                        .map(|l| vec![cell(l.get("line")), cell(l.get("error"))]),
+                );
+                text.push('\n');
+                text.push_str(&format_table(&table));
+            }
+            print_text(&text);
+        }
+    }
+    if dry_run {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "revgate import: dry run: nothing was stored ({} record(s) would be imported, {} merged, {} skipped as expired, {rejected} rejected)",
+            count("imported"),
+            count("merged"),
+            count("expired")
+        );
+    }
     if rejected > 0 {
+        let rest = if dry_run {
+            "nothing was stored (dry run)"
+        } else {
+            "the other lines were imported"
+        };
         return Err(CliError::Failed(format!(
-            "{rejected} line(s) rejected (listed above); the other lines were imported"
+            "{rejected} line(s) rejected (listed above); {rest}"
         )));
     }
     Ok(())
@@ -187,13 +228,29 @@ pub(super) async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?;
     progress.finish();
-    import_result(&serde_json::to_value(&summary).unwrap_or_default())
+    import_result(
+        &serde_json::to_value(&summary).unwrap_or_default(),
+        args.output.output,
+    )
 }
 
 /// `import`: streams the file to `POST /v1/import` and prints the counts it answers.
 pub(super) async fn import_online(client: &AdminClient, args: &ImportArgs) -> Result<(), CliError> {
     use futures_util::StreamExt as _;
     let (input, total) = import_input(&args.file).await?;
+    // An empty file has nothing to import: answered here (the API refuses a request
+    // without a body).
+    let mut input = input.peekable();
+    if std::pin::Pin::new(&mut input).peek().await.is_none() {
+        let nothing = crate::backup::ImportSummary {
+            dry_run: args.dry_run,
+            ..Default::default()
+        };
+        return import_result(
+            &serde_json::to_value(&nothing).unwrap_or_default(),
+            args.output.output,
+        );
+    }
     let progress = std::sync::Arc::new(std::sync::Mutex::new(Progress::new(total)));
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (p2, s2) = (progress.clone(), sent.clone());
@@ -236,5 +293,5 @@ pub(super) async fn import_online(client: &AdminClient, args: &ImportArgs) -> Re
             "the admin API answered with a body that is not JSON: {e}"
         ))
     })?;
-    import_result(&summary)
+    import_result(&summary, args.output.output)
 }

@@ -18,8 +18,9 @@ pub(super) enum ScalarType {
 
 /// Every key that `REVGATE_<SECTION>_<KEY>` may override (SPEC §3): the scalar keys of
 /// `[server]`, `[auth]`, `[backchannel]`, `[revoke_endpoint]` and `[store]`. Arrays and the
-/// `[[issuer]]` / `[[route]]` tables are not overridable. Only these variables are ever
-/// looked up, so any other `REVGATE_*` variable is ignored.
+/// `[[issuer]]` / `[[route]]` tables are not overridable. Only these variables (and
+/// [`ADMIN_TOKEN_ENV`]) are looked up; the command line warns about any other `REVGATE_*`
+/// variable ([`override_variables`]).
 pub(super) const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
     ("server", "listen", ScalarType::String),
     ("server", "admin_listen", ScalarType::String),
@@ -47,8 +48,23 @@ pub(super) const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
     ("store", "cache_bytes", ScalarType::Integer),
 ];
 
+/// The one admin-token variable of the CLI and the gateway: the admin commands send it,
+/// and it sets `server.admin_token` unless `REVGATE_SERVER_ADMIN_TOKEN` (the generic
+/// override, which wins) is set. Empty counts as unset.
+pub const ADMIN_TOKEN_ENV: &str = "REVGATE_ADMIN_TOKEN";
+
+/// Every environment variable that a configuration reads: each `REVGATE_<SECTION>_<KEY>`
+/// of [`ENV_OVERRIDES`], and [`ADMIN_TOKEN_ENV`].
+pub fn override_variables() -> Vec<String> {
+    ENV_OVERRIDES
+        .iter()
+        .map(|&(section, key, _)| env_var_name(section, key))
+        .chain(std::iter::once(ADMIN_TOKEN_ENV.to_string()))
+        .collect()
+}
+
 /// The environment variable overriding `section.key`.
-pub(super) fn env_var_name(section: &str, key: &str) -> String {
+pub fn env_var_name(section: &str, key: &str) -> String {
     format!("REVGATE_{}_{}", section, key).to_ascii_uppercase()
 }
 
@@ -99,6 +115,19 @@ pub(super) fn apply_env_overrides(
         if let toml::Value::Table(t) = section_table {
             t.insert(key.to_string(), value);
             applied.push((var, format!("{section}.{key}")));
+        }
+    }
+    let overridden = applied.iter().any(|(_, key)| key == "server.admin_token");
+    if let Some(token) = env(ADMIN_TOKEN_ENV).filter(|t| !t.is_empty() && !overridden) {
+        let server = table
+            .entry("server".to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = server {
+            t.insert("admin_token".to_string(), toml::Value::String(token));
+            applied.push((
+                ADMIN_TOKEN_ENV.to_string(),
+                "server.admin_token".to_string(),
+            ));
         }
     }
     Ok(applied)

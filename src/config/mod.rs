@@ -36,6 +36,7 @@ mod env;
 mod validate;
 
 use env::apply_env_overrides;
+pub use env::{env_var_name, override_variables, ADMIN_TOKEN_ENV};
 pub use validate::*;
 
 /// Default number of verified tokens kept by the verified-token cache.
@@ -435,11 +436,19 @@ pub const REDACTED: &str = "<set>";
 impl Config {
     /// Reads `path`, applies `REVGATE_*` overrides from the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &|name: &str| std::env::var(name).ok())
+    }
+
+    /// Reads `path`, applies the overrides looked up through `env`, validates.
+    pub fn load_with(
+        path: &Path,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, |name| std::env::var(name).ok())
+        Config::parse(&text, env)
     }
 
     /// Parses TOML text, applies overrides looked up through `env`, validates.

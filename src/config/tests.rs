@@ -521,6 +521,63 @@ fn env_overrides_beat_the_file_and_create_sections() {
 }
 
 #[test]
+fn one_admin_token_variable_sets_server_admin_token() {
+    // REVGATE_ADMIN_TOKEN (the CLI's variable) sets it, over the file ...
+    let text = with_section("server", "admin_token = \"from-file\"");
+    let c = Config::parse(&text, env_of(&[("REVGATE_ADMIN_TOKEN", "shared")])).unwrap();
+    assert_eq!(c.server.admin_token, "shared");
+    let c = Config::parse(MINIMAL, env_of(&[("REVGATE_ADMIN_TOKEN", "shared")])).unwrap();
+    assert_eq!(c.server.admin_token, "shared");
+    // ... empty counts as unset ...
+    let c = Config::parse(&text, env_of(&[("REVGATE_ADMIN_TOKEN", "")])).unwrap();
+    assert_eq!(c.server.admin_token, "from-file");
+    // ... and REVGATE_SERVER_ADMIN_TOKEN, the generic override, wins (even when empty).
+    let c = Config::parse(
+        &text,
+        env_of(&[
+            ("REVGATE_ADMIN_TOKEN", "shared"),
+            ("REVGATE_SERVER_ADMIN_TOKEN", "server-only"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.admin_token, "server-only");
+    let c = Config::parse(
+        &text,
+        env_of(&[
+            ("REVGATE_ADMIN_TOKEN", "shared"),
+            ("REVGATE_SERVER_ADMIN_TOKEN", ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.admin_token, "");
+    assert!(override_variables().contains(&"REVGATE_ADMIN_TOKEN".to_string()));
+    assert!(override_variables().contains(&"REVGATE_STORE_CACHE_BYTES".to_string()));
+}
+
+#[test]
+fn overlapping_audiences_without_require_typ_are_a_warning() {
+    let text = MINIMAL.replacen(
+        "[[issuer]]\n",
+        "[[issuer]]\nlogout_audiences = [\"api\", \"web\"]\n",
+        1,
+    );
+    assert_ne!(text, MINIMAL);
+    let c = Config::parse(&text, no_env).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("issuer[0].audiences: ") && w[0].contains("\"api\""),
+        "{w:?}"
+    );
+    let mut typed = c.clone();
+    typed.issuers[0].require_typ = "at+jwt".into();
+    assert!(typed.warnings().is_empty());
+    let mut apart = c;
+    apart.issuers[0].logout_audiences = vec!["web".into()];
+    assert!(apart.warnings().is_empty());
+}
+
+#[test]
 fn bad_env_values_name_the_variable() {
     let e = Config::parse(MINIMAL, env_of(&[("REVGATE_AUTH_IDENTITY_HEADERS", "yes")]))
         .unwrap_err()

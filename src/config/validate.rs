@@ -132,7 +132,43 @@ fn check_endpoint_path(key: &str, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The warning for an issuer whose access-token `audiences` and `logout_audiences` share
+/// a value while `require_typ` is empty: the client's ID tokens carry its client_id as
+/// `aud`, so such an ID token would pass as an access token. `None` when they do not.
+pub fn audience_overlap_warning(
+    audiences: &[String],
+    logout_audiences: &[String],
+    require_typ: &str,
+) -> Option<String> {
+    if !require_typ.is_empty() {
+        return None;
+    }
+    let shared: Vec<&String> = audiences
+        .iter()
+        .filter(|a| logout_audiences.contains(a))
+        .collect();
+    let first = shared.first()?;
+    Some(format!(
+        "`audiences` and `logout_audiences` overlap ({first:?}) and `require_typ` is empty: an ID \
+         token addressed to that client would pass as an access token; set require_typ \
+         (\"at+jwt\" when the provider issues RFC 9068 access tokens) or use a distinct API audience"
+    ))
+}
+
 impl Config {
+    /// What is valid but probably wrong, one line each naming the key: `check-config`
+    /// prints them (and still exits 0), start-up and reload log them at `warn`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, iss)| {
+                audience_overlap_warning(&iss.audiences, &iss.logout_audiences, &iss.require_typ)
+                    .map(|w| format!("issuer[{i}].audiences: {w}"))
+            })
+            .collect()
+    }
+
     /// Checks every rule that serde cannot express; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_server()?;

@@ -39,6 +39,44 @@ fn keycloak() -> Value {
     })
 }
 
+/// Auth0's document (a tenant's, trimmed) and keys.
+fn auth0() -> (Value, Value) {
+    let doc = json!({
+        "issuer": "https://tenant.eu.auth0.com/",
+        "jwks_uri": "https://tenant.eu.auth0.com/.well-known/jwks.json",
+        "id_token_signing_alg_values_supported": ["HS256", "RS256", "PS256"],
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+        "mfa_challenge_endpoint": "https://tenant.eu.auth0.com/mfa/challenge"
+    });
+    let jwks = json!({"keys": [rsa_key("a", Some("RS256")), rsa_key("b", Some("RS256"))]});
+    (doc, jwks)
+}
+
+/// LemonLDAP::NG's document (2.21, trimmed) and keys.
+fn lemonldap() -> (Value, Value) {
+    let doc = json!({
+        "issuer": "https://auth.example.org/",
+        "jwks_uri": "https://auth.example.org/oauth2/jwks",
+        "check_session_iframe": "https://auth.example.org/oauth2/checksession.html",
+        "end_session_endpoint": "https://auth.example.org/oauth2/logout",
+        "id_token_signing_alg_values_supported": ["none", "HS256", "RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"],
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true
+    });
+    let jwks = json!({"keys": [rsa_key("llng", None)]});
+    (doc, jwks)
+}
+
+/// A document of Okta or Entra ID at `issuer` (neither advertises back-channel logout).
+fn no_bcl(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/keys"),
+        "id_token_signing_alg_values_supported": ["RS256"]
+    })
+}
+
 #[test]
 fn keycloak_block_is_valid_and_keeps_only_what_its_keys_verify() {
     let jwks = json!({"keys": [rsa_key("k1", Some("RS256")), {"kty": "RSA", "kid": "enc", "use": "enc", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"}]});
@@ -80,15 +118,7 @@ fn keys_without_alg_allow_what_is_advertised_for_their_type() {
 
 #[test]
 fn auth0_needs_a_namespaced_session_claim_and_warns() {
-    let doc = json!({
-        "issuer": "https://tenant.eu.auth0.com/",
-        "jwks_uri": "https://tenant.eu.auth0.com/.well-known/jwks.json",
-        "id_token_signing_alg_values_supported": ["HS256", "RS256", "PS256"],
-        "backchannel_logout_supported": true,
-        "backchannel_logout_session_supported": true,
-        "mfa_challenge_endpoint": "https://tenant.eu.auth0.com/mfa/challenge"
-    });
-    let jwks = json!({"keys": [rsa_key("a", Some("RS256")), rsa_key("b", Some("RS256"))]});
+    let (doc, jwks) = auth0();
     let d = render(
         &doc,
         &jwks,
@@ -108,16 +138,7 @@ fn auth0_needs_a_namespaced_session_claim_and_warns() {
 
 #[test]
 fn lemonldap_sets_its_quirks() {
-    let doc = json!({
-        "issuer": "https://auth.example.org/",
-        "jwks_uri": "https://auth.example.org/oauth2/jwks",
-        "check_session_iframe": "https://auth.example.org/oauth2/checksession.html",
-        "end_session_endpoint": "https://auth.example.org/oauth2/logout",
-        "id_token_signing_alg_values_supported": ["none", "HS256", "RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"],
-        "backchannel_logout_supported": true,
-        "backchannel_logout_session_supported": true
-    });
-    let jwks = json!({"keys": [rsa_key("llng", None)]});
+    let (doc, jwks) = lemonldap();
     let d = render(&doc, &jwks, &options(Some("app"), Some("app")));
     assert_eq!(d.provider, Provider::LemonLdap);
     let ic = parse_block(&d.toml).issuers[0].clone();
@@ -171,11 +192,7 @@ fn okta_and_entra_say_they_send_no_logout_tokens() {
             Provider::EntraId,
         ),
     ] {
-        let doc = json!({
-            "issuer": issuer,
-            "jwks_uri": format!("{issuer}/keys"),
-            "id_token_signing_alg_values_supported": ["RS256"]
-        });
+        let doc = no_bcl(issuer);
         let d = render(
             &doc,
             &json!({"keys": [rsa_key("k", None)]}),
@@ -223,4 +240,122 @@ fn strings_are_quoted_for_toml() {
     let config = parse_block(&d.toml);
     assert_eq!(config.issuers[0].issuer, "https://op.example.net/\"x\\");
     assert_eq!(config.issuers[0].logout_audiences, ["c\"1"]);
+}
+
+/// The providers of README "Connect your identity provider", each with the command line
+/// shown there: `(heading, ISSUER_URL, --client-id, --audience, document, keys)`.
+fn readme_providers() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Value,
+    Value,
+)> {
+    let (auth0_doc, auth0_keys) = auth0();
+    let (llng_doc, llng_keys) = lemonldap();
+    let rsa = || json!({"keys": [rsa_key("k1", Some("RS256"))]});
+    vec![
+        (
+            "Keycloak",
+            "https://sso.example.com/realms/shop",
+            "shop-web",
+            "shop-api",
+            keycloak(),
+            rsa(),
+        ),
+        (
+            "Auth0",
+            "https://tenant.eu.auth0.com/",
+            "YOUR_CLIENT_ID",
+            "https://api.example.com",
+            auth0_doc,
+            auth0_keys,
+        ),
+        (
+            "Okta",
+            "https://dev-1.okta.com/oauth2/default",
+            "0oa1client",
+            "api://default",
+            no_bcl("https://dev-1.okta.com/oauth2/default"),
+            rsa(),
+        ),
+        (
+            "Microsoft Entra ID",
+            "https://login.microsoftonline.com/0f4c/v2.0",
+            "6e2b-client",
+            "api://shop-api",
+            no_bcl("https://login.microsoftonline.com/0f4c/v2.0"),
+            rsa(),
+        ),
+        (
+            "LemonLDAP::NG",
+            "https://auth.example.org/",
+            "shop-web",
+            "shop-api",
+            llng_doc,
+            llng_keys,
+        ),
+        (
+            "Any OpenID Provider",
+            "https://op.example.com",
+            "my-client-id",
+            "https://api.example.com",
+            json!({
+                "issuer": "https://op.example.com",
+                "jwks_uri": "https://op.example.com/certs",
+                "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                "backchannel_logout_supported": true,
+                "backchannel_logout_session_supported": true
+            }),
+            json!({"keys": [rsa_key("r", Some("RS256")), {"kty": "EC", "crv": "P-256", "kid": "e", "alg": "ES256", "x": "x", "y": "y"}]}),
+        ),
+    ]
+}
+
+/// What `revgate discover` writes for one provider: the command, stdout, stderr.
+fn cli_transcript(
+    url: &str,
+    client: &str,
+    audience: &str,
+    d: &Discovered,
+) -> (String, String, String) {
+    let command = format!("revgate discover {url} --client-id {client} --audience {audience}");
+    let mut stderr = format!("revgate discover: {} at {url}\n", d.provider.name());
+    for t in &d.todo {
+        stderr.push_str(&format!("to do: {t}\n"));
+    }
+    for w in &d.warnings {
+        stderr.push_str(&format!("warning: {w}\n"));
+    }
+    (command, d.toml.clone(), stderr)
+}
+
+#[test]
+fn the_readme_recipes_show_what_discover_prints() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (heading, url, client, audience, doc, jwks) in readme_providers() {
+        let d = render(&doc, &jwks, &options(Some(client), Some(audience)));
+        parse_block(&d.toml);
+        let (command, stdout, stderr) = cli_transcript(url, client, audience, &d);
+        if std::env::var_os("REVGATE_PRINT_RECIPES").is_some() {
+            println!("### {heading}\n\n```sh\n$ {command}\n```\n\n```toml\n{stdout}```\n\n```\n{stderr}```\n");
+            continue;
+        }
+        let section = readme
+            .split("\n### ")
+            .find(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("README has no \"### {heading}\" recipe"));
+        for (what, text) in [
+            ("command", format!("$ {command}\n")),
+            ("TOML", format!("```toml\n{stdout}```\n")),
+            ("stderr", format!("```\n{stderr}```\n")),
+        ] {
+            assert!(
+                section.contains(&text),
+                "README \"### {heading}\": the {what} is not what discover prints; it prints:\n{text}\n(REVGATE_PRINT_RECIPES=1 cargo test --lib readme -- --nocapture prints every recipe)"
+            );
+        }
+    }
 }

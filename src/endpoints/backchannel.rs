@@ -16,19 +16,34 @@ use crate::error::{GatewayError, ProxyBody};
 use crate::store::{Kind, Logout, NewRevocation, Policy, SeenLogout, Source};
 use crate::App;
 
-/// Answers a back-channel logout request.
+/// Answers a back-channel logout request. A refused logout token is logged at `warn`
+/// with the issuer and the reason, and counted per issuer ([`crate::metrics::LogoutLedger`]):
+/// the identity provider only logs a warning, while the user stays logged in at the API.
 pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let result = match logout(app, req).await {
-        Ok(()) => {
+        Ok(issuer) => {
             app.metrics
                 .backchannel_accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            app.metrics.logouts.accepted(&issuer);
             Ok(())
         }
         Err(Refused::Request(e)) => Err(e),
-        Err(Refused::Logout(reason, description)) => {
+        Err(Refused::Logout {
+            reason,
+            issuer,
+            description,
+        }) => {
             app.metrics.backchannel_rejected(reason);
-            tracing::info!(reason = %description, "back-channel logout rejected");
+            app.metrics
+                .logouts
+                .refused(issuer.as_deref(), reason, &description, app.clock.now());
+            tracing::warn!(
+                issuer = %issuer.as_deref().unwrap_or("-"),
+                reason = %reason.label(),
+                error = %description,
+                "back-channel logout refused"
+            );
             Err(GatewayError::InvalidRequest(description))
         }
     };
@@ -39,13 +54,36 @@ pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<Pro
 enum Refused {
     /// The request itself could not be read as one (405, 408, 413): not counted.
     Request(GatewayError),
-    /// A logout refused for this reason, answered `400` with this description.
-    Logout(LogoutReason, String),
+    /// A logout refused for `reason`, answered `400` with `description`; `issuer` is the
+    /// configured issuer the token named, when it got that far.
+    Logout {
+        /// The class of the refusal.
+        reason: LogoutReason,
+        /// The configured issuer, if known.
+        issuer: Option<String>,
+        /// The answer's `error_description`.
+        description: String,
+    },
+}
+
+impl Refused {
+    /// A refusal of the logout of configured issuer `issuer`.
+    fn of(reason: LogoutReason, issuer: &str, description: &str) -> Refused {
+        Refused::Logout {
+            reason,
+            issuer: Some(issuer.to_string()),
+            description: description.to_string(),
+        }
+    }
 }
 
 impl From<LogoutError> for Refused {
     fn from(e: LogoutError) -> Self {
-        Refused::Logout(e.reason, e.to_string())
+        Refused::Logout {
+            reason: e.reason,
+            description: e.to_string(),
+            issuer: e.issuer,
+        }
     }
 }
 
@@ -53,12 +91,17 @@ impl From<LogoutError> for Refused {
 /// it has its own status.
 fn form_problem(e: GatewayError) -> Refused {
     match e {
-        GatewayError::InvalidRequest(d) => Refused::Logout(LogoutReason::Request, d),
+        GatewayError::InvalidRequest(description) => Refused::Logout {
+            reason: LogoutReason::Request,
+            issuer: None,
+            description,
+        },
         other => Refused::Request(other),
     }
 }
 
-async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
+/// Validates and records one logout; `Ok` names the issuer whose logout it was.
+async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Refused> {
     let config = app.config();
     let form = read_form(&config, req).await.map_err(form_problem)?;
     let token = single_param(&form, "logout_token").map_err(form_problem)?;
@@ -69,9 +112,10 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
         (Some(sid), _) => (Kind::Sid, sid.clone()),
         (None, Some(sub)) => (Kind::Sub, sub.clone()),
         (None, None) => {
-            return Err(Refused::Logout(
+            return Err(Refused::of(
                 LogoutReason::Claims,
-                "logout token has neither sid nor sub".to_string(),
+                &logout.issuer,
+                "logout token has neither sid nor sub",
             ))
         }
     };
@@ -94,21 +138,23 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Refused> {
     // records nothing, even when it races the first one.
     let seen = app.store.record_logout(change).await.map_err(|e| {
         tracing::error!(error = %e, "store write failed during back-channel logout");
-        Refused::Logout(
+        Refused::of(
             LogoutReason::Store,
-            "revocation could not be stored".to_string(),
+            &logout.issuer,
+            "revocation could not be stored",
         )
     })?;
     match seen {
-        SeenLogout::Conflict => Err(Refused::Logout(
+        SeenLogout::Conflict => Err(Refused::of(
             LogoutReason::Replay,
-            "logout token jti was already used by another logout token".to_string(),
+            &logout.issuer,
+            "logout token jti was already used by another logout token",
         )),
-        SeenLogout::Repeat => Ok(()),
+        SeenLogout::Repeat => Ok(logout.issuer),
         SeenLogout::New => {
             app.metrics.revocation_recorded(Source::Backchannel);
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
-            Ok(())
+            Ok(logout.issuer)
         }
     }
 }

@@ -20,17 +20,19 @@ pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBod
 }
 
 async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), GatewayError> {
-    let form = read_form(&app.config(), req).await?;
+    // One configuration for the whole request (a reload in between cannot split it).
+    let snapshot = app.snapshot();
+    let form = read_form(&snapshot.config, req).await?;
     let token = single_param(&form, "token")?;
     // RFC 7009 §2.2: invalid tokens get 200 too, but only a verified token is revoked.
-    let verified = match app.verify(token).await {
+    let verified = match app.verify(&snapshot, token).await {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(reason = %e, "revoke endpoint: token not verified, nothing revoked");
             return Ok(());
         }
     };
-    let rev = Policy::of(&app.config()).token_revocation(
+    let rev = Policy::of(&snapshot.config).token_revocation(
         &verified.issuer,
         &verified.jti,
         verified.exp,

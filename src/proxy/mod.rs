@@ -87,7 +87,13 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
         request_id: &request_id,
         tls: proxy.tls,
     };
-    let (mut resp, outcome) = match serve(proxy, &snapshot, req, &exchange, &mut trace).await {
+    let served = serve(proxy, &snapshot, req, &exchange, &mut trace).await;
+    // Upstream latency by route: from sending to the answer's headers (or the failure),
+    // for the requests that reached an upstream.
+    if let (Some(index), Some(upstream)) = (trace.matched, trace.upstream) {
+        route_metrics.observe_upstream(index, upstream);
+    }
+    let (mut resp, outcome) = match served {
         Ok(Served::Health(resp)) => (resp, "health"),
         Ok(Served::Answer(resp, outcome)) => {
             app.metrics.request(outcome);

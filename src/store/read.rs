@@ -130,8 +130,8 @@ impl RevocationStore {
         let mut more = false;
         'kinds: for &k in kinds {
             let iter = match &start {
-                Some((ck, _)) if *ck > k => continue,
-                Some((ck, ckey)) if *ck == k => h
+                Some((ck, _)) if *ck > keys::kind_byte(k) => continue,
+                Some((ck, ckey)) if *ck == keys::kind_byte(k) => h
                     .trees
                     .tree(k)
                     .range::<&[u8], _>((Bound::Excluded(ckey.as_slice()), Bound::Unbounded)),

@@ -13,13 +13,25 @@ pub fn revgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_revgate")
 }
 
+/// Removes from `cmd` every `REVGATE_*` variable of the test's own environment (the
+/// suite's knobs such as `REVGATE_OP_PEER`, an operator's `REVGATE_ADMIN_TOKEN`): the child
+/// sees only what the test sets, and warns about no variable it does not read.
+pub fn without_revgate_env(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("REVGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// Runs the `revgate` binary to completion (bounded by [`WAIT`], killed if it overruns)
-/// in `cwd`, with `envs` set and `REVGATE_ADMIN_TOKEN` removed unless given.
+/// in `cwd`, with `envs` set and no other `REVGATE_*` variable ([`without_revgate_env`]).
 pub async fn run_revgate(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(revgate_bin());
+    without_revgate_env(&mut cmd);
     cmd.args(args)
         .current_dir(cwd)
-        .env_remove("REVGATE_ADMIN_TOKEN")
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -69,7 +81,7 @@ impl ServeChild {
     }
 
     /// The command [`ServeChild::start`] runs: `revgate serve --config config`, log level
-    /// `info`, no colours.
+    /// `info`, no colours, no `REVGATE_*` variable of the test's environment.
     pub fn command(config: &Path) -> tokio::process::Command {
         ServeChild::command_for(&[], Path::new(revgate_bin()), config)
     }
@@ -88,6 +100,7 @@ impl ServeChild {
             }
             None => tokio::process::Command::new(bin),
         };
+        without_revgate_env(&mut cmd);
         cmd.arg("serve")
             .arg("--config")
             .arg(config)

@@ -504,7 +504,7 @@ impl Keyring {
         match loaded {
             Ok((doc, keys)) => {
                 if is_url {
-                    metrics.jwks_fetch_ok.fetch_add(1, Ordering::Relaxed);
+                    metrics.jwks_fetched(issuer, true);
                 }
                 let digest: [u8; 32] = Sha256::digest(&doc).into();
                 if is_url && current.digest != Some(digest) {
@@ -528,7 +528,7 @@ impl Keyring {
             }
             Err(e) => {
                 if is_url {
-                    metrics.jwks_fetch_error.fetch_add(1, Ordering::Relaxed);
+                    metrics.jwks_fetched(issuer, false);
                 }
                 let latest = slot.snapshot();
                 let mut next = IssuerKeys {

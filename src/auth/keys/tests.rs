@@ -276,7 +276,7 @@ mod refetch {
         let v = s.verify(&signed_by_other("rsa-2")).await.unwrap();
         assert_eq!(v.kid.as_deref(), Some("rsa-2"));
         assert_eq!(s.server.hits(), 2);
-        assert_eq!(s.metrics.jwks_fetch_ok.load(Ordering::Relaxed), 2);
+        assert_eq!(s.metrics.jwks_fetches(&s.config.issuers[0].issuer).ok, 2);
         // Known now: no further fetch.
         s.verify(&signed_by_other("rsa-2")).await.unwrap();
         s.verify(&token(Algorithm::RS256, &claims())).await.unwrap();
@@ -324,7 +324,7 @@ mod refetch {
             s.server.set(bad);
             bounded(s.keys.refresh_all(&s.config, &s.metrics)).await;
             assert_eq!(
-                s.metrics.jwks_fetch_error.load(Ordering::Relaxed),
+                s.metrics.jwks_fetches(&s.config.issuers[0].issuer).error,
                 i as u64 + 1
             );
             assert!(s.keys.ready(&s.config));
@@ -361,7 +361,7 @@ mod refetch {
         let keys = Keyring::without_store(ManualClock::new(NOW));
         bounded(keys.load_all(&no_hmac, &metrics)).await.unwrap();
         assert!(!keys.ready(&no_hmac));
-        assert_eq!(metrics.jwks_fetch_error.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.jwks_fetches(&config.issuers[0].issuer).error, 2);
         let err = bounded(verify_access_token(
             &no_hmac,
             &keys,
