@@ -13,6 +13,7 @@
 //!   read from the seed file (hits) and for random values (misses: jti, sid and sub).
 //!   Prints `hit_ns=… miss_ns=…` (median of 25 rounds).
 //! - `open-time STORE`: times sled's open of the store and a key scan of each tree.
+//! - `sweep STORE`: sweeps the whole store in-process (as if a day had passed), timed.
 //! - `chart CSV SVG`: renders the scale CSV as an SVG of small multiples (log N axis).
 
 use std::io::{BufRead as _, Write as _};
@@ -297,6 +298,15 @@ fn open_time(store: &Path) {
     );
 }
 
+/// Sweeps everything in the store (as if a day had passed), in-process, for profiling.
+async fn sweep(store: &Path) {
+    use revgate::store::{RevocationStore, SWEEP_BATCH};
+    let store = RevocationStore::open(store, 64 << 20, revgate::clock::system()).expect("open");
+    let t = Instant::now();
+    let report = store.sweep_due(now() + 86_400, SWEEP_BATCH).await.expect("sweep");
+    println!("sweep_ms={} purged={}", t.elapsed().as_millis(), report.purged);
+}
+
 /// One panel of the chart: a CSV column against N.
 struct Panel {
     column: &'static str,
@@ -483,6 +493,9 @@ fn main() {
             a(5),
         )),
         Some("open-time") => open_time(Path::new(a(1))),
+        Some("sweep") => tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(sweep(Path::new(a(1)))),
         Some("lookup") => lookup(Path::new(a(1)), Path::new(a(2))),
         Some("chart") => chart(Path::new(a(1)), Path::new(a(2))),
         // `cargo bench` without arguments runs every bench: nothing to do here.
