@@ -303,8 +303,15 @@ async fn sweep(store: &Path) {
     use revgate::store::{RevocationStore, SWEEP_BATCH};
     let store = RevocationStore::open(store, 64 << 20, revgate::clock::system()).expect("open");
     let t = Instant::now();
-    let report = store.sweep_due(now() + 86_400, SWEEP_BATCH).await.expect("sweep");
-    println!("sweep_ms={} purged={}", t.elapsed().as_millis(), report.purged);
+    let report = store
+        .sweep_due(now() + 86_400, SWEEP_BATCH)
+        .await
+        .expect("sweep");
+    println!(
+        "sweep_ms={} purged={}",
+        t.elapsed().as_millis(),
+        report.purged
+    );
 }
 
 /// One panel of the chart: a CSV column against N.
