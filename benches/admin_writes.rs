@@ -5,121 +5,82 @@
 //! count: revocations/s, p50/p99 latency, and syncs per revocation
 //! (`revgate_store_flushes_total`). A fresh gateway and store for each count.
 //!
+//! With `REVGATE_BENCH_CLUSTER=1`, each count runs twice: a single node, then a node of a
+//! cluster (SPEC §8: a fresh `redis-server`, and `REVGATE_BENCH_FOLLOWERS` more nodes,
+//! default 1, following the stream on the same machine), where each answer also waits for
+//! the append to the shared log; the last column is clustered / single.
+//!
 //! ```sh
 //! cargo build --release && cargo bench --bench admin_writes
 //! REVGATE_BIN=/path/to/other/revgate cargo bench --bench admin_writes    # another build
+//! REVGATE_BENCH_CLUSTER=1 REVGATE_BENCH_WRITERS=64 cargo bench --bench admin_writes
 //! ```
 //! Knobs: `REVGATE_BIN` (default `target/release/revgate`), `REVGATE_BENCH_SECONDS`
 //! (measured seconds per writer count, default 10, after 1 s of warm-up),
 //! `REVGATE_BENCH_WRITERS` (default `1,8,64`).
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt as _;
+use support::{env_or, start_gateway, write_config};
 
 /// Warm-up before the measured window (connections open, caches warm).
 const WARM_UP: Duration = Duration::from_secs(1);
-/// Bound for the gateway to log its listening line.
-const START_WAIT: Duration = Duration::from_secs(20);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The `proxy=` and `admin=` addresses of the `revgate listening` line.
-fn listening(line: &str) -> Option<SocketAddr> {
-    if !line.contains("revgate listening") {
-        return None;
-    }
-    let rest = &line[line.find("admin=")? + "admin=".len()..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// Starts `bin serve` on a fresh store in `dir`; returns the child and its admin address.
-async fn start_gateway(bin: &Path, dir: &Path) -> (tokio::process::Child, SocketAddr) {
-    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/jwks.json");
-    let config = dir.join("revgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[[issuer]]
-issuer = "https://issuer.bench.local/"
-audiences = ["bench"]
-jwks_file = "{}"
-algorithms = ["RS256"]
-[[route]]
-prefix = "/"
-upstream = "http://127.0.0.1:9"
-[store]
-path = "{}"
-sweep_interval = "1h"
-"#,
-            jwks.display(),
-            dir.join("store").display()
-        ),
-    )
-    .expect("write config");
-    let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn revgate serve");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let admin = tokio::time::timeout(START_WAIT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(a) = listening(&line) {
-                return Some(a);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("revgate serve logs its listening line");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, admin)
-}
 
 async fn flushes(client: &reqwest::Client, admin: SocketAddr) -> u64 {
-    let text = client
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("revgate_store_flushes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("revgate_store_flushes_total")
+    support::metric(client, admin, "revgate_store_flushes_total").await as u64
 }
 
-/// One run: `writers` writers for `seconds`; prints one table row.
-async fn run(bin: &Path, writers: usize, seconds: u64) {
+/// One run: `writers` writers for `seconds` on a single node, or (`followers` given) on a
+/// node of a cluster with that many other nodes; prints one table row, returns the rate.
+async fn run(
+    bin: &Path,
+    writers: usize,
+    seconds: u64,
+    followers: Option<usize>,
+    single: Option<f64>,
+) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, admin) = start_gateway(bin, dir.path()).await;
+    let redis = match followers {
+        Some(_) => Some(support::start_redis().await),
+        None => None,
+    };
+    let table = |node: &str| match &redis {
+        Some(r) => support::cluster_table(r, node),
+        None => String::new(),
+    };
+    let mut gateway = start_gateway(
+        bin,
+        &write_config(dir.path(), "http://127.0.0.1:9", &table("writer")),
+    )
+    .await;
+    let mut others = Vec::new();
+    for i in 0..followers.unwrap_or(0) {
+        let d = tempfile::tempdir().expect("temp dir");
+        let g = start_gateway(
+            bin,
+            &write_config(
+                d.path(),
+                "http://127.0.0.1:9",
+                &table(&format!("follower-{i}")),
+            ),
+        )
+        .await;
+        others.push((g, d));
+    }
+    let probe = support::client();
+    if redis.is_some() {
+        support::wait_healthy(&probe, gateway.admin).await;
+        for (g, _) in &others {
+            support::wait_healthy(&probe, g.admin).await;
+        }
+    }
+    let admin = gateway.admin;
     let url = format!("http://{admin}/v1/revocations");
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,6 +104,9 @@ async fn run(bin: &Path, writers: usize, seconds: u64) {
                         .await
                         .expect("write");
                     assert_eq!(resp.status().as_u16(), 201, "write refused");
+                    if let Some(ack) = resp.headers().get("revgate-cluster") {
+                        assert_eq!(ack, "appended", "a clustered write not appended");
+                    }
                     resp.bytes().await.expect("answer");
                     if measuring.load(Ordering::Relaxed) {
                         latencies.push(started.elapsed());
@@ -168,27 +132,30 @@ async fn run(bin: &Path, writers: usize, seconds: u64) {
     }
     latencies.sort();
     let n = latencies.len();
-    let pct = |p: usize| latencies[(n * p / 100).min(n - 1)].as_secs_f64() * 1e3;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let mode = match followers {
+        Some(f) => format!("cluster ({} nodes)", f + 1),
+        None => "single".to_string(),
+    };
+    let ratio = single.map_or(String::new(), |s| format!("{:.0}%", rate * 100.0 / s));
     println!(
-        "| {writers:>7} | {:>13.0} | {:>6.2} | {:>6.2} | {:>15.3} |",
-        n as f64 / elapsed.as_secs_f64(),
-        pct(50),
-        pct(99),
+        "| {writers:>7} | {mode:<17} | {rate:>13.0} | {:>6.2} | {:>6.2} | {:>15.3} | {ratio:>8} |",
+        support::percentile_ms(&latencies, 50),
+        support::percentile_ms(&latencies, 99),
         (flushes_after - flushes_before) as f64 / n as f64
     );
-    let _ = child.kill().await;
+    let _ = gateway.child.kill().await;
+    for (mut g, _) in others {
+        let _ = g.child.kill().await;
+    }
+    rate
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is expected.
-    let bin = std::env::var_os("REVGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/revgate"));
-    assert!(
-        bin.is_file(),
-        "{} not found: cargo build --release first (or set REVGATE_BIN)",
-        bin.display()
-    );
+    let bin = support::revgate_bin();
+    let clustered = env_or("REVGATE_BENCH_CLUSTER", 0u8) == 1;
+    let followers: usize = env_or("REVGATE_BENCH_FOLLOWERS", 1);
     let seconds: u64 = env_or("REVGATE_BENCH_SECONDS", 10);
     let writers: Vec<usize> = std::env::var("REVGATE_BENCH_WRITERS")
         .unwrap_or_else(|_| "1,8,64".to_string())
@@ -200,9 +167,12 @@ fn main() {
         .build()
         .expect("runtime");
     println!("binary: {}, {seconds} s per run", bin.display());
-    println!("| writers | revocations/s | p50 ms | p99 ms | syncs/revocation |");
-    println!("|--------:|--------------:|-------:|-------:|----------------:|");
+    println!("| writers | mode              | revocations/s | p50 ms | p99 ms | syncs/revocation | vs single |");
+    println!("|--------:|-------------------|--------------:|-------:|-------:|----------------:|---------:|");
     for w in writers {
-        rt.block_on(run(&bin, w, seconds));
+        let single = rt.block_on(run(&bin, w, seconds, None, None));
+        if clustered {
+            rt.block_on(run(&bin, w, seconds, Some(followers), Some(single)));
+        }
     }
 }

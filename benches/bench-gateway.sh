@@ -7,7 +7,8 @@
 #
 # Knobs: REVGATE_BIN (default target/release/revgate), REVGATE_BENCH_CACHE=off to turn
 # the verified-token cache off (raw verification), REVGATE_BENCH_ADMIN_PORT
-# (default BENCH_PORT+1000).
+# (default BENCH_PORT+1000), REVGATE_BENCH_REDIS_URL to run the gateway as a node of a
+# cluster on that Redis (SPEC §8; the request path must not notice).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="${REVGATE_BIN:-$here/target/release/revgate}"
@@ -43,6 +44,9 @@ upstream = "$BENCH_UPSTREAM"
 [store]
 path = "$work/store"
 CONF
+if [ -n "${REVGATE_BENCH_REDIS_URL:-}" ]; then
+  printf '\n[cluster]\nredis_url = "%s"\nnode_id = "bench"\n' "$REVGATE_BENCH_REDIS_URL" >> "$work/revgate.toml"
+fi
 
 now=$(date -u +%FT%TZ)
 until=$(date -u -d '+1 day' +%FT%TZ)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::auth::authorize::{Authorizer, Under};
 use crate::auth::{Keyring, TokenError, VerifiedToken};
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::store::RevocationStore;
@@ -61,6 +62,8 @@ pub struct App {
     /// The token decision: verification (with the verified-token cache), revocation
     /// lookup, scopes.
     pub auth: Authorizer,
+    /// The link to the shared log, when `[cluster]` is on (SPEC §8).
+    pub cluster: Option<Arc<Cluster>>,
     /// The TLS certificate and key of `server.listen` in force (empty when TLS is off);
     /// a reload replaces them.
     pub tls: Arc<crate::tls::Certificates>,
@@ -75,12 +78,25 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Builds the shared state. Keys are not loaded yet: call [`Keyring::load_all`].
+    /// Builds the shared state of a single node. Keys are not loaded yet: call
+    /// [`Keyring::load_all`].
     pub fn new(
         config: Config,
         config_path: Option<PathBuf>,
         store: RevocationStore,
         clock: SharedClock,
+    ) -> Arc<App> {
+        App::with_cluster(config, config_path, store, clock, None)
+    }
+
+    /// Like [`new`](App::new), for a node of a cluster when `cluster` is given (its store
+    /// already joined the shared log: [`Cluster::for_config`]).
+    pub fn with_cluster(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: RevocationStore,
+        clock: SharedClock,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<App> {
         let keys = Arc::new(Keyring::new(store.clone(), clock.clone()));
         let metrics = Arc::new(Metrics::default());
@@ -107,6 +123,7 @@ impl App {
             metrics,
             clock,
             auth,
+            cluster,
             tls: Arc::default(),
             draining: AtomicBool::new(false),
         })

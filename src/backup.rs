@@ -45,6 +45,10 @@ pub struct ImportSummary {
     pub rejected_count: u64,
     /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
+    /// In a cluster: whether every batch was appended to the shared log (answer header
+    /// `Revgate-Cluster`, not part of the counts).
+    #[serde(skip)]
+    pub log: crate::store::LogAck,
 }
 
 impl ImportSummary {
@@ -273,13 +277,14 @@ async fn write_batch(
             }
         }
     } else {
-        let outcomes = store
-            .import_records(std::mem::take(batch))
+        let (outcomes, ack) = store
+            .import_records_acked(std::mem::take(batch))
             .await
             .map_err(|source| ImportError::Store {
                 imported: summary.imported + summary.merged,
                 source,
             })?;
+        summary.log = summary.log.and(ack);
         for was_new in outcomes {
             if was_new {
                 summary.imported += 1;

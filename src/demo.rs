@@ -77,6 +77,7 @@ pub fn demo_config() -> Config {
             path: PathBuf::from(DEMO_STORE),
             ..StoreConfig::default()
         },
+        cluster: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod discover;

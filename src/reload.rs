@@ -40,6 +40,10 @@ pub const RESTART_KEYS: [&str; 5] = [
     "store.cache_bytes",
 ];
 
+/// The `[cluster]` keys: the node's link to the shared log is set up at start-up, so a
+/// reload keeps them and reports a change as needing a restart.
+pub const CLUSTER_RESTART_KEYS: [&str; 3] =
+    ["cluster.redis_url", "cluster.stream", "cluster.node_id"];
 /// Reported as needing a restart when a reload would turn TLS on `listen` on or off (the
 /// running setting stays); a reload that keeps TLS on re-reads both files.
 pub const TLS_SWITCH_KEYS: [&str; 2] = ["server.tls_cert", "server.tls_key"];
@@ -186,6 +190,17 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<String> {
     new.server.log_format = old.server.log_format;
     new.store.path = old.store.path.clone();
     new.store.cache_bytes = old.store.cache_bytes;
+    let (o, n) = (&old.cluster, &new.cluster);
+    for (key, same) in CLUSTER_RESTART_KEYS.iter().zip([
+        n.redis_url == o.redis_url,
+        n.stream == o.stream,
+        n.node_id == o.node_id,
+    ]) {
+        if !same {
+            differ.push(key.to_string());
+        }
+    }
+    new.cluster = old.cluster.clone();
     // Whether `listen` speaks TLS is fixed at start-up (the listener's kind); the files
     // themselves are re-read by every reload.
     if new.server.tls_enabled() != old.server.tls_enabled() {

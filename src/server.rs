@@ -1,7 +1,7 @@
 //! Listeners, background tasks and shutdown: [`run`] serves the proxy and admin listeners
 //! until the shutdown future completes, then drains in-flight requests within
-//! `server.drain_grace`, stops the sweeper, the store recovery task and the JWKS refresher,
-//! and flushes the store.
+//! `server.drain_grace`, stops the sweeper, the store recovery task, the JWKS refresher
+//! and the cluster link, and flushes the store.
 //! While it runs, `SIGHUP` reloads the configuration ([`crate::reload::reload`]).
 //!
 //! The proxy listener speaks HTTP/1.1, or with `server.tls_cert` TLS only ([`crate::tls`]):
@@ -117,6 +117,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         app.store.clone(),
         stop_rx.clone(),
     ));
+    let cluster = app
+        .cluster
+        .clone()
+        .map(|c| tokio::spawn(c.run(stop_rx.clone())));
     let refresher = {
         let live = app.clone();
         tokio::spawn(crate::auth::Keyring::run_refresher(
@@ -204,10 +208,16 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     {
         tracing::warn!(grace = %humantime::format_duration(grace), "in-flight requests still running after the grace period; closing");
     }
+    if let Some(c) = &app.cluster {
+        c.drain_outbox().await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(TASK_STOP_BOUND, sweeper).await;
     let _ = tokio::time::timeout(TASK_STOP_BOUND, refresher).await;
     let _ = tokio::time::timeout(TASK_STOP_BOUND, recovery).await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::time::timeout(TASK_STOP_BOUND, cluster).await;
+    }
     if let Some(hangup) = hangup {
         let _ = tokio::time::timeout(TASK_STOP_BOUND, hangup).await;
     }

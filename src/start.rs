@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::server::Listeners;
 use crate::store::{RevocationStore, StoreError};
@@ -34,6 +35,9 @@ pub enum StartError {
     /// fetched is not an error: the last good keys of the store are used).
     #[error("{0}")]
     Keys(crate::auth::keys::KeyError),
+    /// `[cluster]` cannot be set up (the line names the key; never the Redis password).
+    #[error("{0}")]
+    Cluster(String),
     /// `server.tls_cert` / `server.tls_key` did not load (the line names the file).
     #[error("{0}")]
     Tls(String),
@@ -83,7 +87,22 @@ impl Gateway {
         listeners: Listeners,
     ) -> Result<Gateway, StartError> {
         let tls = crate::tls::load(&config.server).map_err(StartError::Tls)?;
-        let app = App::new(config, config_path, store, clock);
+        let cluster =
+            Cluster::for_config(&config, &store, clock.clone()).map_err(StartError::Cluster)?;
+        let store_error = |source| StartError::Store {
+            path: config.store.path.display().to_string(),
+            source,
+        };
+        match &cluster {
+            Some(c) => c.prepare_store().await.map_err(store_error)?,
+            // Changes made while out of the cluster are not in its log: should this store
+            // join again, it publishes its records then.
+            None if store.log_reseeded().ok().flatten().is_some() => {
+                store.set_log_reseeded(None).await.map_err(store_error)?
+            }
+            None => {}
+        }
+        let app = App::with_cluster(config, config_path, store, clock, cluster);
         if let Some(pair) = tls {
             app.tls.set(pair);
         }

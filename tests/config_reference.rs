@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use revgate::config::{
-    AuthConfig, BackchannelConfig, Config, IssuerConfig, RevokeEndpointConfig, RouteConfig,
-    ServerConfig, StoreConfig,
+    AuthConfig, BackchannelConfig, ClusterConfig, Config, IssuerConfig, RevokeEndpointConfig,
+    RouteConfig, ServerConfig, StoreConfig,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
@@ -74,6 +74,7 @@ fn schema() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "backchannel" => fields::<BackchannelConfig>(),
                 "revoke_endpoint" => fields::<RevokeEndpointConfig>(),
                 "store" => fields::<StoreConfig>(),
+                "cluster" => fields::<ClusterConfig>(),
                 other => panic!(
                     "Config has a new section [{other}]: name its type here and document \
                      every key of it in {REFERENCE}"

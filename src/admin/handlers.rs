@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 use super::body::{key_of, optional_string, parse_revocation, reject_unknown_fields};
 use super::{json_reply, with_app, DEFAULT_PAGE, MAX_ADMIN_BODY_BYTES, MAX_PAGE, MAX_REASON_BYTES};
 use crate::error::GatewayError;
-use crate::store::{Kind, Policy, Source, StoreError};
+use crate::store::{Change, Kind, LogAck, Outcome, Policy, Source, StoreError};
 use crate::App;
 
 fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
@@ -30,6 +30,37 @@ fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
             }
             Ok::<_, Rejection>(v)
         })
+}
+
+/// `response` with the `Revgate-Cluster` header saying what the shared log has of the
+/// change it answers (none outside a cluster).
+pub(crate) fn with_log_ack<R: Reply>(response: R, ack: LogAck) -> Response {
+    let mut response = response.into_response();
+    if let Some(v) = ack.header_value() {
+        response
+            .headers_mut()
+            .insert(LogAck::HEADER, warp::http::HeaderValue::from_static(v));
+    }
+    response
+}
+
+/// Applies a revocation for an admin request: the stored record and what the shared log
+/// has of it.
+async fn revoke(app: &App, rev: crate::store::NewRevocation) -> Result<Response, Rejection> {
+    let (outcome, ack) = app
+        .store
+        .apply_acked(&Change::Revoke(rev))
+        .await
+        .map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
+    let Outcome::Revoked(record) = outcome else {
+        unreachable!("a revocation applied as {outcome:?}")
+    };
+    app.metrics.revocation_recorded(Source::Admin);
+    tracing::info!(kind = %record.kind, issuer = %record.issuer, value = %record.value, "revoked by admin");
+    Ok(with_log_ack(
+        json_reply(StatusCode::CREATED, &record.to_json()),
+        ack,
+    ))
 }
 
 /// The `?kind=` of a list or an export: absent means every kind; present, it must name
@@ -53,10 +84,7 @@ pub(super) fn create(
         .and(json_body())
         .and_then(|app: Arc<App>, body: Value| async move {
             let rev = parse_revocation(&app, &body).map_err(warp::reject::custom)?;
-            let record = app.store.revoke(rev).await.map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
-            app.metrics.revocation_recorded(Source::Admin);
-            tracing::info!(kind = %record.kind, issuer = %record.issuer, value = %record.value, "revoked by admin");
-            Ok::<_, Rejection>(json_reply(StatusCode::CREATED, &record.to_json()))
+            revoke(&app, rev).await
         })
 }
 
@@ -93,14 +121,7 @@ pub(super) fn create_from_token(
                 reason,
                 Source::Admin,
             );
-            let record = app
-                .store
-                .revoke(rev)
-                .await
-                .map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
-            app.metrics.revocation_recorded(Source::Admin);
-            tracing::info!(issuer = %record.issuer, jti = %record.value, "token revoked by admin");
-            Ok::<_, Rejection>(json_reply(StatusCode::CREATED, &record.to_json()))
+            revoke(&app, rev).await
         })
 }
 
@@ -137,12 +158,13 @@ pub(super) fn delete(
         .and(with_app(app))
         .and_then(|kind: String, value: String, q: HashMap<String, String>, app: Arc<App>| async move {
             let (kind, issuer, value) = key_of(&app, &kind, &value, &q).map_err(warp::reject::custom)?;
-            match app.store.unrevoke(kind, &issuer, &value).await {
-                Ok(true) => {
+            let change = Change::Unrevoke { kind, issuer: issuer.clone(), value: value.clone() };
+            match app.store.apply_acked(&change).await {
+                Ok((Outcome::Unrevoked { removed: true }, ack)) => {
                     tracing::info!(kind = %kind, issuer = %issuer, value = %value, "unrevoked by admin");
-                    Ok::<_, Rejection>(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+                    Ok::<_, Rejection>(with_log_ack(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT), ack))
                 }
-                Ok(false) => Err(warp::reject::custom(GatewayError::not_found(format!("no {kind} revocation for that value")))),
+                Ok(_) => Err(warp::reject::custom(GatewayError::not_found(format!("no {kind} revocation for that value")))),
                 Err(e) => Err(warp::reject::custom(GatewayError::from_store(e))),
             }
         })
@@ -229,16 +251,17 @@ pub(super) fn stats(
                     })
                 })
                 .collect();
-            json_reply(
-                StatusCode::OK,
-                &json!({
-                    "jti": c.jti,
-                    "sid": c.sid,
-                    "sub": c.sub,
-                    "last_sweep": last,
-                    "logouts": logouts,
-                }),
-            )
+            let mut stats = json!({
+                "jti": c.jti,
+                "sid": c.sid,
+                "sub": c.sub,
+                "last_sweep": last,
+                "logouts": logouts,
+            });
+            if let Some(cluster) = &app.cluster {
+                stats["cluster"] = cluster.stats();
+            }
+            json_reply(StatusCode::OK, &stats)
         })
 }
 
@@ -362,9 +385,12 @@ where
                     "import finished"
                 );
             }
-            Ok(json_reply(
-                StatusCode::OK,
-                &serde_json::to_value(&summary).unwrap_or_default(),
+            Ok(with_log_ack(
+                json_reply(
+                    StatusCode::OK,
+                    &serde_json::to_value(&summary).unwrap_or_default(),
+                ),
+                summary.log,
             ))
         }
         Err(crate::backup::ImportError::Store { source, .. }) => {
@@ -417,14 +443,15 @@ pub(super) fn healthz(
         .and(with_app(app))
         .map(|app: Arc<App>| {
             let health = crate::health::Health::of(&app);
-            json_reply(
-                health.status_code(),
-                &json!({
-                    "status": health.status_word(),
-                    "store": if health.store_ok { "ok" } else { "error" },
-                    "keys": if health.keys_ok { "ok" } else { "missing" },
-                }),
-            )
+            let mut body = json!({
+                "status": health.status_word(),
+                "store": if health.store_ok { "ok" } else { "error" },
+                "keys": if health.keys_ok { "ok" } else { "missing" },
+            });
+            if let Some(cluster) = health.cluster {
+                body["cluster"] = json!(cluster.as_str());
+            }
+            json_reply(health.status_code(), &body)
         })
 }
 
@@ -438,6 +465,9 @@ pub(super) fn metrics(
         .map(|app: Arc<App>| {
             let mut text = app.metrics.render(&app.store);
             app.snapshot().routes.render(&mut text);
+            if let Some(cluster) = &app.cluster {
+                cluster.render_metrics(&mut text);
+            }
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()
         })

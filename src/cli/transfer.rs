@@ -219,6 +219,15 @@ pub(super) async fn import_offline(args: &ImportArgs) -> Result<(), CliError> {
     } else {
         open_restore_store(&args.connection).await?
     };
+    if config.cluster.enabled() && !args.dry_run {
+        // A node of a cluster: the records go to the outbox too, and are appended to the
+        // shared log when the gateway runs again.
+        let node = config
+            .cluster
+            .effective_node_id(config.server.listen.port())
+            .map_err(|e| CliError::Usage(format!("cluster.node_id {e}")))?;
+        store.join_log(crate::store::LogLink::new(node, std::time::Duration::ZERO));
+    }
     let (input, total) = import_input(&args.file).await?;
     let mut progress = Progress::new(total);
     let now = crate::clock::system().now();

@@ -17,7 +17,8 @@ pub(super) enum ScalarType {
 }
 
 /// Every key that `REVGATE_<SECTION>_<KEY>` may override (SPEC §3): the scalar keys of
-/// `[server]`, `[auth]`, `[backchannel]`, `[revoke_endpoint]` and `[store]`. Arrays and the
+/// `[server]`, `[auth]`, `[backchannel]`, `[revoke_endpoint]`, `[store]` and `[cluster]`
+/// (so a node's id and the Redis password can come from its environment). Arrays and the
 /// `[[issuer]]` / `[[route]]` tables are not overridable. Only these variables (and
 /// [`ADMIN_TOKEN_ENV`]) are looked up; the command line warns about any other `REVGATE_*`
 /// variable ([`override_variables`]).
@@ -46,6 +47,9 @@ pub(super) const ENV_OVERRIDES: &[(&str, &str, ScalarType)] = &[
     ("store", "path", ScalarType::String),
     ("store", "sweep_interval", ScalarType::Duration),
     ("store", "cache_bytes", ScalarType::Integer),
+    ("cluster", "redis_url", ScalarType::String),
+    ("cluster", "stream", ScalarType::String),
+    ("cluster", "node_id", ScalarType::String),
 ];
 
 /// The one admin-token variable of the CLI and the gateway: the admin commands send it,

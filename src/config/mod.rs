@@ -21,6 +21,7 @@
 //! | backchannel | path (`/backchannel-logout`), max_age (`5m`), strict_typ (`false`) | |
 //! | revoke_endpoint | path (`/revoke`) | |
 //! | store | path (`data/revgate.db`), sweep_interval (`30s`), cache_bytes (67108864) | |
+//! | cluster | redis_url (`""`: one node), stream (`revgate:revocations`), node_id (`""`: host name + listen port) | |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,13 @@ use serde::{Deserialize, Serialize};
 mod ipnet;
 pub use ipnet::IpNet;
 
+mod cluster;
 mod env;
 mod validate;
+
+pub use cluster::{
+    redact_url, ClusterConfig, DEFAULT_STREAM, MAX_NODE_ID_BYTES, MAX_STREAM_KEY_BYTES,
+};
 
 use env::apply_env_overrides;
 pub use env::{env_var_name, override_variables, ADMIN_TOKEN_ENV};
@@ -107,6 +113,9 @@ pub struct Config {
     /// `[store]`
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[cluster]` (absent: a single node).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// Log line format.
@@ -503,11 +512,19 @@ impl Config {
         }
     }
 
-    /// The effective settings as TOML, with `admin_token` shown as `"<set>"` when set.
+    /// The effective settings as TOML, with `admin_token` shown as `"<set>"` when set,
+    /// the password of `cluster.redis_url` hidden the same way, and a derived
+    /// `cluster.node_id` filled in.
     pub fn effective_toml(&self) -> String {
         let mut shown = self.clone();
         if !shown.server.admin_token.is_empty() {
             shown.server.admin_token = REDACTED.to_string();
+        }
+        if shown.cluster.enabled() {
+            shown.cluster.redis_url = redact_url(&shown.cluster.redis_url);
+            if let Ok(id) = shown.cluster.effective_node_id(shown.server.listen.port()) {
+                shown.cluster.node_id = id;
+            }
         }
         toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render the effective settings: {e}\n"))

@@ -176,7 +176,8 @@ impl Config {
         self.validate_auth()?;
         self.validate_routes()?;
         self.validate_endpoints()?;
-        self.validate_store()
+        self.validate_store()?;
+        self.cluster.validate(self.server.listen.port())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {

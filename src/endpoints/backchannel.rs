@@ -13,7 +13,9 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Kind, Logout, NewRevocation, Policy, SeenLogout, Source};
+use crate::store::{
+    Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source,
+};
 use crate::App;
 
 /// Answers a back-channel logout request. A refused logout token is logged at `warn`
@@ -21,12 +23,12 @@ use crate::App;
 /// the identity provider only logs a warning, while the user stays logged in at the API.
 pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
     let result = match logout(app, req).await {
-        Ok(issuer) => {
+        Ok((issuer, ack)) => {
             app.metrics
                 .backchannel_accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             app.metrics.logouts.accepted(&issuer);
-            Ok(())
+            Ok(ack)
         }
         Err(Refused::Request(e)) => Err(e),
         Err(Refused::Logout {
@@ -100,8 +102,9 @@ fn form_problem(e: GatewayError) -> Refused {
     }
 }
 
-/// Validates and records one logout; `Ok` names the issuer whose logout it was.
-async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Refused> {
+/// Validates and records one logout; `Ok` names the issuer whose logout it was and
+/// what the shared log has of it.
+async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(String, LogAck), Refused> {
     let config = app.config();
     let form = read_form(&config, req).await.map_err(form_problem)?;
     let token = single_param(&form, "logout_token").map_err(form_problem)?;
@@ -136,25 +139,32 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<String, Refuse
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let seen = app.store.record_logout(change).await.map_err(|e| {
-        tracing::error!(error = %e, "store write failed during back-channel logout");
-        Refused::of(
-            LogoutReason::Store,
-            &logout.issuer,
-            "revocation could not be stored",
-        )
-    })?;
+    let (outcome, ack) = app
+        .store
+        .apply_acked(&Change::Logout(change))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "store write failed during back-channel logout");
+            Refused::of(
+                LogoutReason::Store,
+                &logout.issuer,
+                "revocation could not be stored",
+            )
+        })?;
+    let Outcome::Logout(seen) = outcome else {
+        unreachable!("a logout applied as {outcome:?}")
+    };
     match seen {
         SeenLogout::Conflict => Err(Refused::of(
             LogoutReason::Replay,
             &logout.issuer,
             "logout token jti was already used by another logout token",
         )),
-        SeenLogout::Repeat => Ok(logout.issuer),
+        SeenLogout::Repeat => Ok((logout.issuer, ack)),
         SeenLogout::New => {
             app.metrics.revocation_recorded(Source::Backchannel);
             tracing::info!(issuer = %logout.issuer, kind = %kind, jti = %logout.jti, "back-channel logout accepted");
-            Ok(logout.issuer)
+            Ok((logout.issuer, ack))
         }
     }
 }

@@ -20,11 +20,20 @@ use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Response, StatusCode};
 
 use crate::error::{empty_response, GatewayError, ProxyBody, Surface};
+use crate::store::LogAck;
 
-/// The answer of a public endpoint: an empty `200`, or the error's; `no-store` either way.
-fn answer(result: Result<(), GatewayError>) -> Response<ProxyBody> {
+/// The answer of a public endpoint: an empty `200` (with `Revgate-Cluster` in a cluster), or
+/// the error's; `no-store` either way.
+fn answer(result: Result<LogAck, GatewayError>) -> Response<ProxyBody> {
     let mut resp = match result {
-        Ok(()) => empty_response(StatusCode::OK),
+        Ok(ack) => {
+            let mut resp = empty_response(StatusCode::OK);
+            if let Some(v) = ack.header_value() {
+                resp.headers_mut()
+                    .insert(LogAck::HEADER, HeaderValue::from_static(v));
+            }
+            resp
+        }
         Err(e) => e.into_response(Surface::Endpoint),
     };
     resp.headers_mut()

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::answer;
 use super::form::{read_form, single_param};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Policy, Source};
+use crate::store::{Change, LogAck, Policy, Source};
 use crate::App;
 
 /// Answers a revocation request.
@@ -19,7 +19,7 @@ pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBod
     answer(revoke_token(app, req).await)
 }
 
-async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), GatewayError> {
+async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<LogAck, GatewayError> {
     // One configuration for the whole request (a reload in between cannot split it).
     let snapshot = app.snapshot();
     let form = read_form(&snapshot.config, req).await?;
@@ -29,7 +29,7 @@ async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Gate
         Ok(v) => v,
         Err(e) => {
             tracing::info!(reason = %e, "revoke endpoint: token not verified, nothing revoked");
-            return Ok(());
+            return Ok(LogAck::Local);
         }
     };
     let rev = Policy::of(&snapshot.config).token_revocation(
@@ -39,11 +39,11 @@ async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<(), Gate
         Some("revoked by the application".to_string()),
         Source::RevokeEndpoint,
     );
-    match app.store.revoke(rev).await {
-        Ok(_) => {
+    match app.store.apply_acked(&Change::Revoke(rev)).await {
+        Ok((_, ack)) => {
             app.metrics.revocation_recorded(Source::RevokeEndpoint);
             tracing::info!(issuer = %verified.issuer, jti = %verified.jti, "token revoked at the revoke endpoint");
-            Ok(())
+            Ok(ack)
         }
         Err(e) => {
             // RFC 7009 §2.2.1: 503 when the server cannot revoke right now.

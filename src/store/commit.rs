@@ -210,6 +210,13 @@ impl RevocationStore {
         }
     }
 
+    /// Like [`flush`](Self::flush), but never skipped: everything committed before the
+    /// call is durable when it returns, whether or not its writer counted it yet.
+    pub(super) async fn flush_forced(&self) -> Result<(), StoreError> {
+        self.wrote();
+        self.flush().await
+    }
+
     /// Synchronous commit for the offline paths (`check-store --repair`).
     pub(super) fn flush_blocking(&self) -> Result<(), StoreError> {
         let h = self.handles()?;

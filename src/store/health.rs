@@ -181,6 +181,12 @@ impl RevocationStore {
             counter.store(n, Ordering::Relaxed);
         }
         self.commit_blocking(&h)?;
+        // Outbox entries that never reached the disk are gone too; what is left is durable
+        // now, and a sequence that was lost was never published, so it may be taken again.
+        let (outbox_len, outbox_seq) = super::open::outbox_state(&h.trees)?;
+        inner.outbox_len.store(outbox_len, Ordering::Relaxed);
+        inner.outbox_committed.store(outbox_seq, Ordering::SeqCst);
+        inner.outbox_durable.store(outbox_seq, Ordering::SeqCst);
         Ok(h)
     }
 

@@ -11,6 +11,7 @@
 //! | `change.rs` | what a change is: [`Change`], [`NewRevocation`], [`Logout`], [`Outcome`] |
 //! | `policy.rs` | the rules, as pure functions: "kept until" of every kind and source, the merge ([`Policy`]) |
 //! | `write.rs` | the one write path: [`RevocationStore::apply`] / [`apply_all`](RevocationStore::apply_all) and its typed shorthands |
+//! | `log.rs` | the shared log of a cluster, store side: [`LogOp`], the outbox, the log position, [`LogLink`] |
 //! | `commit.rs` | group commit: commit sequence, sled flush, `fdatasync` of `db` and new blobs, the mark update |
 //! | `mark.rs` | the acknowledgement mark file (two checksummed slots) |
 //! | `health.rs` | the degraded state, [`RevocationStore::recover`], the file watch, [`run_recovery`] |
@@ -31,7 +32,10 @@
 //! - tree `logout_jti`: logout-token `jti`s already seen (back-channel replay defence);
 //!   indexed in `expiry` like records, never listed or counted as revocations.
 //! - tree `jwks`: last good JWKS document per issuer.
-//! - tree `meta`: schema version, last sweep report, commit sequence, store id.
+//! - tree `outbox`: in a cluster, changes accepted here and not yet seen back in the
+//!   shared log (`log.rs`).
+//! - tree `meta`: schema version, last sweep report, commit sequence, store id; in a
+//!   cluster also the outbox sequence and the log position (`log.rs`).
 //! - file `<store.path>.hwm` ([`MARK_SUFFIX`]): the acknowledgement mark (see below).
 //!
 //! # One write path
@@ -42,11 +46,12 @@
 //! state trees (records, seen jtis, expiry index, `meta`; `StateTx`), so record and index
 //! change together, and the answer waits for a group commit that covered it. Expiries are
 //! computed before, by the source, with [`Policy`]; the merge of a revocation into a
-//! stored record is `policy.rs`'s too. The sweep removes what is due without a
+//! stored record is `policy.rs`'s too. In a cluster the outbox entry of a change accepted
+//! here, and the log position of entries read from the shared log, are written in that
+//! same transaction (`write.rs`, `log.rs`). The sweep removes what is due without a
 //! transaction (sled 0.34 blocks every read while one commits): by single-key steps, each
 //! leaving the store consistent, the record by compare-and-swap first, then its index
-//! entry (`sweep.rs`). Anything that must change atomically with the state (a cluster's
-//! outbox entry or log position) belongs in that transaction (`write.rs`).
+//! entry (`sweep.rs`); expiry is local to each gateway, never in the shared log.
 //!
 //! # Durable acknowledgement (group commit)
 //!
@@ -111,6 +116,7 @@ mod fsck;
 mod health;
 mod jwks;
 mod keys;
+mod log;
 mod mark;
 mod open;
 mod policy;
@@ -124,6 +130,10 @@ pub use change::{Change, Logout, NewRevocation, Outcome, SeenLogout};
 pub use fsck::ConsistencyReport;
 pub use health::{run_recovery, RECOVERY_INTERVAL, REOPEN_WAIT};
 pub use keys::{MAX_ISSUER_BYTES, MAX_VALUE_BYTES};
+pub use log::{
+    decode_ops, key_digest, unrevoked_digests, LogAck, LogEntry, LogLink, LogOp, LogPosition,
+    OutboxEntry, StreamId, MAX_OPS_PER_ENTRY,
+};
 pub use mark::MARK_SUFFIX;
 pub use open::{MarkReport, OpenMode, Restored, SALVAGE_BATCH, SCHEMA_VERSION};
 pub use policy::{Policy, Requested};
@@ -216,6 +226,7 @@ struct Trees {
     expiry: sled::Tree,
     jwks: sled::Tree,
     meta: sled::Tree,
+    outbox: sled::Tree,
 }
 
 /// One open sled database and its trees. Replaced as a whole when the store is reopened
@@ -271,6 +282,14 @@ struct Inner {
     damage: Option<Damage>,
     /// What the mark said at open.
     mark_report: MarkReport,
+    /// The shared log this store writes to, once it joined a cluster.
+    log: std::sync::OnceLock<Arc<LogLink>>,
+    /// Entries in the outbox (counted at open).
+    outbox_len: AtomicU64,
+    /// Highest outbox sequence committed (visible; maybe not durable yet).
+    outbox_committed: AtomicU64,
+    /// Highest outbox sequence known durable: every entry up to it may be published.
+    outbox_durable: AtomicU64,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -372,9 +391,9 @@ impl Trees {
     }
 }
 
-/// The state trees as one sled transaction sees them: everything a [`Change`] or a sweep
-/// touches — records, seen logout jtis, the expiry index and `meta` — changes together or
-/// not at all.
+/// The state trees as one sled transaction sees them: everything a [`Change`], a log
+/// entry or a sweep touches — records, seen logout jtis, the expiry index, `meta` and the
+/// outbox — changes together or not at all.
 struct StateTx<'a> {
     jti: &'a TransactionalTree,
     sid: &'a TransactionalTree,
@@ -382,6 +401,7 @@ struct StateTx<'a> {
     logout: &'a TransactionalTree,
     expiry: &'a TransactionalTree,
     meta: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
 }
 
 impl StateTx<'_> {
@@ -414,8 +434,9 @@ impl Trees {
             &self.logout,
             &self.expiry,
             &self.meta,
+            &self.outbox,
         )
-            .transaction(|(jti, sid, sub, logout, expiry, meta)| {
+            .transaction(|(jti, sid, sub, logout, expiry, meta, outbox)| {
                 f(&StateTx {
                     jti,
                     sid,
@@ -423,6 +444,7 @@ impl Trees {
                     logout,
                     expiry,
                     meta,
+                    outbox,
                 })
             })
             .map_err(tx_error)

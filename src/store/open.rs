@@ -85,6 +85,7 @@ pub(super) fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles, Sto
         expiry: db.open_tree("expiry")?,
         jwks: db.open_tree("jwks")?,
         meta: db.open_tree("meta")?,
+        outbox: db.open_tree("outbox")?,
     };
     match trees.meta.get(META_SCHEMA)? {
         None => {
@@ -183,6 +184,22 @@ pub(super) fn shortfall(
         ));
     }
     None
+}
+
+/// The number of outbox entries and the last outbox sequence taken: what is in the
+/// outbox at open is durable (it was read back from disk).
+pub(super) fn outbox_state(trees: &Trees) -> Result<(u64, u64), StoreError> {
+    let len = trees
+        .outbox
+        .iter()
+        .keys()
+        .try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    let seq = trees
+        .meta
+        .get(super::log::META_OUTBOX_SEQ)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    Ok((len, seq))
 }
 
 /// A fresh store id: random per process and instant (std's hasher keys), never 0.
@@ -315,6 +332,7 @@ impl RevocationStore {
             _ => None,
         };
         let counts = scanned.map(AtomicU64::new);
+        let (outbox_len, outbox_seq) = outbox_state(&h.trees)?;
         let mark_report = MarkReport {
             path: mark_path.clone(),
             acknowledged: acknowledged.map(|m| {
@@ -351,6 +369,10 @@ impl RevocationStore {
                 gate: std::sync::RwLock::new(()),
                 damage: damage.clone(),
                 mark_report,
+                log: std::sync::OnceLock::new(),
+                outbox_len: AtomicU64::new(outbox_len),
+                outbox_committed: AtomicU64::new(outbox_seq),
+                outbox_durable: AtomicU64::new(outbox_seq),
             }),
         };
         if writes && !existed {

@@ -180,22 +180,88 @@ pub(super) fn merge(old: Option<StoredRecordV1>, new: &Incoming<'_>, now: u64) -
     match old {
         None => new,
         Some(old) if revoked_at.is_some_and(|r| r < old.revoked_at) => StoredRecordV1 {
-            issued_before: match (old.issued_before, new.issued_before) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
+            issued_before: later_cutoff(old.issued_before, new.issued_before),
             expires_at: old.expires_at.max(new.expires_at),
             ..old
         },
         Some(old) => StoredRecordV1 {
-            issued_before: match (old.issued_before, new.issued_before) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => b.or(a),
-            },
+            issued_before: later_cutoff(new.issued_before, old.issued_before),
             expires_at: old.expires_at.max(new.expires_at),
             reason: new.reason.or(old.reason),
             ..new
         },
+    }
+}
+
+/// The cutoff both records carry (for `jti`: none): the later one.
+fn later_cutoff(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// In a cluster, the revocation a change accepted here brings, as its log entry carries
+/// it (SPEC §8): `revoked_at` now (an imported record keeps its own), the cutoff of
+/// [`Policy::issued_before`], and — when it is not older than the stored record — the
+/// stored reason if it gives none (the single-node rule of [`merge`]). Every node applies
+/// this same entry with [`join`].
+pub(super) fn resolve(
+    old: Option<&StoredRecordV1>,
+    new: &Incoming<'_>,
+    now: u64,
+) -> StoredRecordV1 {
+    let revoked_at = new.revoked_at.unwrap_or(now);
+    let reason = match old {
+        Some(old) if revoked_at >= old.revoked_at => new
+            .reason
+            .map(str::to_string)
+            .or_else(|| old.reason.clone()),
+        _ => new.reason.map(str::to_string),
+    };
+    StoredRecordV1 {
+        revoked_at,
+        issued_before: Policy::issued_before(new.kind, new.issued_before, now),
+        expires_at: new.expires_at,
+        reason,
+        source: record::source_byte(new.source),
+    }
+}
+
+/// Which of two records' `revoked_at`, reason and source a [`join`] keeps: the later
+/// `revoked_at`; on a tie (one second, two nodes) the one with a reason, then the
+/// greater reason, then the greater source byte — any fixed order will do, as long as it
+/// is the same on every node.
+fn rank(r: &StoredRecordV1) -> (u64, bool, Option<&str>, u8) {
+    (
+        r.revoked_at,
+        r.reason.is_some(),
+        r.reason.as_deref(),
+        r.source,
+    )
+}
+
+/// The cluster's merge of a log entry into the stored record (SPEC §8 "merges commute"):
+/// the later cutoff, the later expiry, and `revoked_at` / reason / source of the entry
+/// [`rank`] puts first. Commutative, associative and idempotent, so every node ends with
+/// the same record whatever order, and however often, it saw the entries of a key —
+/// including the accepting node, which applied its own entry before its place in the
+/// stream was known.
+pub(super) fn join(old: Option<StoredRecordV1>, entry: &StoredRecordV1) -> StoredRecordV1 {
+    let Some(old) = old else {
+        return entry.clone();
+    };
+    let issued_before = later_cutoff(old.issued_before, entry.issued_before);
+    let expires_at = old.expires_at.max(entry.expires_at);
+    let winner = if rank(entry) > rank(&old) {
+        entry.clone()
+    } else {
+        old
+    };
+    StoredRecordV1 {
+        issued_before,
+        expires_at,
+        ..winner
     }
 }
 
@@ -377,5 +443,98 @@ mod tests {
         assert_eq!(newer.issued_before, Some(40));
         assert_eq!(newer.source, record::source_byte(Source::Admin));
         assert_eq!(newer.reason.as_deref(), Some("stored"));
+    }
+
+    fn stored(
+        revoked_at: u64,
+        ib: Option<u64>,
+        exp: u64,
+        reason: Option<&str>,
+        src: u8,
+    ) -> StoredRecordV1 {
+        StoredRecordV1 {
+            revoked_at,
+            issued_before: ib,
+            expires_at: exp,
+            reason: reason.map(str::to_string),
+            source: src,
+        }
+    }
+
+    #[test]
+    fn join_is_a_semilattice_so_every_order_converges() {
+        let entries = [
+            stored(5, Some(4), 500, None, 0),
+            stored(3, Some(9), 300, Some("y"), 1),
+            stored(5, Some(2), 900, Some("x"), 2),
+            stored(5, Some(1), 100, Some("x"), 0),
+            stored(7, None, 50, None, 1),
+        ];
+        let fold = |order: &[usize]| {
+            order
+                .iter()
+                .fold(None, |acc, &i| Some(join(acc, &entries[i])))
+                .unwrap()
+        };
+        let expected = fold(&[0, 1, 2, 3, 4]);
+        assert_eq!(expected.revoked_at, 7);
+        assert_eq!(expected.issued_before, Some(9));
+        assert_eq!(expected.expires_at, 900);
+        // Every permutation of the five, each also with an entry seen twice (the
+        // accepting node applies its own entry before and at its place in the stream).
+        let mut order = vec![0, 1, 2, 3, 4];
+        let mut permutations = 0;
+        loop {
+            assert_eq!(fold(&order), expected, "{order:?}");
+            for dup in 0..5 {
+                let mut twice = vec![order[dup]];
+                twice.extend(&order);
+                assert_eq!(fold(&twice), expected, "{twice:?}");
+            }
+            permutations += 1;
+            // Next permutation (lexicographic).
+            let Some(i) = (0..4).rev().find(|&i| order[i] < order[i + 1]) else {
+                break;
+            };
+            let j = (i + 1..5).rev().find(|&j| order[j] > order[i]).unwrap();
+            order.swap(i, j);
+            order[i + 1..].reverse();
+        }
+        assert_eq!(permutations, 120);
+        // A tie on revoked_at is decided by the reason, not by the order.
+        let a = stored(5, None, 10, None, 0);
+        let b = stored(5, None, 10, Some("b"), 0);
+        assert_eq!(join(Some(a.clone()), &b), join(Some(b.clone()), &a));
+        assert_eq!(join(Some(a), &b).reason.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_resolved_entry_joined_in_is_the_single_node_merge() {
+        // Whenever revoked_at differs, join(old, resolve(...)) is what merge gives.
+        let old = stored(100, Some(10), 500, Some("stolen laptop"), 1);
+        let again = rev(Kind::Sid, Some(20), 400);
+        let joined = join(
+            Some(old.clone()),
+            &resolve(Some(&old), &Incoming::revocation(&again), 200),
+        );
+        assert_eq!(
+            joined,
+            merge(Some(old.clone()), &Incoming::revocation(&again), 200)
+        );
+        assert_eq!(joined.reason.as_deref(), Some("stolen laptop"));
+        let older = imported(Some(40), 800, 50, Some("older"));
+        assert_eq!(
+            join(
+                Some(old.clone()),
+                &resolve(Some(&old), &Incoming::import(&older), 300)
+            ),
+            merge(Some(old.clone()), &Incoming::import(&older), 300)
+        );
+        // A jti never carries a cutoff, whatever the change says.
+        let jti = rev(Kind::Jti, Some(5), 100);
+        assert_eq!(
+            resolve(None, &Incoming::revocation(&jti), 9).issued_before,
+            None
+        );
     }
 }

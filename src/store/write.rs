@@ -19,13 +19,32 @@
 //! revocation state is written too: an outbox entry for a change accepted here, the
 //! position of a change read from a shared log (issue 12).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::change::{Change, Logout, NewRevocation, Outcome, SeenLogout};
 use super::commit::raise_commit_seq;
+use super::log::{
+    encode_outbox, LogAck, LogEntry, LogOp, LogPosition, MAX_OPS_PER_ENTRY, META_LOG_POSITION,
+    META_OUTBOX_SEQ,
+};
 use super::policy::{self, Incoming};
 use super::record::{self, StoredRecordV1};
 use super::{abort, keys, Kind, Record, RevocationStore, StateTx, StoreError, TxResult};
+
+/// How a batch of changes is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No shared log (or a local clean-up): the merge of `policy.rs`, nothing logged.
+    Single,
+    /// Accepted by this node of a cluster: each change is resolved into the [`LogOp`] its
+    /// log entry carries ([`policy::resolve`]), merged in with [`policy::join`] as every
+    /// node will merge it, and the ops are written to the outbox in the same transaction.
+    Logged,
+    /// Read from the shared log: each op is merged with [`policy::join`] as it is (no
+    /// replay check: the accepting node made it), together with the log position.
+    FromLog,
+}
 
 /// A change with its keys encoded, ready for the transaction.
 enum Prepared<'a> {
@@ -33,18 +52,35 @@ enum Prepared<'a> {
     Merge {
         kind: Kind,
         key: Vec<u8>,
+        issuer: &'a str,
+        value: &'a str,
         incoming: Incoming<'a>,
     },
     /// A back-channel logout: the revocation at `key` and the seen jti at `jti_key`.
     Logout {
         kind: Kind,
         key: Vec<u8>,
+        issuer: &'a str,
+        value: &'a str,
         incoming: Incoming<'a>,
         jti_key: Vec<u8>,
-        logout: &'a Logout,
+        jti: &'a str,
+        fingerprint: &'a [u8; 32],
+        jti_expires_at: u64,
     },
     /// An unrevoke; `key` is `None` when no such key can have been stored.
-    Unrevoke { kind: Kind, key: Option<Vec<u8>> },
+    Unrevoke {
+        kind: Kind,
+        key: Option<Vec<u8>>,
+        issuer: &'a str,
+        value: &'a str,
+    },
+    /// A local removal (the end of a resync): the record at `key`, if it still is `was`.
+    Prune {
+        kind: Kind,
+        key: Vec<u8>,
+        was: Vec<u8>,
+    },
 }
 
 impl<'a> Prepared<'a> {
@@ -53,36 +89,94 @@ impl<'a> Prepared<'a> {
             Change::Revoke(rev) => Prepared::Merge {
                 kind: rev.kind,
                 key: keys::record_key(&rev.issuer, &rev.value)?,
+                issuer: &rev.issuer,
+                value: &rev.value,
                 incoming: Incoming::revocation(rev),
             },
-            Change::Import(r) => Prepared::Merge {
-                kind: r.kind,
-                key: keys::record_key(&r.issuer, &r.value)?,
-                incoming: Incoming::import(r),
-            },
-            Change::Logout(logout) => {
-                let rev = &logout.revocation;
-                Prepared::Logout {
-                    kind: rev.kind,
-                    key: keys::record_key(&rev.issuer, &rev.value)?,
-                    incoming: Incoming::revocation(rev),
-                    jti_key: keys::record_key(&rev.issuer, &logout.jti)?,
-                    logout,
-                }
-            }
+            Change::Import(r) => Prepared::merge_record(r)?,
+            Change::Logout(logout) => Prepared::logout(
+                &logout.revocation.issuer,
+                &logout.revocation.value,
+                Incoming::revocation(&logout.revocation),
+                &logout.jti,
+                &logout.fingerprint,
+                logout.jti_expires_at,
+            )?,
             Change::Unrevoke {
                 kind,
                 issuer,
                 value,
-            } => Prepared::Unrevoke {
-                kind: *kind,
-                key: match keys::record_key(issuer, value) {
-                    Ok(key) => Some(key),
-                    // Such a key cannot have been stored.
-                    Err(StoreError::Invalid(_)) => None,
-                    Err(e) => return Err(e),
-                },
+            } => Prepared::unrevoke(*kind, issuer, value)?,
+        })
+    }
+
+    /// An op read from the shared log.
+    fn from_op(op: &'a LogOp) -> Result<Self, StoreError> {
+        match op {
+            LogOp::Record(r) => Prepared::merge_record(r),
+            LogOp::Logout {
+                record,
+                jti,
+                fingerprint,
+                jti_expires_at,
+            } => Prepared::logout(
+                &record.issuer,
+                &record.value,
+                Incoming::import(record),
+                jti,
+                fingerprint,
+                *jti_expires_at,
+            ),
+            LogOp::Unrevoke {
+                kind,
+                issuer,
+                value,
+            } => Prepared::unrevoke(*kind, issuer, value),
+        }
+    }
+
+    fn merge_record(r: &'a Record) -> Result<Self, StoreError> {
+        Ok(Prepared::Merge {
+            kind: r.kind,
+            key: keys::record_key(&r.issuer, &r.value)?,
+            issuer: &r.issuer,
+            value: &r.value,
+            incoming: Incoming::import(r),
+        })
+    }
+
+    fn logout(
+        issuer: &'a str,
+        value: &'a str,
+        incoming: Incoming<'a>,
+        jti: &'a str,
+        fingerprint: &'a [u8; 32],
+        jti_expires_at: u64,
+    ) -> Result<Self, StoreError> {
+        Ok(Prepared::Logout {
+            kind: incoming.kind,
+            key: keys::record_key(issuer, value)?,
+            issuer,
+            value,
+            incoming,
+            jti_key: keys::record_key(issuer, jti)?,
+            jti,
+            fingerprint,
+            jti_expires_at,
+        })
+    }
+
+    fn unrevoke(kind: Kind, issuer: &'a str, value: &'a str) -> Result<Self, StoreError> {
+        Ok(Prepared::Unrevoke {
+            kind,
+            key: match keys::record_key(issuer, value) {
+                Ok(key) => Some(key),
+                // Such a key cannot have been stored.
+                Err(StoreError::Invalid(_)) => None,
+                Err(e) => return Err(e),
             },
+            issuer,
+            value,
         })
     }
 
@@ -90,7 +184,8 @@ impl<'a> Prepared<'a> {
         match self {
             Prepared::Merge { kind, .. }
             | Prepared::Logout { kind, .. }
-            | Prepared::Unrevoke { kind, .. } => *kind,
+            | Prepared::Unrevoke { kind, .. }
+            | Prepared::Prune { kind, .. } => *kind,
         }
     }
 
@@ -100,7 +195,7 @@ impl<'a> Prepared<'a> {
             Prepared::Merge { kind, key, .. } | Prepared::Logout { kind, key, .. } => {
                 Some((keys::kind_byte(*kind), key))
             }
-            Prepared::Unrevoke { .. } => None,
+            Prepared::Unrevoke { .. } | Prepared::Prune { .. } => None,
         }
     }
 
@@ -110,80 +205,149 @@ impl<'a> Prepared<'a> {
             Prepared::Unrevoke {
                 kind,
                 key: Some(key),
-            } => Some((keys::kind_byte(*kind), key)),
+                ..
+            }
+            | Prepared::Prune { kind, key, .. } => Some((keys::kind_byte(*kind), key)),
             _ => None,
         }
     }
 
-    /// Applies the change inside the transaction.
-    fn write(&self, tx: &StateTx<'_>, now: u64) -> TxResult<Done> {
+    /// Applies the change inside the transaction; in [`Mode::Logged`], also the op its
+    /// log entry carries.
+    fn write(&self, tx: &StateTx<'_>, now: u64, mode: Mode) -> TxResult<(Done, Option<LogOp>)> {
         match self {
             Prepared::Merge {
                 kind,
                 key,
+                issuer,
+                value,
                 incoming,
             } => {
-                let (merged, new) = merge_in_tx(tx, *kind, key, incoming, now)?;
-                Ok(Done::Merged { merged, new })
+                let (merged, new, entry) = merge_in_tx(tx, *kind, key, incoming, now, mode)?;
+                let op = match entry {
+                    Some(e) => Some(LogOp::Record(logged_record(e, *kind, issuer, value)?)),
+                    None => None,
+                };
+                Ok((Done::Merged { merged, new }, op))
             }
             Prepared::Logout {
                 kind,
                 key,
+                issuer,
+                value,
                 incoming,
                 jti_key,
-                logout,
+                jti,
+                fingerprint,
+                jti_expires_at,
             } => {
-                if let Some(old) = tx.logout.get(jti_key)? {
-                    let (old_fp, old_exp) = match keys::decode_logout(&old) {
-                        Ok(v) => v,
+                let old = match tx.logout.get(jti_key)? {
+                    Some(old) => match keys::decode_logout(&old) {
+                        Ok(v) => Some(v),
                         Err(e) => return abort(e),
-                    };
-                    // An entry whose own expiry has passed (not yet swept) counts as absent.
-                    if old_exp >= now {
-                        let seen = if old_fp == logout.fingerprint {
+                    },
+                    None => None,
+                };
+                // An entry whose own expiry has passed (not yet swept) counts as absent.
+                let live = old.filter(|&(_, exp)| exp >= now);
+                let (fp, exp) = match (live, mode) {
+                    (Some((old_fp, _)), Mode::Single | Mode::Logged) => {
+                        let seen = if old_fp == **fingerprint {
                             SeenLogout::Repeat
                         } else {
                             SeenLogout::Conflict
                         };
-                        return Ok(Done::Logout { seen, new: false });
+                        return Ok((Done::Logout { seen, new: false }, None));
                     }
+                    // From the log: the accepting node checked it; a jti already seen
+                    // here keeps its token and the later expiry.
+                    (Some((old_fp, old_exp)), Mode::FromLog) => {
+                        (old_fp, old_exp.max(*jti_expires_at))
+                    }
+                    (None, _) => (**fingerprint, *jti_expires_at),
+                };
+                if let Some((_, old_exp)) = old.filter(|&(_, e)| e != exp) {
                     tx.expiry
                         .remove(keys::index_key(old_exp, keys::KIND_LOGOUT, jti_key))?;
                 }
-                let (_, new) = merge_in_tx(tx, *kind, key, incoming, now)?;
-                tx.logout.insert(
-                    jti_key.as_slice(),
-                    keys::encode_logout(&logout.fingerprint, logout.jti_expires_at),
-                )?;
+                let (_, new, entry) = merge_in_tx(tx, *kind, key, incoming, now, mode)?;
+                tx.logout
+                    .insert(jti_key.as_slice(), keys::encode_logout(&fp, exp))?;
                 tx.expiry.insert(
-                    keys::index_key(logout.jti_expires_at, keys::KIND_LOGOUT, jti_key),
+                    keys::index_key(exp, keys::KIND_LOGOUT, jti_key),
                     sled::IVec::default(),
                 )?;
-                Ok(Done::Logout {
-                    seen: SeenLogout::New,
-                    new,
-                })
+                let op = match entry {
+                    Some(e) => Some(LogOp::Logout {
+                        record: logged_record(e, *kind, issuer, value)?,
+                        jti: jti.to_string(),
+                        fingerprint: **fingerprint,
+                        jti_expires_at: *jti_expires_at,
+                    }),
+                    None => None,
+                };
+                Ok((
+                    Done::Logout {
+                        seen: SeenLogout::New,
+                        new,
+                    },
+                    op,
+                ))
             }
-            Prepared::Unrevoke { kind, key } => {
+            Prepared::Unrevoke {
+                kind,
+                key,
+                issuer,
+                value,
+            } => {
                 let Some(key) = key else {
-                    return Ok(Done::Unrevoked { removed: false });
+                    return Ok((Done::Unrevoked { removed: false }, None));
                 };
-                let Some(bytes) = tx.records(*kind).remove(key.as_slice())? else {
-                    return Ok(Done::Unrevoked { removed: false });
-                };
-                // An undecodable record is still removed (the operator's way out); its
-                // index entry, if any, is then dropped by the sweeper when due.
-                if let Ok(head) = record::decode_head(&bytes) {
-                    tx.expiry.remove(keys::index_key(
-                        head.expires_at,
-                        keys::kind_byte(*kind),
-                        key,
-                    ))?;
-                }
-                Ok(Done::Unrevoked { removed: true })
+                // Logged even when this node holds no such record: a revocation another
+                // node accepted a moment ago, not here yet, is removed too.
+                let op = (mode == Mode::Logged).then(|| LogOp::Unrevoke {
+                    kind: *kind,
+                    issuer: issuer.to_string(),
+                    value: value.to_string(),
+                });
+                let removed = remove_in_tx(tx, *kind, key, None)?;
+                Ok((Done::Unrevoked { removed }, op))
+            }
+            Prepared::Prune { kind, key, was } => {
+                let removed = remove_in_tx(tx, *kind, key, Some(was))?;
+                Ok((Done::Unrevoked { removed }, None))
             }
         }
     }
+}
+
+/// The record a log op carries, from the resolved entry.
+fn logged_record(entry: StoredRecordV1, kind: Kind, issuer: &str, value: &str) -> TxResult<Record> {
+    match entry.into_record(kind, issuer, value) {
+        Ok(r) => Ok(r),
+        Err(e) => abort(e),
+    }
+}
+
+/// Inside a transaction: removes the record of `kind` at `key` (only if its stored value
+/// is still `was`, when given) with its index entry. Whether one was removed.
+fn remove_in_tx(tx: &StateTx<'_>, kind: Kind, key: &[u8], was: Option<&[u8]>) -> TxResult<bool> {
+    let records = tx.records(kind);
+    if let Some(was) = was {
+        if records.get(key)?.as_deref() != Some(was) {
+            return Ok(false);
+        }
+    }
+    let Some(bytes) = records.remove(key)? else {
+        return Ok(false);
+    };
+    // An undecodable record is still removed (the operator's way out); its index entry,
+    // if any, is then dropped by the sweeper when due.
+    if let Ok(head) = record::decode_head(&bytes) {
+        tx.expiry
+            .remove(keys::index_key(head.expires_at, keys::kind_byte(kind), key))?;
+    }
+    Ok(true)
 }
 
 /// What one change did inside the transaction.
@@ -253,15 +417,17 @@ impl Done {
     }
 }
 
-/// Inside a transaction: merges `incoming` into the record of `kind` at `key` and moves
-/// its index entry. Returns the merged record and whether it is new.
+/// Inside a transaction: merges `incoming` into the record of `kind` at `key` as `mode`
+/// merges (module [`Mode`]) and moves its index entry. Returns the merged record, whether
+/// it is new and, in [`Mode::Logged`], the resolved entry the log carries.
 fn merge_in_tx(
     tx: &StateTx<'_>,
     kind: Kind,
     key: &[u8],
     incoming: &Incoming<'_>,
     now: u64,
-) -> TxResult<(StoredRecordV1, bool)> {
+    mode: Mode,
+) -> TxResult<(StoredRecordV1, bool, Option<StoredRecordV1>)> {
     let records = tx.records(kind);
     let kb = keys::kind_byte(kind);
     let old = match records.get(key)? {
@@ -273,7 +439,17 @@ fn merge_in_tx(
     };
     let old_expiry = old.as_ref().map(|o| o.expires_at);
     let was_new = old.is_none();
-    let merged = policy::merge(old, incoming, now);
+    let (merged, entry) = match mode {
+        Mode::Single => (policy::merge(old, incoming, now), None),
+        Mode::Logged => {
+            let entry = policy::resolve(old.as_ref(), incoming, now);
+            (policy::join(old, &entry), Some(entry))
+        }
+        Mode::FromLog => (
+            policy::join(old, &policy::resolve(None, incoming, now)),
+            None,
+        ),
+    };
     let value = match record::encode_stored(&merged) {
         Ok(v) => v,
         Err(e) => return abort(e),
@@ -287,39 +463,171 @@ fn merge_in_tx(
         sled::IVec::default(),
     )?;
     records.insert(key, value)?;
-    Ok((merged, was_new))
+    Ok((merged, was_new, entry))
+}
+
+/// What [`RevocationStore::write`] did.
+struct Written {
+    done: Vec<Done>,
+    /// First and last outbox sequence written ([`Mode::Logged`] with something to log).
+    outbox: Option<(u64, u64)>,
+}
+
+/// The part of a [`Mode::FromLog`] transaction beside the ops: the new position and the
+/// own entries that came back (their outbox entries go).
+struct FromLog<'a> {
+    position: &'a LogPosition,
+    own: Vec<u64>,
+}
+
+/// Inside a transaction: writes `ops` to the outbox, in entries of at most
+/// [`MAX_OPS_PER_ENTRY`]; the first and last sequence taken.
+fn outbox_in_tx(tx: &StateTx<'_>, ops: &[LogOp]) -> TxResult<(u64, u64)> {
+    let mut seq = tx
+        .meta
+        .get(META_OUTBOX_SEQ)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    let first = seq + 1;
+    for chunk in ops.chunks(MAX_OPS_PER_ENTRY) {
+        seq += 1;
+        let value = match encode_outbox(chunk) {
+            Ok(v) => v,
+            Err(e) => return abort(e),
+        };
+        tx.outbox.insert(&seq.to_be_bytes()[..], value)?;
+    }
+    tx.meta.insert(META_OUTBOX_SEQ, &seq.to_be_bytes()[..])?;
+    Ok((first, seq))
 }
 
 impl RevocationStore {
     /// Applies one change durably (see [`apply_all`](Self::apply_all)).
     pub async fn apply(&self, change: &Change) -> Result<Outcome, StoreError> {
-        let mut outcomes = self.apply_all(std::slice::from_ref(change)).await?;
-        Ok(outcomes.pop().expect("one outcome per change"))
+        Ok(self.apply_acked(change).await?.0)
+    }
+
+    /// [`apply`](Self::apply), also saying what the shared log has of it.
+    pub async fn apply_acked(&self, change: &Change) -> Result<(Outcome, LogAck), StoreError> {
+        let (mut outcomes, ack) = self.apply_all_acked(std::slice::from_ref(change)).await?;
+        Ok((outcomes.pop().expect("one outcome per change"), ack))
     }
 
     /// Applies `changes` in order in ONE transaction — all of them or, on an error, none
     /// — and returns once a commit covered them (durable, SPEC §6), one [`Outcome`] per
-    /// change. Concurrent callers share commits (group commit).
+    /// change. Concurrent callers share commits (group commit). In a cluster
+    /// ([`join_log`](Self::join_log)) the changes are also written to the outbox in that
+    /// transaction, and the answer waits (bounded) for their append to the shared log.
     pub async fn apply_all(&self, changes: &[Change]) -> Result<Vec<Outcome>, StoreError> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (outcomes, needs_commit) = self.write(changes)?;
-        if needs_commit {
-            self.flush().await?;
-        }
-        Ok(outcomes)
+        Ok(self.apply_all_acked(changes).await?.0)
     }
 
-    /// Steps 1–3 of the module doc (not yet durable). Also says whether an answer must
-    /// wait for a commit.
-    fn write(&self, changes: &[Change]) -> Result<(Vec<Outcome>, bool), StoreError> {
-        let h = self.handles()?;
-        let now = self.inner.clock.now();
+    /// [`apply_all`](Self::apply_all), also saying what the shared log has of them.
+    pub async fn apply_all_acked(
+        &self,
+        changes: &[Change],
+    ) -> Result<(Vec<Outcome>, LogAck), StoreError> {
+        if changes.is_empty() {
+            return Ok((Vec::new(), LogAck::Local));
+        }
+        let mode = if self.inner.log.get().is_some() {
+            Mode::Logged
+        } else {
+            Mode::Single
+        };
         let prepared = changes
             .iter()
             .map(Prepared::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let written = self.write(&prepared, mode, None)?;
+        let needs_commit = written.outbox.is_some() || written.done.iter().any(Done::needs_commit);
+        let mut outcomes = Vec::with_capacity(written.done.len());
+        for ((d, p), change) in written.done.into_iter().zip(&prepared).zip(changes) {
+            d.log(p.kind(), change);
+            outcomes.push(d.outcome(change)?);
+        }
+        if needs_commit {
+            self.flush().await?;
+        }
+        let ack = match written.outbox {
+            Some((_, last)) => self.logged(last).await,
+            None => LogAck::Local,
+        };
+        Ok((outcomes, ack))
+    }
+
+    /// Applies entries read from the shared log, in order, in ONE transaction together
+    /// with `position` (the id of the last of them), and drops this node's own entries
+    /// from the outbox. An op that cannot be stored (a key beyond the store's bounds:
+    /// no node of this version writes one) is skipped with a warning. Not yet durable: the
+    /// next commit covers it (the follower commits before it reads on). With `seen`, the
+    /// keys of the records applied are added to it (a resync). Returns the ops applied.
+    pub fn apply_log(
+        &self,
+        entries: &[LogEntry],
+        position: &LogPosition,
+        seen: Option<&mut HashSet<(u8, Vec<u8>)>>,
+    ) -> Result<usize, StoreError> {
+        let mut prepared = Vec::new();
+        for entry in entries {
+            for op in &entry.ops {
+                match Prepared::from_op(op) {
+                    Ok(p) => prepared.push(p),
+                    Err(e) => {
+                        let (kind, _, _) = op.key();
+                        tracing::warn!(entry = %entry.id, node = %entry.node, %kind, error = %e, "log op skipped: it cannot be stored");
+                    }
+                }
+            }
+        }
+        let node = self.inner.log.get().map(|l| l.node_id().to_string());
+        let own = entries
+            .iter()
+            .filter(|e| {
+                e.seq > 0 && e.store == self.inner.store_id && Some(&e.node) == node.as_ref()
+            })
+            .map(|e| e.seq)
+            .collect();
+        self.write(&prepared, Mode::FromLog, Some(FromLog { position, own }))?;
+        if let Some(seen) = seen {
+            seen.extend(
+                prepared
+                    .iter()
+                    .filter_map(Prepared::adds)
+                    .map(|(kb, k)| (kb, k.to_vec())),
+            );
+        }
+        Ok(prepared.len())
+    }
+
+    /// Removes each record `(kind, key, stored value)` still holding that value, locally
+    /// (nothing logged), durably. Returns how many were removed.
+    pub(super) async fn remove_unchanged(
+        &self,
+        batch: Vec<(Kind, Vec<u8>, Vec<u8>)>,
+    ) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let prepared: Vec<Prepared<'_>> = batch
+            .into_iter()
+            .map(|(kind, key, was)| Prepared::Prune { kind, key, was })
+            .collect();
+        let written = self.write(&prepared, Mode::Single, None)?;
+        self.flush().await?;
+        Ok(written.done.iter().filter(|d| d.removed()).count() as u64)
+    }
+
+    /// Steps 1–3 of the module doc (not yet durable), in `mode`; `from_log` for
+    /// [`Mode::FromLog`].
+    fn write(
+        &self,
+        prepared: &[Prepared<'_>],
+        mode: Mode,
+        from_log: Option<FromLog<'_>>,
+    ) -> Result<Written, StoreError> {
+        let h = self.handles()?;
+        let now = self.inner.clock.now();
         let presence = &self.inner.presence;
         for (kb, key) in prepared.iter().filter_map(Prepared::adds) {
             presence.insert(kb, key);
@@ -331,16 +639,33 @@ impl RevocationStore {
             .then(|| self.reserve_commit_seq());
         let result = h.trees.transact(|tx| {
             let mut done = Vec::with_capacity(prepared.len());
-            for p in &prepared {
-                done.push(p.write(tx, now)?);
+            let mut ops = Vec::new();
+            for p in prepared {
+                let (d, op) = p.write(tx, now, mode)?;
+                done.push(d);
+                ops.extend(op);
             }
             if let Some(seq) = seq.filter(|_| done.iter().any(Done::removed)) {
                 raise_commit_seq(tx.meta, seq)?;
             }
-            Ok(done)
+            let outbox = if ops.is_empty() {
+                None
+            } else {
+                Some(outbox_in_tx(tx, &ops)?)
+            };
+            let mut came_back = 0u64;
+            if let Some(f) = &from_log {
+                tx.meta.insert(META_LOG_POSITION, f.position.encode())?;
+                for s in &f.own {
+                    if tx.outbox.remove(&s.to_be_bytes()[..])?.is_some() {
+                        came_back += 1;
+                    }
+                }
+            }
+            Ok((done, outbox, came_back))
         });
-        let done = match result {
-            Ok(done) => done,
+        let (done, outbox, came_back) = match result {
+            Ok(r) => r,
             Err(e) => {
                 drop(gate);
                 for (kb, key) in prepared.iter().filter_map(Prepared::adds) {
@@ -374,16 +699,21 @@ impl RevocationStore {
                 _ => {}
             }
         }
-        if done.iter().any(Done::wrote) {
+        if done.iter().any(Done::wrote) || outbox.is_some() || from_log.is_some() {
             self.wrote();
         }
-        let needs_commit = done.iter().any(Done::needs_commit);
-        let mut outcomes = Vec::with_capacity(done.len());
-        for ((d, p), change) in done.into_iter().zip(&prepared).zip(changes) {
-            d.log(p.kind(), change);
-            outcomes.push(d.outcome(change)?);
+        let inner = &self.inner;
+        if let Some((first, last)) = outbox {
+            // After `wrote`: a commit that starts once this is visible covers the entry.
+            inner
+                .outbox_len
+                .fetch_add(last - first + 1, Ordering::Relaxed);
+            inner.outbox_committed.fetch_max(last, Ordering::SeqCst);
         }
-        Ok((outcomes, needs_commit))
+        if came_back > 0 {
+            inner.outbox_len.fetch_sub(came_back, Ordering::Relaxed);
+        }
+        Ok(Written { done, outbox })
     }
 
     /// Records a revocation ([`Change::Revoke`]): merged with an existing record of the
@@ -400,15 +730,24 @@ impl RevocationStore {
     /// transaction and one commit. Returns, per record, whether its key was new (`true`)
     /// or merged into an existing record (`false`).
     pub async fn import_records(&self, records: Vec<Record>) -> Result<Vec<bool>, StoreError> {
+        Ok(self.import_records_acked(records).await?.0)
+    }
+
+    /// [`import_records`](Self::import_records), also saying what the shared log has of them.
+    pub async fn import_records_acked(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(Vec<bool>, LogAck), StoreError> {
         let changes: Vec<Change> = records.into_iter().map(Change::Import).collect();
-        let outcomes = self.apply_all(&changes).await?;
-        Ok(outcomes
+        let (outcomes, ack) = self.apply_all_acked(&changes).await?;
+        let new = outcomes
             .into_iter()
             .map(|o| match o {
                 Outcome::Imported { new } => new,
                 other => unreachable!("an import applied as {other:?}"),
             })
-            .collect())
+            .collect();
+        Ok((new, ack))
     }
 
     /// Records a back-channel logout ([`Change::Logout`]): the revocation and the logout

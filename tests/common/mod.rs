@@ -13,6 +13,7 @@
 //! - [`proxy`] and [`admin`]: requests to the proxy and the admin listener of a running
 //!   gateway (in-process, child or bare address alike) and the checks on their answers.
 //! - [`wait`]: bounded polling. [`faults`]: a small tmpfs to fill (disk full).
+//! - [`redis_server`]: a real `redis-server` for the cluster tests.
 //!
 //! Each test binary compiles this module (`mod common;`) and uses a part of it, so an
 //! unused-item warning here says nothing about the harness as a whole: allowed below.
@@ -26,6 +27,7 @@ pub mod http;
 #[path = "../keys/mod.rs"]
 pub mod keys;
 pub mod proxy;
+pub mod redis_server;
 pub mod tokens;
 pub mod upstreams;
 pub mod wait;
@@ -41,6 +43,7 @@ pub use self::{
     http::*,
     keys::{key_path, ISS},
     proxy::*,
+    redis_server::*,
     tokens::*,
     upstreams::*,
     wait::*,
