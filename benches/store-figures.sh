@@ -108,7 +108,7 @@ echo "records: $N random values ($(du -h "$work/seed.ndjson" | cut -f1) of NDJSO
 start_gateway "$VALID"
 echo "start (empty store): ${STARTUP_MS} ms (status $FIRST_STATUS), rss $(rss_kb "$GW") kB"
 t0=$(now_ms)
-"$bin" import "$work/seed.ndjson" --admin "http://127.0.0.1:$ADMIN" > "$work/import.json"
+"$bin" import "$work/seed.ndjson" --admin "http://127.0.0.1:$ADMIN" --output json > "$work/import.json"
 t1=$(now_ms)
 IMPORT_RPS=$(( N * 1000 / (t1 - t0 + 1) )); IMPORT_HWM=$(hwm_kb "$GW")
 echo "import: $N records in $((t1 - t0)) ms = $IMPORT_RPS records/s; gateway peak rss $IMPORT_HWM kB; $(tr -d '\n ' < "$work/import.json" | cut -c1-100)"
