@@ -48,10 +48,10 @@
 //! computed before, by the source, with [`Policy`]; the merge of a revocation into a
 //! stored record is `policy.rs`'s too. In a cluster the outbox entry of a change accepted
 //! here, and the log position of entries read from the shared log, are written in that
-//! same transaction (`write.rs`, `log.rs`). The sweep removes what is due without a
-//! transaction (sled 0.34 blocks every read while one commits): by single-key steps, each
-//! leaving the store consistent, the record by compare-and-swap first, then its index
-//! entry (`sweep.rs`); expiry is local to each gateway, never in the shared log.
+//! same transaction (`write.rs`, `log.rs`). The sweep removes what is due through the same
+//! transaction shape, in small transactions (sled 0.34 blocks every read while one
+//! commits) on two threads (`sweep.rs`); expiry is local to each gateway, never in the
+//! shared log.
 //!
 //! # Durable acknowledgement (group commit)
 //!
@@ -86,10 +86,9 @@
 //! - equal sequence but fewer records of some kind than the mark counted: lost records.
 //!   Exact because a commit takes its sequence and its counts under the write side of a
 //!   gate whose read side every transaction that changes a count holds (with its counter
-//!   update), and because every transaction that *removes* records (unrevoke) also raises
-//!   the sequence in `meta` in the same transaction, and a sweep batch raises it before
-//!   its first removal: a log prefix showing the mark's sequence can hold later
-//!   additions, never later removals;
+//!   update), and because every transaction that *removes* records (unrevoke, sweep)
+//!   also raises the sequence in `meta` in the same transaction: a log prefix showing the
+//!   mark's sequence can hold later additions, never later removals;
 //! - a store id in `meta` other than the mark's: another store was put in its place;
 //! - an unreadable mark, or sled itself reporting corruption while opening or scanning.
 //!

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use std::ops::Bound;
 
-use super::{keys, stored_expiry, Handles, RevocationStore, StoreError, Trees, META_COMMIT_SEQ};
+use super::commit::raise_commit_seq;
+use super::{abort, keys, stored_expiry, Handles, RevocationStore, StoreError, Trees};
 use crate::config::MIN_SWEEP_INTERVAL;
 
 /// What one sweep did.
@@ -34,17 +35,15 @@ const SWEEP_REPORT_VERSION: u8 = 1;
 
 impl RevocationStore {
     /// Purges every record and seen logout jti whose `expires_at < now`, in batches of
-    /// `batch` index entries, on the blocking pool. Durable before it returns.
+    /// `batch` index entries read in index order, purged on the blocking pool by
+    /// [`SWEEP_WORKERS`] threads in transactions of [`SWEEP_TX_ENTRIES`] entries (a
+    /// record and its index entry go together; each transaction re-checks the expiry).
+    /// Durable before it returns.
     ///
-    /// No sled transaction: a transaction takes sled 0.34's process-wide lock for writing,
-    /// which every `Tree::get` (the proxy's lookups) waits behind. Each entry is removed by
-    /// single-key operations instead, in an order that keeps the store consistent at every
-    /// step and after a crash between any two of them (`sweep_entry`): the record by
-    /// compare-and-swap against the exact bytes whose expiry was checked (a concurrent
-    /// re-revoke wins), then its index entry. Per batch, under the read side of the commit
-    /// gate (with the counter updates), the commit sequence in `meta` is raised *before*
-    /// the first removal, so a log prefix holding a removal shows a sequence above any
-    /// mark that counted the removed record (module doc of [`super`]).
+    /// Small transactions because sled 0.34 takes a process-wide lock for writing in every
+    /// transaction, which every `Tree::get` (the proxy's lookups that get past the
+    /// presence filter) waits behind: 1024 entries per transaction made those wait tens of
+    /// milliseconds.
     pub async fn sweep_due(&self, now: u64, batch: usize) -> Result<SweepReport, StoreError> {
         let h = self.handles()?;
         let started = std::time::Instant::now();
@@ -161,7 +160,7 @@ impl RevocationStore {
                 })
                 .collect();
             // Each batch resumes after the last key of the one before, so an entry left
-            // in place (see `sweep_entry`) is not met again in this sweep.
+            // in place (a stale index key whose record moved on) is never read twice.
             let mut after: Option<sled::IVec> = None;
             let scanned = loop {
                 let from = after
@@ -206,103 +205,80 @@ impl RevocationStore {
         })
     }
 
-    /// Purges one batch of due index entries ([`sweep_entry`](Self::sweep_entry) each):
-    /// under the read side of the commit gate, the commit sequence raised first, the
-    /// counters lowered for what was removed (even when a later entry failed).
+    /// Purges one batch of due index entries, [`SWEEP_TX_ENTRIES`] per sled transaction:
+    /// each entry's record and index key go together (a crash never leaves one without
+    /// the other), and each transaction re-checks the expiry (a concurrent re-revoke
+    /// wins: the index key is stale then and the record stays, with its own key). A
+    /// transaction that removes records raises the commit sequence in `meta` with them.
+    /// Under the read side of the commit gate, with the counter updates.
     fn purge_batch(&self, t: &Trees, due: &[sled::IVec]) -> Result<[u64; 4], StoreError> {
-        let mut removed = [0u64; 4];
-        let gate = self.gate();
-        let seq = self.reserve_commit_seq();
-        let result = raise_commit_seq_now(&t.meta, seq).and_then(|()| {
-            due.iter()
-                .try_for_each(|ikey| self.sweep_entry(t, ikey, &mut removed))
-        });
-        for (counter, n) in self.inner.counts.iter().zip(removed) {
-            counter.fetch_sub(n, Ordering::Relaxed);
-        }
-        drop(gate);
-        self.wrote();
-        self.inner
-            .swept
-            .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
-        result.map(|()| removed)
-    }
-
-    /// Removes one due index entry `ikey` and, when it still names its record's current
-    /// expiry, that record (counted in `removed` by kind byte). The steps, and what a
-    /// crash after each leaves:
-    /// 1. read the record; an index key whose record is gone or has another expiry is
-    ///    stale (a re-revoke moved the record, which has its own index key): step 3 only;
-    /// 2. compare-and-swap the record against those exact bytes to nothing — a
-    ///    concurrent write of the record makes it fail, and the record is read again —
-    ///    then lower the presence filter. After a crash: an index key without its
-    ///    record, dropped by the next sweep (step 1);
-    /// 3. remove the index key; then, should a writer have stored this very key with
-    ///    this very (past) expiry meanwhile, its transaction wrote the index key just
-    ///    removed: put it back, so the record is swept next time.
-    fn sweep_entry(
-        &self,
-        t: &Trees,
-        ikey: &[u8],
-        removed: &mut [u64; 4],
-    ) -> Result<(), StoreError> {
-        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
-            // Not an index key at all: drop it.
-            t.expiry.remove(ikey)?;
-            return Ok(());
-        };
-        let Some(records) = t.record_tree(kind) else {
-            t.expiry.remove(ikey)?;
-            return Ok(());
-        };
-        let current = |records: &sled::Tree| -> Result<Option<sled::IVec>, StoreError> {
-            match records.get(rkey)? {
-                Some(bytes) if stored_expiry(kind, &bytes)? == exp => Ok(Some(bytes)),
-                _ => Ok(None),
-            }
-        };
-        let mut attempts = 0;
-        while let Some(bytes) = current(records)? {
-            match records.compare_and_swap(rkey, Some(&bytes), None::<&[u8]>)? {
-                Ok(()) => {
-                    removed[kind as usize] += 1;
-                    if kind != keys::KIND_LOGOUT {
-                        self.inner.presence.remove(kind, rkey);
+        let mut purged = [0u64; 4];
+        for chunk in due.chunks(SWEEP_TX_ENTRIES) {
+            let gate = self.gate();
+            let seq = self.reserve_commit_seq();
+            let removed = t.transact(|tx| {
+                let mut removed = [0u64; 4];
+                let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
+                for ikey in chunk {
+                    let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
+                        // Not an index key at all: drop it.
+                        tx.expiry.remove(ikey)?;
+                        continue;
+                    };
+                    let Some(records) = tx.entries(kind) else {
+                        tx.expiry.remove(ikey)?;
+                        continue;
+                    };
+                    if let Some(bytes) = records.get(rkey)? {
+                        let current = match stored_expiry(kind, &bytes) {
+                            Ok(e) => e,
+                            Err(e) => return abort(e),
+                        };
+                        if current == exp {
+                            records.remove(rkey)?;
+                            removed[kind as usize] += 1;
+                            if kind != keys::KIND_LOGOUT {
+                                gone.push((kind, rkey.to_vec()));
+                            }
+                        }
                     }
-                    break;
+                    tx.expiry.remove(ikey)?;
                 }
-                Err(_) if attempts < SWEEP_ENTRY_ATTEMPTS => attempts += 1,
-                // Rewritten again and again: leave it, index key included, to the next sweep.
-                Err(_) => return Ok(()),
+                if !gone.is_empty() {
+                    raise_commit_seq(tx.meta, seq)?;
+                }
+                Ok((removed, gone))
+            });
+            if let Ok((removed, _)) = &removed {
+                for (counter, n) in self.inner.counts.iter().zip(removed) {
+                    counter.fetch_sub(*n, Ordering::Relaxed);
+                }
+            }
+            drop(gate);
+            let (removed, gone) = removed?;
+            for (kind, rkey) in &gone {
+                self.inner.presence.remove(*kind, rkey);
+            }
+            self.wrote();
+            self.inner
+                .swept
+                .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
+            for (total, n) in purged.iter_mut().zip(removed) {
+                *total += n;
             }
         }
-        t.expiry.remove(ikey)?;
-        if current(records)?.is_some() {
-            t.expiry.insert(ikey, sled::IVec::default())?;
-        }
-        Ok(())
+        Ok(purged)
     }
 }
 
-/// Raises the commit sequence in `meta` to `seq` (never lowers it) outside a transaction:
-/// before the removals of a sweep batch, so sled's log holds the raise before any of them.
-fn raise_commit_seq_now(meta: &sled::Tree, seq: u64) -> Result<(), StoreError> {
-    let word = |v: Option<&[u8]>| {
-        v.and_then(|v| <[u8; 8]>::try_from(v).ok())
-            .map_or(0, u64::from_be_bytes)
-    };
-    meta.fetch_and_update(META_COMMIT_SEQ, |old| {
-        Some(word(old).max(seq).to_be_bytes().to_vec())
-    })?;
-    Ok(())
-}
+/// Due entries per sweep transaction. sled 0.34 holds its process-wide write lock while a
+/// transaction commits, and every `Tree::get` waits behind it: small transactions keep
+/// that wait short (the proxy asks sled only for hits and the presence filter's few false
+/// positives).
+pub const SWEEP_TX_ENTRIES: usize = 64;
 
 /// Threads that purge due batches in parallel (at most the available cores).
 pub const SWEEP_WORKERS: usize = 2;
-
-/// Times [`RevocationStore::sweep_due`] reads a due record again after a concurrent write
-/// changed it under the compare-and-swap, before leaving it to the next sweep.
-const SWEEP_ENTRY_ATTEMPTS: usize = 8;
 
 impl RevocationStore {
     /// `(sweeper runs, entries purged)` since open; for metrics. Purged entries include
@@ -315,9 +291,8 @@ impl RevocationStore {
     }
 }
 
-/// Index entries handled per sweep batch. Bounds the time a commit (and so a writer's
-/// answer) may wait for the sweep (a batch holds the read side of the commit gate); a
-/// sweep repeats batches until nothing is due.
+/// Index entries read per sweep batch (one purging thread takes a batch, in transactions
+/// of [`SWEEP_TX_ENTRIES`]); a sweep repeats batches until nothing is due.
 pub const SWEEP_BATCH: usize = 1024;
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every `interval`
