@@ -15,7 +15,7 @@
 # every file under a temp dir in ${TMPDIR:-/tmp}, removed at the end.
 # Knobs: EXPIRE_IN (seconds from seeding until the records fall due; default 60 + N/10000:
 # import, export and restart must finish before), PACED_RATE (default 2000), PACED_SECS
-# (default 8), REVGATE_BIN.
+# (default 8), REVGATE_BIN, STORE_PROBE.
 set -euo pipefail
 N=${1:-1000000}
 CSV=${2:-}
@@ -25,7 +25,9 @@ bin="${REVGATE_BIN:-$here/target/release/revgate}"
 for tool in curl nginx python3; do
   command -v "$tool" >/dev/null || { echo "store-figures: $tool is required" >&2; exit 1; }
 done
-probe=$(cd "$here" && cargo bench --bench store_probe --no-run --message-format=json 2>/dev/null \
+# STORE_PROBE: an already built benches/store_probe.rs (else it is built here).
+probe=${STORE_PROBE:-}
+[ -n "$probe" ] || probe=$(cd "$here" && cargo bench --bench store_probe --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json
 for l in sys.stdin:
     j=json.loads(l)
