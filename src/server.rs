@@ -313,9 +313,10 @@ async fn serve_proxy_connection(
     limits: Limits,
     closing: Closing,
 ) {
+    let connection = proxy.connection(remote);
     let svc = service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(connection.handle(req).await) }
     });
     let Some(acceptor) = tls else {
         let conn = limits

@@ -113,8 +113,10 @@ async fn sigterm_turns_health_to_503_keeps_serving_for_the_grace_then_closes() {
         .unwrap()
         .unwrap();
 
-    gw.sigterm();
+    // Taken before the signal: the gateway's grace starts after it, so "not before the
+    // grace" holds even when this thread is descheduled right after sending it.
     let signalled = Instant::now();
+    gw.sigterm();
     // At once: 503 draining, on the health path and the admin API's /healthz.
     let deadline = Instant::now() + WAIT;
     loop {

@@ -6,27 +6,59 @@
 //!   (generation numbers);
 //! - the revocation lookup is not cached: the proxy consults the store on every request.
 //!
-//! Sharded so workers rarely contend; each shard evicts an arbitrary entry when full.
+//! Sharded so workers rarely contend; each shard evicts an arbitrary entry when full. The
+//! token is hashed once per lookup (keyed SipHash, [`RandomState`]): that one hash picks the
+//! shard and is the shard's map key, and the entry holds the token itself, compared in full.
+//! Two tokens with the same hash (never in practice; not steerable without the random key)
+//! share a slot: the later insert replaces the earlier, a lookup of the other misses.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use crate::auth::VerifiedToken;
 
 /// Shards of the cache (a power of two).
 const SHARDS: usize = 16;
+/// Which bits of the token's hash pick the shard: above those the maps use for buckets
+/// (the low bits) and for their control bytes (the top 7), so entries spread within a shard.
+const SHARD_SHIFT: u32 = 32;
 
 struct Entry {
-    token: Arc<VerifiedToken>,
+    token: Box<str>,
+    verified: Arc<VerifiedToken>,
     generation: (u64, u64),
 }
 
+/// The hasher of a shard's map, whose keys are already keyed hashes: passes them through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here (`write_u64`); fold anything else all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
+
 /// Verified tokens by compact form. `capacity` 0 turns the cache off.
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<Box<str>, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: RandomState,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -42,9 +74,9 @@ impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         let per_shard = capacity.div_ceil(SHARDS);
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -53,8 +85,11 @@ impl TokenCache {
         self.per_shard > 0
     }
 
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
-        &self.shards[(self.hasher.hash_one(token) as usize) & (SHARDS - 1)]
+    /// The token's hash and its shard.
+    fn slot(&self, token: &str) -> (u64, &Mutex<Shard>) {
+        let hash = self.hasher.hash_one(token);
+        let shard = &self.shards[((hash >> SHARD_SHIFT) as usize) & (SHARDS - 1)];
+        (hash, shard)
     }
 
     /// The verified claims of `token` if it was verified under `generation` and is still
@@ -69,12 +104,16 @@ impl TokenCache {
         if !self.enabled() {
             return None;
         }
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        let entry = shard.get(token)?;
-        if entry.generation == generation && now < entry.token.exp.saturating_add(leeway) {
-            return Some(entry.token.clone());
+        let (hash, shard) = self.slot(token);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shard.get(&hash)?;
+        if *entry.token != *token {
+            return None; // another token in this slot
         }
-        shard.remove(token);
+        if entry.generation == generation && now < entry.verified.exp.saturating_add(leeway) {
+            return Some(entry.verified.clone());
+        }
+        shard.remove(&hash);
         None
     }
 
@@ -83,16 +122,18 @@ impl TokenCache {
         if !self.enabled() {
             return;
         }
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(token) {
-            if let Some(victim) = shard.keys().next().cloned() {
+        let (hash, shard) = self.slot(token);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+            if let Some(victim) = shard.keys().next().copied() {
                 shard.remove(&victim);
             }
         }
         shard.insert(
-            token.into(),
+            hash,
             Entry {
-                token: verified,
+                token: token.into(),
+                verified,
                 generation,
             },
         );
@@ -127,6 +168,7 @@ mod tests {
             exp,
             scopes: vec![],
             kid: None,
+            identity: Default::default(),
         })
     }
 
@@ -140,6 +182,25 @@ mod tests {
         c.insert("a.b.c", verified(1000), (1, 1));
         assert!(c.get("a.b.c", (2, 1), 10, 0).is_none(), "keys changed");
         assert!(c.is_empty(), "stale entries are dropped");
+    }
+
+    #[test]
+    fn a_token_sharing_a_slot_never_answers_for_another() {
+        let c = TokenCache::new(100);
+        let (hash, shard) = c.slot("a.b.c");
+        shard.lock().unwrap().insert(
+            hash,
+            Entry {
+                token: "x.y.z".into(),
+                verified: verified(1000),
+                generation: (1, 1),
+            },
+        );
+        assert!(c.get("a.b.c", (1, 1), 999, 0).is_none(), "compared in full");
+        assert_eq!(c.len(), 1, "the other token's entry stays");
+        c.insert("a.b.c", verified(1000), (1, 1));
+        assert!(c.get("a.b.c", (1, 1), 999, 0).is_some());
+        assert_eq!(c.len(), 1, "one slot");
     }
 
     #[test]

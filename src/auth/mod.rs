@@ -14,4 +14,4 @@ pub(crate) mod testutil;
 
 pub use jws::MAX_TOKEN_BYTES;
 pub use keys::Keyring;
-pub use verify::{verify_access_token, TokenError, VerifiedToken};
+pub use verify::{verify_access_token, IdentityValues, TokenError, VerifiedToken};

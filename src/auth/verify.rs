@@ -65,6 +65,37 @@ pub struct VerifiedToken {
     pub scopes: Vec<String>,
     /// `kid` header, for logs.
     pub kid: Option<String>,
+    /// The identity headers' values, built once here so a token answered from the
+    /// verified-token cache costs no copy per request ([`IdentityValues::of`]).
+    pub identity: IdentityValues,
+}
+
+/// `X-Auth-Iss`, `X-Auth-Sub`, `X-Auth-Sid`, `X-Auth-Jti` of a verified token (SPEC §4,
+/// `auth.identity_headers`) as header values; `None` for an absent claim or one that is not
+/// a valid header value (such a header is not set).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityValues {
+    /// `iss`.
+    pub iss: Option<http::HeaderValue>,
+    /// `sub`.
+    pub sub: Option<http::HeaderValue>,
+    /// `sid`.
+    pub sid: Option<http::HeaderValue>,
+    /// `jti` (or the digest that stands for it).
+    pub jti: Option<http::HeaderValue>,
+}
+
+impl IdentityValues {
+    /// The values of these claims.
+    pub fn of(iss: &str, sub: Option<&str>, sid: Option<&str>, jti: &str) -> IdentityValues {
+        let value = |v: &str| http::HeaderValue::from_str(v).ok();
+        IdentityValues {
+            iss: value(iss),
+            sub: sub.and_then(value),
+            sid: sid.and_then(value),
+            jti: value(jti),
+        }
+    }
 }
 
 /// Why a token was refused. `Display` is the RFC 6750 `error_description`: each message
@@ -244,7 +275,9 @@ pub async fn verify_access_token(
         (None, None) => Vec::new(),
         _ => return Err(malformed("scope must be a string, scp a string or array")),
     };
+    let identity = IdentityValues::of(&issuer.issuer, sub.as_deref(), sid.as_deref(), &jti);
     Ok(VerifiedToken {
+        identity,
         issuer: issuer.issuer.clone(),
         sub,
         sid,

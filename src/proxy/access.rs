@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::error::{BoxError, ProxyBody};
@@ -26,14 +26,22 @@ use crate::Snapshot;
 /// Target of the access-log lines (filter with `RUST_LOG=revgate::access=off`).
 pub const ACCESS_TARGET: &str = "revgate::access";
 
+/// Whether the log filter in force keeps access lines (`RUST_LOG=warn` drops them): when
+/// it does not, the proxy gathers nothing for them. One cached callsite check.
+pub(super) fn enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+}
+
 /// What the access line of one request knows before the body is sent.
 pub(super) struct AccessLine {
     started: Instant,
-    request_id: String,
+    request_id: Option<HeaderValue>,
     peer: IpAddr,
     client: Option<IpAddr>,
     method: http::Method,
-    path: String,
+    /// The request target as received (a reference-counted clone; only its path is
+    /// written).
+    uri: http::Uri,
     route: Option<(Arc<Snapshot>, usize)>,
     status: u16,
     outcome: &'static str,
@@ -66,11 +74,11 @@ impl AccessLine {
         };
         AccessLine {
             started,
-            request_id: String::new(),
+            request_id: None,
             peer,
             client,
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             route: None,
             status: 0,
             outcome: "",
@@ -81,13 +89,13 @@ impl AccessLine {
     /// Completes the line with the answer; it is written when the body is done.
     pub(super) fn answered(
         mut self,
-        request_id: String,
+        request_id: HeaderValue,
         status: http::StatusCode,
         outcome: &'static str,
         trace: &Trace,
         snapshot: &Arc<Snapshot>,
     ) -> AccessLine {
-        self.request_id = request_id;
+        self.request_id = Some(request_id);
         self.status = status.as_u16();
         self.outcome = outcome;
         self.upstream = trace.upstream;
@@ -103,11 +111,11 @@ impl AccessLine {
             .map(|r| r.prefix.as_str());
         tracing::info!(
             target: ACCESS_TARGET,
-            request_id = %self.request_id,
+            request_id = %self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
             peer = %self.peer,
             client = self.client.map(tracing::field::display),
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             route = route,
             status = self.status,
             outcome = self.outcome,

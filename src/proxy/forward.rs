@@ -101,8 +101,10 @@ pub(super) enum Admission<'a> {
 pub(super) struct Exchange<'a> {
     /// The peer of the connection.
     pub remote: SocketAddr,
+    /// The peer's `X-Forwarded-For` entry (written once per connection).
+    pub forwarded_for: &'a HeaderValue,
     /// `X-Request-Id` (the client's or a new one).
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// Whether the listener speaks TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
 }
@@ -130,15 +132,14 @@ pub(super) async fn forward(
     let host = request_host(&parts.uri, &headers);
     let preflight = matches!(admission, Admission::Preflight);
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    for h in [&X_AUTH_ISS, &X_AUTH_SUB, &X_AUTH_SID, &X_AUTH_JTI] {
-        headers.remove(h);
-    }
+    remove_present(
+        &mut headers,
+        &[header::HOST, X_AUTH_ISS, X_AUTH_SUB, X_AUTH_SID, X_AUTH_JTI],
+    );
     remove_underscore_spellings(&mut headers, preflight);
     if preflight {
-        for h in METHOD_OVERRIDE.iter().chain(&PREFLIGHT_NEVER) {
-            headers.remove(h);
-        }
+        remove_present(&mut headers, &METHOD_OVERRIDE);
+        remove_present(&mut headers, &PREFLIGHT_NEVER);
     }
     let trusted = config
         .server
@@ -146,18 +147,17 @@ pub(super) async fn forward(
         .iter()
         .any(|net| net.contains(remote.ip()));
     let scheme = listener_scheme(exchange.tls);
-    set_forwarding_headers(&mut headers, trusted, remote.ip(), scheme, host);
+    set_forwarding_headers(&mut headers, trusted, exchange.forwarded_for, scheme, host);
     if websocket.is_some() {
         ClientUpgrade::request_headers(&mut headers);
     }
-    if let Ok(v) = HeaderValue::from_str(exchange.request_id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
+    headers.insert(X_REQUEST_ID, exchange.request_id.clone());
     if let (Admission::Token(t), true) = (admission, config.auth.identity_headers) {
-        set_identity(&mut headers, &X_AUTH_ISS, Some(&t.issuer));
-        set_identity(&mut headers, &X_AUTH_SUB, t.sub.as_deref());
-        set_identity(&mut headers, &X_AUTH_SID, t.sid.as_deref());
-        set_identity(&mut headers, &X_AUTH_JTI, Some(&t.jti));
+        let id = &t.identity;
+        set_identity(&mut headers, &X_AUTH_ISS, id.iss.as_ref());
+        set_identity(&mut headers, &X_AUTH_SUB, id.sub.as_ref());
+        set_identity(&mut headers, &X_AUTH_SID, id.sid.as_ref());
+        set_identity(&mut headers, &X_AUTH_JTI, id.jti.as_ref());
     }
 
     let body = if preflight {
@@ -169,7 +169,7 @@ pub(super) async fn forward(
     };
     let sent = std::time::Instant::now();
     let answer = upstreams
-        .send(route, parts.method, &url, headers, body)
+        .send(route, parts.method, url, headers, body)
         .await;
     trace.upstream = Some(sent.elapsed());
     let mut answer = answer?;
@@ -187,12 +187,13 @@ impl Upstreams {
         &self,
         route: &RouteConfig,
         method: http::Method,
-        url: &str,
+        url: String,
         headers: HeaderMap,
         body: ProxyBody,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         if url.starts_with("http://") {
-            let uri: http::Uri = url.parse().map_err(|_| {
+            // From the `String` itself: no copy.
+            let uri = http::Uri::try_from(url).map_err(|_| {
                 tracing::warn!(upstream = %route.upstream, "upstream URL does not parse");
                 GatewayError::UpstreamUnreachable
             })?;

@@ -134,19 +134,51 @@ pub(super) fn is_cors_preflight<B>(req: &Request<B>) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// The client's `X-Request-Id` when it is short and printable, else a new one.
-pub(super) fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return v.to_string();
+/// The client's `X-Request-Id` when it is short and printable, else a new one
+/// (`<seed>-<counter>` in hex). A header value, so passing it upstream and echoing it to the
+/// client share one buffer: the client's own value costs no copy, a new one one allocation.
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(u8::is_ascii_graphic) {
+            return v.clone();
         }
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(crate::ids::random_u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{seed:016x}-{n:08x}")
+    // `{seed:016x}-{n:08x}` without the formatting machinery: at most 16 + 1 + 16 bytes.
+    let mut buf = [0u8; 33];
+    let mut len = push_hex(&mut buf, 0, seed, 16);
+    buf[len] = b'-';
+    len = push_hex(&mut buf, len + 1, n, 8);
+    HeaderValue::from_bytes(&buf[..len]).expect("hex digits and '-' are a valid header value")
+}
+
+/// Writes `value` in lower-case hex at `buf[at..]`, at least `min_digits` digits (zero
+/// padded); returns the end position.
+fn push_hex(buf: &mut [u8], at: usize, value: u64, min_digits: usize) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let significant = (16 - value.leading_zeros() as usize / 4).max(1);
+    let digits = significant.max(min_digits);
+    for i in 0..digits {
+        let shift = 4 * (digits - 1 - i);
+        let nibble = if shift >= 64 {
+            0
+        } else {
+            (value >> shift) & 0xf
+        };
+        buf[at + i] = DIGITS[nibble as usize];
+    }
+    at + digits
+}
+
+/// The `X-Forwarded-For` entry of a connection's peer: its address as text (IPv4-mapped
+/// IPv6 addresses as IPv4). Built once per connection; every request clones it.
+pub(crate) fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_canonical().to_string())
+        .expect("an IP address is a valid header value")
 }
 
 /// The request's host for `X-Forwarded-Host`: its `Host` header, else the authority of an
@@ -202,31 +234,18 @@ fn same_but_underscores(name: &str, canonical: &str) -> bool {
 /// client's are kept, the peer is appended to `X-Forwarded-For`, and `X-Forwarded-Proto` /
 /// `X-Forwarded-Host` pass as sent (set by the gateway only when absent). From any other
 /// peer `Forwarded` and `X-Real-IP` are removed and the three `X-Forwarded-*` are the
-/// gateway's own: the peer, `scheme` (the listener's), the request's host (`host`; none
-/// without one).
+/// gateway's own: the peer (`peer`, its [`peer_value`]), `scheme` (the listener's), the
+/// request's host (`host`; none without one).
 pub(super) fn set_forwarding_headers(
     headers: &mut HeaderMap,
     trusted: bool,
-    peer: std::net::IpAddr,
+    peer: &HeaderValue,
     scheme: HeaderValue,
     host: Option<HeaderValue>,
 ) {
-    let peer = peer.to_canonical();
-    // The longest IP text is 45 bytes; formatted on the stack, copied once into the value.
-    let mut buf = [0u8; 64];
-    let len = {
-        use std::io::Write as _;
-        let mut cursor = &mut buf[..];
-        let _ = write!(cursor, "{peer}");
-        64 - cursor.len()
-    };
-    let peer_text = &buf[..len];
     if !trusted {
-        headers.remove(&FORWARDED);
-        headers.remove(&X_REAL_IP);
-        if let Ok(v) = HeaderValue::from_bytes(peer_text) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
+        remove_present(headers, &[FORWARDED, X_REAL_IP]);
+        headers.insert(X_FORWARDED_FOR, peer.clone());
         headers.insert(X_FORWARDED_PROTO, scheme);
         match host {
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
@@ -240,7 +259,7 @@ pub(super) fn set_forwarding_headers(
         list.extend_from_slice(prev.as_bytes());
         list.extend_from_slice(b", ");
     }
-    list.extend_from_slice(peer_text);
+    list.extend_from_slice(peer.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(list.freeze()) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -252,26 +271,58 @@ pub(super) fn set_forwarding_headers(
     }
 }
 
-pub(super) fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
-    if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-        headers.insert(name.clone(), v);
+/// Sets identity header `name` to `value` (a value built once per verified token: a
+/// reference-counted clone, no copy); an absent claim sets nothing.
+pub(super) fn set_identity(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    value: Option<&HeaderValue>,
+) {
+    if let Some(v) = value {
+        headers.insert(name.clone(), v.clone());
     }
 }
 
-/// Removes hop-by-hop headers and every header the `Connection` header names.
+/// Removes hop-by-hop headers and every header the `Connection` header names. Allocates
+/// nothing unless `Connection` has more than one value.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if headers.contains_key(header::CONNECTION) {
+        // The values are taken out first (reference-counted clones) so the names they list
+        // can be removed from the map; more than one `Connection` header is rare.
+        let mut more = Vec::new();
+        let first = {
+            let mut all = headers.get_all(header::CONNECTION).iter();
+            let first = all.next().cloned();
+            more.extend(all.cloned());
+            first
+        };
+        for value in first.iter().chain(&more) {
+            let Ok(list) = value.to_str() else { continue };
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                // A `&str` key is parsed (and lower-cased) on the stack; one that is not a
+                // header name matches nothing.
+                headers.remove(name);
+            }
+        }
     }
-    for h in HOP_BY_HOP.iter() {
-        headers.remove(h);
+    remove_present(headers, &HOP_BY_HOP);
+}
+
+/// Removes every header named in `names` (at most 32). One pass over the headers present
+/// (a request has a handful) finds which are there, so the names that are absent — nearly
+/// all — cost a comparison each instead of a hash lookup.
+pub(super) fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    debug_assert!(names.len() <= 32);
+    let mut found: u32 = 0;
+    for key in headers.keys() {
+        if let Some(i) = names.iter().position(|n| n == key) {
+            found |= 1 << i;
+        }
+    }
+    while found != 0 {
+        let i = found.trailing_zeros() as usize;
+        headers.remove(&names[i]);
+        found &= found - 1;
     }
 }
 
@@ -331,7 +382,12 @@ mod tests {
             h
         };
         let host = Some(HeaderValue::from_static("api.example"));
-        let peer: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        let peer = peer_value("::ffff:10.1.2.3".parse().unwrap());
+        assert_eq!(
+            peer, "10.1.2.3",
+            "IPv4-mapped addresses are written as IPv4"
+        );
+        let peer = &peer;
 
         let mut h = client_headers();
         set_forwarding_headers(&mut h, false, peer, LISTENER_SCHEME, host.clone());
@@ -345,8 +401,8 @@ mod tests {
         assert!(!h.contains_key(&X_FORWARDED_HOST));
 
         let mut h = client_headers();
-        let v6 = "2001:db8::7".parse().unwrap();
-        set_forwarding_headers(&mut h, true, v6, LISTENER_SCHEME, host.clone());
+        let v6 = peer_value("2001:db8::7".parse().unwrap());
+        set_forwarding_headers(&mut h, true, &v6, LISTENER_SCHEME, host.clone());
         assert_eq!(
             h[&X_FORWARDED_FOR],
             "203.0.113.7, 198.51.100.2, 2001:db8::7"
@@ -424,5 +480,61 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // Several Connection headers, names in any case, junk and empty entries.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "X-One, ,bad name".parse().unwrap());
+        h.append(header::CONNECTION, "x-two".parse().unwrap());
+        for name in ["x-one", "x-two", "x-kept", "upgrade", "te"] {
+            h.insert(HeaderName::from_static(name), "1".parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn remove_present_removes_every_value_of_the_named_headers_only() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, "a".parse().unwrap());
+        h.append(X_AUTH_SUB, "forged".parse().unwrap());
+        h.append(X_AUTH_SUB, "again".parse().unwrap());
+        h.append(header::ACCEPT, "*/*".parse().unwrap());
+        remove_present(&mut h, &[X_AUTH_ISS, X_AUTH_SUB, header::HOST]);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+        remove_present(&mut h, &[]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn request_ids_are_the_clients_when_printable_else_new() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h), "abc-123");
+        for bad in ["", "has space", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
+            h.insert(X_REQUEST_ID, bad.parse().unwrap());
+            let id = request_id(&h);
+            assert_ne!(id, bad);
+            let (seed, n) = id.to_str().unwrap().split_once('-').unwrap();
+            assert_eq!(seed.len(), 16, "{id:?}");
+            assert!(n.len() >= 8, "{id:?}");
+            assert!(u64::from_str_radix(seed, 16).is_ok() && u64::from_str_radix(n, 16).is_ok());
+        }
+        let (a, b) = (request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert_ne!(a, b, "new ids differ");
+    }
+
+    #[test]
+    fn hex_is_zero_padded_to_the_minimum_and_never_cut() {
+        let mut buf = [0u8; 33];
+        let end = push_hex(&mut buf, 0, 0xab, 8);
+        assert_eq!(&buf[..end], b"000000ab");
+        let end = push_hex(&mut buf, 0, u64::MAX, 8);
+        assert_eq!(&buf[..end], b"ffffffffffffffff");
+        let end = push_hex(&mut buf, 0, 0, 16);
+        assert_eq!(&buf[..end], b"0000000000000000");
+        let end = push_hex(&mut buf, 0, 0x1_0000_0000, 8);
+        assert_eq!(&buf[..end], b"100000000");
     }
 }

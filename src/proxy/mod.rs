@@ -63,27 +63,48 @@ impl Proxy {
         self
     }
 
-    /// Answers one request on the proxy listener (see [`handle`]).
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<AccessBody> {
-        handle(self, req, remote).await
+    /// The service of one accepted connection from `remote`: what every request on it
+    /// shares (the peer's `X-Forwarded-For` entry is written once, here), behind one `Arc`
+    /// so a request costs one reference count.
+    pub fn connection(&self, remote: SocketAddr) -> Arc<Connection> {
+        Arc::new(Connection {
+            proxy: self.clone(),
+            remote,
+            forwarded_for: headers::peer_value(remote.ip()),
+        })
+    }
+}
+
+/// One accepted proxy connection ([`Proxy::connection`]).
+pub struct Connection {
+    proxy: Proxy,
+    remote: SocketAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Connection {
+    /// Answers one request on this connection (see [`handle`]).
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<AccessBody> {
+        handle(self, req).await
     }
 }
 
 /// Answers one request on the proxy listener.
-async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Response<AccessBody> {
+async fn handle(conn: &Connection, req: Request<Incoming>) -> Response<AccessBody> {
     let started = std::time::Instant::now();
+    let proxy = &conn.proxy;
+    let remote = conn.remote;
     let app = &proxy.app;
     let snapshot = app.snapshot();
     let route_metrics = &snapshot.routes;
     let request_id = request_id(req.headers());
-    let line = snapshot
-        .config
-        .server
-        .access_log
+    // Nothing is gathered for a line the log filter drops (`RUST_LOG=warn`).
+    let line = (snapshot.config.server.access_log && access::enabled())
         .then(|| AccessLine::begin(&req, remote, &snapshot, started));
     let mut trace = Trace::default();
     let exchange = Exchange {
         remote,
+        forwarded_for: &conn.forwarded_for,
         request_id: &request_id,
         tls: proxy.tls,
     };
@@ -106,7 +127,7 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
             route_metrics.count(trace.matched, outcome);
             if let Some(log) = log {
                 tracing::info!(
-                    request_id = %request_id,
+                    request_id = %request_id.to_str().unwrap_or("-"),
                     status = err.status().as_u16(),
                     reason = %log.reason,
                     kid = log.kid.as_deref().unwrap_or("-"),
@@ -117,11 +138,9 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>, remote: SocketAddr) -> Re
             (err.into_response(Surface::Proxy), outcome.label())
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
-    }
     let status = resp.status();
-    let line = line.map(|l| l.answered(request_id, status, outcome, &trace, &snapshot));
+    let line = line.map(|l| l.answered(request_id.clone(), status, outcome, &trace, &snapshot));
+    resp.headers_mut().insert(X_REQUEST_ID, request_id);
     resp.map(|body| AccessBody::new(body, line))
 }
 
