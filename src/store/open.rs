@@ -296,7 +296,9 @@ impl RevocationStore {
         // One scan of the record trees at open: the per-kind counters (Tree::len would be
         // a scan too), the check against the mark, and the presence filter, which is then
         // ready before any request.
-        let presence = Arc::new(presence::Presence::default());
+        // Sized for what the mark last counted (the store holds at least that).
+        let expected = acknowledged.map_or(0, |m| m.counts.iter().sum());
+        let presence = Arc::new(presence::Presence::for_records(expected));
         let scanned = scan_records(&h.trees, Some(&presence)).map_err(|e| unreadable(path, e))?;
         presence.mark_ready();
         let (db_seq, db_id) = read_commit_meta(&h.trees.meta)?;

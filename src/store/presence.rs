@@ -1,7 +1,7 @@
 //! A counting presence filter in front of the record trees, so the proxy's lookups of
 //! values that were never revoked (nearly all of them) skip sled.
 //!
-//! Each record key sets two 8-bit counters chosen by a keyed hash. `may_contain` answers
+//! Each record key sets [`PRESENCE_HASHES`] 8-bit counters chosen by a keyed hash. `may_contain` answers
 //! `false` only when a counter is zero, which can only happen if no stored key hashes
 //! there: the filter has false positives (then sled is asked) but never false negatives.
 //! The invariant "every stored key has both its counters ≥ 1" holds because:
@@ -19,9 +19,21 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-/// Counters in the filter (a power of two): 4 MiB. With 1M stored keys about 15 % of
-/// misses still ask sled; with 100k, 0.2 %.
+/// Fewest counters in the filter (a power of two): 4 MiB.
 pub const PRESENCE_COUNTERS: usize = 1 << 22;
+/// Most counters in the filter (a power of two): 256 MiB, reached only above 8M records.
+pub const PRESENCE_MAX_COUNTERS: usize = 1 << 28;
+/// Counters per record the store sizes the filter for when it opens (rounded up to a power
+/// of two, so 16–32; one byte each): with [`PRESENCE_HASHES`] = 4, at most 0.24 % of
+/// misses still ask sled while the store holds no more records than at open (at 1M records:
+/// 16 Mi counters; one block per key makes that ~0.3 %). Records added while running raise that share slowly (twice the records:
+/// 2.4 %) until the next open sizes the filter again.
+pub const PRESENCE_COUNTERS_PER_RECORD: usize = 16;
+/// Counters each key sets.
+pub const PRESENCE_HASHES: usize = 4;
+/// Counters per block (a cache line of one-byte counters): a key's counters are all in
+/// one block. 64 = 2^6: each counter takes 6 bits of the low half of the hash.
+pub const PRESENCE_BLOCK: usize = 64;
 
 /// The filter. See the module documentation for its invariant.
 pub struct Presence {
@@ -45,9 +57,19 @@ impl Default for Presence {
 }
 
 impl Presence {
+    /// An empty, not yet ready filter sized for `records` records (see
+    /// [`PRESENCE_COUNTERS_PER_RECORD`]), within [`PRESENCE_COUNTERS`] and
+    /// [`PRESENCE_MAX_COUNTERS`].
+    pub fn for_records(records: u64) -> Presence {
+        let wanted = usize::try_from(records)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(PRESENCE_COUNTERS_PER_RECORD);
+        Presence::new(wanted.clamp(PRESENCE_COUNTERS, PRESENCE_MAX_COUNTERS))
+    }
+
     /// An empty, not yet ready filter of `counters` counters (rounded up to a power of two).
     pub fn new(counters: usize) -> Presence {
-        let n = counters.next_power_of_two().max(64);
+        let n = counters.next_power_of_two().max(PRESENCE_BLOCK);
         Presence {
             counters: (0..n).map(|_| AtomicU8::new(0)).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -55,21 +77,20 @@ impl Presence {
         }
     }
 
-    fn slots(&self, kind: u8, key: &[u8]) -> (usize, usize) {
+    /// The counters of a key: all in one block of [`PRESENCE_BLOCK`] counters (one cache
+    /// line, so a lookup costs one memory access, not [`PRESENCE_HASHES`]), the block and
+    /// the counters in it chosen by disjoint bits of one 64-bit keyed hash. Two of them
+    /// may coincide (that key then sets fewer counters, always the same ones).
+    fn slots(&self, kind: u8, key: &[u8]) -> [usize; PRESENCE_HASHES] {
         let h = self.hasher.hash_one((kind, key));
-        let mask = self.counters.len() - 1;
-        let a = (h as usize) & mask;
-        let mut b = ((h >> 32) as usize) & mask;
-        if b == a {
-            b = (b + 1) & mask;
-        }
-        (a, b)
+        let blocks = self.counters.len() / PRESENCE_BLOCK;
+        let block = ((h >> 32) as usize & (blocks - 1)) * PRESENCE_BLOCK;
+        std::array::from_fn(|i| block + ((h >> (6 * i)) as usize & (PRESENCE_BLOCK - 1)))
     }
 
     /// Raises the counters of a key about to be stored.
     pub fn insert(&self, kind: u8, key: &[u8]) {
-        let (a, b) = self.slots(kind, key);
-        for i in [a, b] {
+        for i in self.slots(kind, key) {
             let _ = self.counters[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 (c < u8::MAX).then(|| c + 1)
             });
@@ -82,8 +103,7 @@ impl Presence {
         if !self.ready.load(Ordering::SeqCst) {
             return;
         }
-        let (a, b) = self.slots(kind, key);
-        for i in [a, b] {
+        for i in self.slots(kind, key) {
             let _ = self.counters[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 (c > 0 && c < u8::MAX).then(|| c - 1)
             });
@@ -95,8 +115,9 @@ impl Presence {
         if !self.ready.load(Ordering::Acquire) {
             return true;
         }
-        let (a, b) = self.slots(kind, key);
-        self.counters[a].load(Ordering::Acquire) > 0 && self.counters[b].load(Ordering::Acquire) > 0
+        self.slots(kind, key)
+            .iter()
+            .all(|&i| self.counters[i].load(Ordering::Acquire) > 0)
     }
 
     /// Marks the start-up scan complete: from now on misses are answered here.
@@ -130,6 +151,29 @@ mod tests {
                 "still stored keys stay present"
             );
         }
+    }
+
+    #[test]
+    fn sized_for_the_records_few_misses_get_through() {
+        assert_eq!(Presence::for_records(0).counters.len(), PRESENCE_COUNTERS);
+        assert_eq!(Presence::for_records(1_000_000).counters.len(), 1 << 24);
+        assert_eq!(
+            Presence::for_records(u64::MAX).counters.len(),
+            PRESENCE_MAX_COUNTERS
+        );
+        // 2^18 records: 2^22 counters, 16 per record, the least the sizing gives.
+        let n = 262_144u32;
+        let p = Presence::for_records(u64::from(n));
+        p.mark_ready();
+        for i in 0..n {
+            p.insert(0, &i.to_be_bytes());
+        }
+        let misses = (n..n + 100_000)
+            .filter(|i| p.may_contain(0, &i.to_be_bytes()))
+            .count();
+        // Expected 0.24 % at 16 counters per key, 4 hashes; 2 hashes at 4 would give 15 %.
+        assert!(misses < 1_000, "{misses} of 100000 misses got through");
+        assert!((0..n).all(|i| p.may_contain(0, &i.to_be_bytes())));
     }
 
     #[test]

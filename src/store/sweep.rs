@@ -8,8 +8,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::ops::Bound;
+
 use super::commit::raise_commit_seq;
-use super::{abort, keys, stored_expiry, RevocationStore, StoreError};
+use super::{abort, keys, stored_expiry, Handles, RevocationStore, StoreError, Trees};
 use crate::config::MIN_SWEEP_INTERVAL;
 
 /// What one sweep did.
@@ -33,91 +35,27 @@ const SWEEP_REPORT_VERSION: u8 = 1;
 
 impl RevocationStore {
     /// Purges every record and seen logout jti whose `expires_at < now`, in batches of
-    /// `batch`; each entry is removed with its index entry in one transaction that
-    /// re-checks the expiry. Durable before it returns.
+    /// `batch` index entries read in index order, purged on the blocking pool by
+    /// [`SWEEP_WORKERS`] threads in transactions of [`SWEEP_TX_ENTRIES`] entries (a
+    /// record and its index entry go together; each transaction re-checks the expiry).
+    /// Durable before it returns.
+    ///
+    /// Small transactions because sled 0.34 takes a process-wide lock for writing in every
+    /// transaction, which every `Tree::get` (the proxy's lookups that get past the
+    /// presence filter) waits behind: 1024 entries per transaction made those wait tens of
+    /// milliseconds.
     pub async fn sweep_due(&self, now: u64, batch: usize) -> Result<SweepReport, StoreError> {
         let h = self.handles()?;
         let started = std::time::Instant::now();
         let batch = batch.max(1);
-        let t = &h.trees;
-        // Keys sort by big-endian expiry first: everything before `now_be` has
-        // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
-        let now_be = now.to_be_bytes();
-        // Purged per kind byte (jti, sid, sub, logout).
-        let mut purged = [0u64; 4];
         self.inner.sweep_runs.fetch_add(1, Ordering::Relaxed);
-        loop {
-            // Transactions cannot range-scan: scan first, then re-check inside.
-            let due = t
-                .expiry
-                .range(..&now_be[..])
-                .keys()
-                .take(batch)
-                .collect::<Result<Vec<_>, _>>()?;
-            if due.is_empty() {
-                break;
-            }
-            let gate = self.gate();
-            let seq = self.reserve_commit_seq();
-            let removed = t
-                .transact(|tx| {
-                    let mut removed = [0u64; 4];
-                    let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
-                    for ikey in &due {
-                        let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
-                            // Not an index key at all: drop it.
-                            tx.expiry.remove(ikey)?;
-                            continue;
-                        };
-                        let Some(records) = tx.entries(kind) else {
-                            tx.expiry.remove(ikey)?;
-                            continue;
-                        };
-                        if let Some(bytes) = records.get(rkey)? {
-                            let current = match stored_expiry(kind, &bytes) {
-                                Ok(e) => e,
-                                Err(e) => return abort(e),
-                            };
-                            // A concurrent re-revoke may have moved the expiry: then this
-                            // index key is stale and the record stays (it has its own key).
-                            if current == exp {
-                                records.remove(rkey)?;
-                                removed[kind as usize] += 1;
-                                if kind != keys::KIND_LOGOUT {
-                                    gone.push((kind, rkey.to_vec()));
-                                }
-                            }
-                        }
-                        tx.expiry.remove(ikey)?;
-                    }
-                    if !gone.is_empty() {
-                        raise_commit_seq(tx.meta, seq)?;
-                    }
-                    Ok((removed, gone))
-                })
-                .map_err(|e| self.failed(e));
-            if let Ok((removed, _)) = &removed {
-                for (counter, n) in self.inner.counts.iter().zip(removed) {
-                    counter.fetch_sub(*n, Ordering::Relaxed);
-                }
-            }
-            drop(gate);
-            let (removed, gone) = removed?;
-            for (kind, rkey) in &gone {
-                self.inner.presence.remove(*kind, rkey);
-            }
-            self.wrote();
-            for (kind, n) in removed.iter().enumerate() {
-                purged[kind] += n;
-            }
-            self.inner
-                .swept
-                .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
-            if due.len() < batch {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let store = self.clone();
+        let h2 = h.clone();
+        // Purged per kind byte (jti, sid, sub, logout).
+        let purged = tokio::task::spawn_blocking(move || store.purge_due(&h2, now, batch))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("sweep task failed: {e}"))))?;
+        let t = &h.trees;
         let report = SweepReport {
             at: now,
             purged: purged[..3].iter().sum(),
@@ -177,6 +115,172 @@ impl RevocationStore {
 }
 
 impl RevocationStore {
+    /// Blocking part of [`sweep_due`](Self::sweep_due): every due index entry, in batches
+    /// read in index order by this thread and purged by [`SWEEP_WORKERS`] threads
+    /// (entries are independent of each other). Returns the entries purged per kind byte.
+    fn purge_due(&self, h: &Handles, now: u64, batch: usize) -> Result<[u64; 4], StoreError> {
+        let t = &h.trees;
+        // Keys sort by big-endian expiry first: everything before `now_be` has
+        // `expires_at < now` (an entry expiring exactly at `now` sorts after it).
+        let now_be = now.to_be_bytes();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(SWEEP_WORKERS);
+        // At most one batch waiting per worker: memory stays bounded.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<sled::IVec>>(workers);
+        let rx = std::sync::Mutex::new(rx);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let purging: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<[u64; 4], StoreError> {
+                        let mut purged = [0u64; 4];
+                        let mut failure = None;
+                        loop {
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(due) = next else { break };
+                            // After a failure, batches are only drained (the reader stops).
+                            if failure.is_some() {
+                                continue;
+                            }
+                            match self.purge_batch(t, &due) {
+                                Ok(removed) => {
+                                    for (total, n) in purged.iter_mut().zip(removed) {
+                                        *total += n;
+                                    }
+                                }
+                                Err(e) => {
+                                    stop.store(true, Ordering::SeqCst);
+                                    failure = Some(e);
+                                }
+                            }
+                        }
+                        failure.map_or(Ok(purged), Err)
+                    })
+                })
+                .collect();
+            // Each batch resumes after the last key of the one before, so an entry left
+            // in place (a stale index key whose record moved on) is never read twice.
+            let mut after: Option<sled::IVec> = None;
+            let scanned = loop {
+                let from = after
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_ref()));
+                let due = match t
+                    .expiry
+                    .range::<&[u8], _>((from, Bound::Excluded(&now_be[..])))
+                    .keys()
+                    .take(batch)
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(due) => due,
+                    Err(e) => break Err(StoreError::from(e)),
+                };
+                let full = due.len() == batch;
+                after = due.last().cloned();
+                // A worker failed: stop reading (its error is reported below).
+                if due.is_empty() || stop.load(Ordering::SeqCst) || tx.send(due).is_err() || !full {
+                    break Ok(());
+                }
+            };
+            drop(tx);
+            let mut purged = [0u64; 4];
+            let mut failure = scanned.err();
+            for worker in purging {
+                match worker.join() {
+                    Ok(Ok(removed)) => {
+                        for (total, n) in purged.iter_mut().zip(removed) {
+                            *total += n;
+                        }
+                    }
+                    Ok(Err(e)) => failure = failure.or(Some(e)),
+                    Err(_) => {
+                        failure = failure.or(Some(StoreError::Unavailable(
+                            "a sweep thread panicked".to_string(),
+                        )))
+                    }
+                }
+            }
+            failure.map_or(Ok(purged), |e| Err(self.failed(e)))
+        })
+    }
+
+    /// Purges one batch of due index entries, [`SWEEP_TX_ENTRIES`] per sled transaction:
+    /// each entry's record and index key go together (a crash never leaves one without
+    /// the other), and each transaction re-checks the expiry (a concurrent re-revoke
+    /// wins: the index key is stale then and the record stays, with its own key). A
+    /// transaction that removes records raises the commit sequence in `meta` with them.
+    /// Under the read side of the commit gate, with the counter updates.
+    fn purge_batch(&self, t: &Trees, due: &[sled::IVec]) -> Result<[u64; 4], StoreError> {
+        let mut purged = [0u64; 4];
+        for chunk in due.chunks(SWEEP_TX_ENTRIES) {
+            let gate = self.gate();
+            let seq = self.reserve_commit_seq();
+            let removed = t.transact(|tx| {
+                let mut removed = [0u64; 4];
+                let mut gone: Vec<(u8, Vec<u8>)> = Vec::new();
+                for ikey in chunk {
+                    let Some((exp, kind, rkey)) = keys::split_index_key(ikey) else {
+                        // Not an index key at all: drop it.
+                        tx.expiry.remove(ikey)?;
+                        continue;
+                    };
+                    let Some(records) = tx.entries(kind) else {
+                        tx.expiry.remove(ikey)?;
+                        continue;
+                    };
+                    if let Some(bytes) = records.get(rkey)? {
+                        let current = match stored_expiry(kind, &bytes) {
+                            Ok(e) => e,
+                            Err(e) => return abort(e),
+                        };
+                        if current == exp {
+                            records.remove(rkey)?;
+                            removed[kind as usize] += 1;
+                            if kind != keys::KIND_LOGOUT {
+                                gone.push((kind, rkey.to_vec()));
+                            }
+                        }
+                    }
+                    tx.expiry.remove(ikey)?;
+                }
+                if !gone.is_empty() {
+                    raise_commit_seq(tx.meta, seq)?;
+                }
+                Ok((removed, gone))
+            });
+            if let Ok((removed, _)) = &removed {
+                for (counter, n) in self.inner.counts.iter().zip(removed) {
+                    counter.fetch_sub(*n, Ordering::Relaxed);
+                }
+            }
+            drop(gate);
+            let (removed, gone) = removed?;
+            for (kind, rkey) in &gone {
+                self.inner.presence.remove(*kind, rkey);
+            }
+            self.wrote();
+            self.inner
+                .swept
+                .fetch_add(removed.iter().sum::<u64>(), Ordering::Relaxed);
+            for (total, n) in purged.iter_mut().zip(removed) {
+                *total += n;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+/// Due entries per sweep transaction. sled 0.34 holds its process-wide write lock while a
+/// transaction commits, and every `Tree::get` waits behind it: small transactions keep
+/// that wait short (the proxy asks sled only for hits and the presence filter's few false
+/// positives).
+pub const SWEEP_TX_ENTRIES: usize = 64;
+
+/// Threads that purge due batches in parallel (at most the available cores).
+pub const SWEEP_WORKERS: usize = 2;
+
+impl RevocationStore {
     /// `(sweeper runs, entries purged)` since open; for metrics. Purged entries include
     /// seen logout jtis.
     pub fn sweep_totals(&self) -> (u64, u64) {
@@ -187,8 +291,8 @@ impl RevocationStore {
     }
 }
 
-/// Index entries handled per sweep transaction. Bounds the size of one sled transaction
-/// (and so the time writers may wait on it); a sweep repeats batches until nothing is due.
+/// Index entries read per sweep batch (one purging thread takes a batch, in transactions
+/// of [`SWEEP_TX_ENTRIES`]); a sweep repeats batches until nothing is due.
 pub const SWEEP_BATCH: usize = 1024;
 
 /// Runs until `shutdown` flips to `true` (or its sender is dropped): every `interval`
