@@ -1,5 +1,6 @@
 //! Random identifiers that need no cryptographic strength: the proxy's `X-Request-Id`
-//! seed and the demo's session and token ids. Nothing here may be used for a secret.
+//! seed, the demo's session and token ids, a store's id and a cluster epoch. Nothing here
+//! may be used for a secret.
 
 use std::hash::{BuildHasher, Hasher};
 

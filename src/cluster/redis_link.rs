@@ -201,15 +201,7 @@ pub async fn stream_info(
 
 /// A fresh random epoch id (16 hex digits).
 pub fn new_epoch() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::ids::random_u64())
 }
 
 /// The stream's epoch; the first node to find none writes one (an empty Redis: a new

@@ -204,15 +204,7 @@ pub(super) fn outbox_state(trees: &Trees) -> Result<(u64, u64), StoreError> {
 
 /// A fresh store id: random per process and instant (std's hasher keys), never 0.
 fn new_store_id() -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish().max(1)
+    crate::ids::random_u64().max(1)
 }
 
 /// sled reporting corruption while opening or reading: the store cannot be trusted.
