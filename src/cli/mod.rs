@@ -79,7 +79,8 @@ Environment:
                               is not given, and server.admin_token of serve (and of every
                               config read) unless REVGATE_SERVER_ADMIN_TOKEN is set
   REVGATE_<SECTION>_<KEY>     overrides a scalar key of [server], [auth], [backchannel],
-                              [revoke_endpoint] or [store], e.g. REVGATE_SERVER_LISTEN
+                              [revoke_endpoint], [store] or [cluster], e.g.
+                              REVGATE_SERVER_LISTEN, REVGATE_CLUSTER_NODE_ID
   RUST_LOG                    log filter of serve and demo (default info)
   Any other REVGATE_* variable is reported as unknown (a typo would otherwise be ignored).
 

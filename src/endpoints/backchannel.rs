@@ -12,17 +12,22 @@ use hyper::body::Incoming;
 use super::answer;
 use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
+use crate::config::Config;
 use crate::error::{GatewayError, ProxyBody};
 use crate::store::{
     Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source,
 };
-use crate::App;
+use crate::{App, Snapshot};
 
 /// Answers a back-channel logout request. A refused logout token is logged at `warn`
 /// with the issuer and the reason, and counted per issuer ([`crate::metrics::LogoutLedger`]):
 /// the identity provider only logs a warning, while the user stays logged in at the API.
-pub async fn backchannel(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let result = match logout(app, req).await {
+pub async fn backchannel(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let result = match logout(app, &snapshot.config, req).await {
         Ok((issuer, ack)) => {
             app.metrics
                 .backchannel_accepted
@@ -104,12 +109,15 @@ fn form_problem(e: GatewayError) -> Refused {
 
 /// Validates and records one logout; `Ok` names the issuer whose logout it was and
 /// what the shared log has of it.
-async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(String, LogAck), Refused> {
-    let config = app.config();
-    let form = read_form(&config, req).await.map_err(form_problem)?;
+async fn logout(
+    app: &Arc<App>,
+    config: &Config,
+    req: Request<Incoming>,
+) -> Result<(String, LogAck), Refused> {
+    let form = read_form(config, req).await.map_err(form_problem)?;
     let token = single_param(&form, "logout_token").map_err(form_problem)?;
     let now = app.clock.now();
-    let logout = validate_logout_token(&config, &app.keys, &app.metrics, now, token).await?;
+    let logout = validate_logout_token(config, &app.keys, &app.metrics, now, token).await?;
 
     let (kind, value) = match (&logout.sid, &logout.sub) {
         (Some(sid), _) => (Kind::Sid, sid.clone()),
@@ -122,7 +130,7 @@ async fn logout(app: &Arc<App>, req: Request<Incoming>) -> Result<(String, LogAc
             ))
         }
     };
-    let policy = Policy::of(&config);
+    let policy = Policy::of(config);
     let change = Logout {
         revocation: NewRevocation {
             kind,

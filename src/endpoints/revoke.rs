@@ -12,20 +12,27 @@ use super::answer;
 use super::form::{read_form, single_param};
 use crate::error::{GatewayError, ProxyBody};
 use crate::store::{Change, LogAck, Policy, Source};
-use crate::App;
+use crate::{App, Snapshot};
 
-/// Answers a revocation request.
-pub async fn revoke(app: &Arc<App>, req: Request<Incoming>) -> Response<ProxyBody> {
-    answer(revoke_token(app, req).await)
+/// Answers a revocation request under `snapshot`, the configuration the proxy took for
+/// this request (a reload in between cannot split it).
+pub async fn revoke(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    answer(revoke_token(app, snapshot, req).await)
 }
 
-async fn revoke_token(app: &Arc<App>, req: Request<Incoming>) -> Result<LogAck, GatewayError> {
-    // One configuration for the whole request (a reload in between cannot split it).
-    let snapshot = app.snapshot();
+async fn revoke_token(
+    app: &Arc<App>,
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+) -> Result<LogAck, GatewayError> {
     let form = read_form(&snapshot.config, req).await?;
     let token = single_param(&form, "token")?;
     // RFC 7009 §2.2: invalid tokens get 200 too, but only a verified token is revoked.
-    let verified = match app.verify(&snapshot, token).await {
+    let verified = match app.verify(snapshot, token).await {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(reason = %e, "revoke endpoint: token not verified, nothing revoked");

@@ -71,15 +71,17 @@ pub(super) fn forwarded_client(
     headers: &HeaderMap,
     trusted: &[crate::config::IpNet],
 ) -> Option<std::net::IpAddr> {
-    let mut entries: Vec<&str> = headers
+    // Right to left without collecting: the last header line first, each line's entries
+    // from its end.
+    let entries = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim);
     let mut last = None;
-    while let Some(entry) = entries.pop() {
+    for entry in entries {
         let ip: std::net::IpAddr = entry.parse().ok()?;
         let ip = ip.to_canonical();
         if !trusted.iter().any(|net| net.contains(ip)) {
@@ -468,6 +470,24 @@ mod tests {
             ip("203.0.113.7")
         );
         assert_eq!(forwarded_client(&HeaderMap::new(), &trusted), None);
+        // Several header lines are one list in order: the last line holds the nearest.
+        let mut lines = HeaderMap::new();
+        lines.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("203.0.113.7, 10.3.3.3"),
+        );
+        lines.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.9, 10.1.1.1"),
+        );
+        assert_eq!(forwarded_client(&lines, &trusted), ip("198.51.100.9"));
+        let mut lines = HeaderMap::new();
+        lines.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        lines.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("10.3.3.3, 10.1.1.1"),
+        );
+        assert_eq!(forwarded_client(&lines, &trusted), ip("203.0.113.7"));
     }
 
     #[test]

@@ -91,7 +91,6 @@ impl Connection {
 
 /// Answers one request on the proxy listener.
 async fn handle(conn: &Connection, req: Request<Incoming>) -> Response<AccessBody> {
-    let started = std::time::Instant::now();
     let proxy = &conn.proxy;
     let remote = conn.remote;
     let app = &proxy.app;
@@ -100,7 +99,7 @@ async fn handle(conn: &Connection, req: Request<Incoming>) -> Response<AccessBod
     let request_id = request_id(req.headers());
     // Nothing is gathered for a line the log filter drops (`RUST_LOG=warn`).
     let line = (snapshot.config.server.access_log && access::enabled())
-        .then(|| AccessLine::begin(&req, remote, &snapshot, started));
+        .then(|| AccessLine::begin(&req, remote, &snapshot, std::time::Instant::now()));
     let mut trace = Trace::default();
     let exchange = Exchange {
         remote,
@@ -188,13 +187,13 @@ async fn serve(
     }
     if !config.backchannel.path.is_empty() && path == config.backchannel.path {
         return Ok(Served::Answer(
-            crate::endpoints::backchannel(app, req).await,
+            crate::endpoints::backchannel(app, snapshot, req).await,
             Outcome::Public,
         ));
     }
     if !config.revoke_endpoint.path.is_empty() && path == config.revoke_endpoint.path {
         return Ok(Served::Answer(
-            crate::endpoints::revoke(app, req).await,
+            crate::endpoints::revoke(app, snapshot, req).await,
             Outcome::Public,
         ));
     }
