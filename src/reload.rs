@@ -191,15 +191,9 @@ fn keep_restart_keys(old: &Config, new: &mut Config) -> Vec<String> {
     new.store.path = old.store.path.clone();
     new.store.cache_bytes = old.store.cache_bytes;
     let (o, n) = (&old.cluster, &new.cluster);
-    for (key, same) in CLUSTER_RESTART_KEYS.iter().zip([
-        n.redis_url == o.redis_url,
-        n.stream == o.stream,
-        n.node_id == o.node_id,
-    ]) {
-        if !same {
-            differ.push(key.to_string());
-        }
-    }
+    keep(CLUSTER_RESTART_KEYS[0], n.redis_url == o.redis_url);
+    keep(CLUSTER_RESTART_KEYS[1], n.stream == o.stream);
+    keep(CLUSTER_RESTART_KEYS[2], n.node_id == o.node_id);
     new.cluster = old.cluster.clone();
     // Whether `listen` speaks TLS is fixed at start-up (the listener's kind); the files
     // themselves are re-read by every reload.
@@ -264,6 +258,23 @@ upstream = "http://127.0.0.1:1"
         assert_eq!(differ, vec!["server.listen", "store.path"]);
         assert_eq!(new.server.listen, old.server.listen);
         assert_eq!(new.store.path, old.store.path);
+        assert!(changed_sections(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn cluster_keys_need_a_restart_and_keep_their_running_values() {
+        let old = config("", "127.0.0.1:8080");
+        let mut new = config("", "127.0.0.1:8080");
+        new.cluster.redis_url = "redis://127.0.0.1:6390".into();
+        new.cluster.node_id = "other-node".into();
+        let differ = keep_restart_keys(&old, &mut new);
+        assert_eq!(differ, vec!["cluster.redis_url", "cluster.node_id"]);
+        assert_eq!(new.cluster.redis_url, old.cluster.redis_url);
+        assert_eq!(new.cluster.node_id, old.cluster.node_id);
+        let mut new = config("", "127.0.0.1:8080");
+        new.cluster.stream = "elsewhere".into();
+        assert_eq!(keep_restart_keys(&old, &mut new), vec!["cluster.stream"]);
+        assert_eq!(new.cluster.stream, old.cluster.stream);
         assert!(changed_sections(&old, &new).is_empty());
     }
 

@@ -36,11 +36,7 @@ fn json_body() -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
 /// change it answers (none outside a cluster).
 pub(crate) fn with_log_ack<R: Reply>(response: R, ack: LogAck) -> Response {
     let mut response = response.into_response();
-    if let Some(v) = ack.header_value() {
-        response
-            .headers_mut()
-            .insert(LogAck::HEADER, warp::http::HeaderValue::from_static(v));
-    }
+    ack.mark(response.headers_mut());
     response
 }
 

@@ -28,10 +28,7 @@ fn answer(result: Result<LogAck, GatewayError>) -> Response<ProxyBody> {
     let mut resp = match result {
         Ok(ack) => {
             let mut resp = empty_response(StatusCode::OK);
-            if let Some(v) = ack.header_value() {
-                resp.headers_mut()
-                    .insert(LogAck::HEADER, HeaderValue::from_static(v));
-            }
+            ack.mark(resp.headers_mut());
             resp
         }
         Err(e) => e.into_response(Surface::Endpoint),

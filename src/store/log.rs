@@ -346,6 +346,15 @@ impl LogAck {
             LogAck::Queued => Some("queued"),
         }
     }
+
+    /// Sets [`HEADER`](Self::HEADER) on an answer's `headers` (nothing for
+    /// [`LogAck::Local`]): the one place both the admin API and the public endpoints say
+    /// what the shared log has of the change they answer.
+    pub fn mark(self, headers: &mut http::HeaderMap) {
+        if let Some(v) = self.header_value() {
+            headers.insert(Self::HEADER, http::HeaderValue::from_static(v));
+        }
+    }
 }
 
 /// The link between the writers of a clustered store and its publisher: writers wake
