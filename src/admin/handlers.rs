@@ -43,14 +43,11 @@ pub(crate) fn with_log_ack<R: Reply>(response: R, ack: LogAck) -> Response {
 /// Applies a revocation for an admin request: the stored record and what the shared log
 /// has of it.
 async fn revoke(app: &App, rev: crate::store::NewRevocation) -> Result<Response, Rejection> {
-    let (outcome, ack) = app
+    let (record, ack) = app
         .store
-        .apply_acked(&Change::Revoke(rev))
+        .revoke_acked(rev)
         .await
         .map_err(|e| warp::reject::custom(GatewayError::from_store(e)))?;
-    let Outcome::Revoked(record) = outcome else {
-        unreachable!("a revocation applied as {outcome:?}")
-    };
     app.metrics.revocation_recorded(Source::Admin);
     tracing::info!(kind = %record.kind, issuer = %record.issuer, value = %record.value, "revoked by admin");
     Ok(with_log_ack(

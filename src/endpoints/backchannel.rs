@@ -14,9 +14,7 @@ use super::form::{read_form, single_param};
 use crate::auth::logout::{validate_logout_token, LogoutError, LogoutReason};
 use crate::config::Config;
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{
-    Change, Kind, LogAck, Logout, NewRevocation, Outcome, Policy, SeenLogout, Source,
-};
+use crate::store::{Kind, LogAck, Logout, NewRevocation, Policy, SeenLogout, Source};
 use crate::{App, Snapshot};
 
 /// Answers a back-channel logout request. A refused logout token is logged at `warn`
@@ -147,21 +145,14 @@ async fn logout(
     };
     // Replay defence and revocation in one transaction: a token reusing a seen jti
     // records nothing, even when it races the first one.
-    let (outcome, ack) = app
-        .store
-        .apply_acked(&Change::Logout(change))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "store write failed during back-channel logout");
-            Refused::of(
-                LogoutReason::Store,
-                &logout.issuer,
-                "revocation could not be stored",
-            )
-        })?;
-    let Outcome::Logout(seen) = outcome else {
-        unreachable!("a logout applied as {outcome:?}")
-    };
+    let (seen, ack) = app.store.record_logout_acked(change).await.map_err(|e| {
+        tracing::error!(error = %e, "store write failed during back-channel logout");
+        Refused::of(
+            LogoutReason::Store,
+            &logout.issuer,
+            "revocation could not be stored",
+        )
+    })?;
     match seen {
         SeenLogout::Conflict => Err(Refused::of(
             LogoutReason::Replay,

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::answer;
 use super::form::{read_form, single_param};
 use crate::error::{GatewayError, ProxyBody};
-use crate::store::{Change, LogAck, Policy, Source};
+use crate::store::{LogAck, Policy, Source};
 use crate::{App, Snapshot};
 
 /// Answers a revocation request under `snapshot`, the configuration the proxy took for
@@ -46,7 +46,7 @@ async fn revoke_token(
         Some("revoked by the application".to_string()),
         Source::RevokeEndpoint,
     );
-    match app.store.apply_acked(&Change::Revoke(rev)).await {
+    match app.store.revoke_acked(rev).await {
         Ok((_, ack)) => {
             app.metrics.revocation_recorded(Source::RevokeEndpoint);
             tracing::info!(issuer = %verified.issuer, jti = %verified.jti, "token revoked at the revoke endpoint");

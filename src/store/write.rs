@@ -301,9 +301,15 @@ impl RevocationStore {
     /// same key (the later `issued_before` and the later `expires_at` win; `revoked_at` is
     /// now; reason/source of the newest call). Returns the stored record once durable.
     pub async fn revoke(&self, rev: NewRevocation) -> Result<Record, StoreError> {
-        match self.apply(&Change::Revoke(rev)).await? {
-            Outcome::Revoked(record) => Ok(record),
-            other => unreachable!("a revocation applied as {other:?}"),
+        Ok(self.revoke_acked(rev).await?.0)
+    }
+
+    /// [`revoke`](Self::revoke), with what the shared log has of it (an answer's
+    /// `Revgate-Cluster`).
+    pub async fn revoke_acked(&self, rev: NewRevocation) -> Result<(Record, LogAck), StoreError> {
+        match self.apply_acked(&Change::Revoke(rev)).await? {
+            (Outcome::Revoked(record), ack) => Ok((record, ack)),
+            (other, _) => unreachable!("a revocation applied as {other:?}"),
         }
     }
 
@@ -335,9 +341,17 @@ impl RevocationStore {
     /// token's `jti` in one transaction. Durable before it returns, except for a
     /// conflict, which wrote nothing.
     pub async fn record_logout(&self, logout: Logout) -> Result<SeenLogout, StoreError> {
-        match self.apply(&Change::Logout(logout)).await? {
-            Outcome::Logout(seen) => Ok(seen),
-            other => unreachable!("a logout applied as {other:?}"),
+        Ok(self.record_logout_acked(logout).await?.0)
+    }
+
+    /// [`record_logout`](Self::record_logout), with what the shared log has of it.
+    pub async fn record_logout_acked(
+        &self,
+        logout: Logout,
+    ) -> Result<(SeenLogout, LogAck), StoreError> {
+        match self.apply_acked(&Change::Logout(logout)).await? {
+            (Outcome::Logout(seen), ack) => Ok((seen, ack)),
+            (other, _) => unreachable!("a logout applied as {other:?}"),
         }
     }
 
