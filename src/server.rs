@@ -141,8 +141,10 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         None => crate::proxy::Proxy::new(app.clone()),
     };
     let graceful = GracefulShutdown::new();
-    // Proxy connections may upgrade, which hyper's graceful watcher does not cover: they
-    // follow this signal themselves and hold a watcher so `graceful.shutdown()` waits for them.
+    // Proxy connections follow this signal themselves (`until_closing!`: graceful shutdown
+    // of the HTTP connection) and hold a watcher, so `graceful.shutdown()` waits for their
+    // requests in flight. A connection that upgraded (WebSocket) has ended as HTTP: its
+    // tunnel is not waited for and is cut when the process exits.
     let (close_tx, close_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     // With a health path, SIGTERM opens this window: health answers 503, the listeners
